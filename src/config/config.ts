@@ -1,0 +1,203 @@
+/**
+ * Configuration: defaults < YAML file (--config / KEYGATE_CONFIG) < environment < flags.
+ * Parsed and validated once at start; every bad value is reported with where it came from.
+ */
+import { readFileSync } from 'node:fs';
+import { isAbsolute, resolve } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { assertValidPrefix, DEFAULT_KEY_PREFIX } from '../keys/format.ts';
+
+export const DEFAULT_MODEL_ALIASES: Readonly<Record<string, string>> = {
+  'mistral-tiny': 'ministral-8b-latest',
+  'mistral-small': 'mistral-small-latest',
+  'mistral-medium': 'mistral-medium-latest',
+};
+
+const port = z.coerce
+  .number({ error: 'must be a number' })
+  .int('must be a whole number')
+  .min(1, 'must be between 1 and 65535')
+  .max(65_535, 'must be between 1 and 65535');
+const positiveInt = z.coerce.number().int().positive();
+
+export const configSchema = z
+  .object({
+    server: z
+      .object({
+        host: z.string().min(1).default('127.0.0.1'),
+        port: port.default(8443),
+        http: z.boolean().default(false),
+        tlsCert: z.string().optional(),
+        tlsKey: z.string().optional(),
+        /** Largest request body accepted, in bytes. @default 10 MiB */
+        bodyLimitBytes: positiveInt.default(10 * 1024 * 1024),
+        /** How long a graceful stop waits for in-flight requests (streams included). @default 30 s */
+        shutdownTimeoutMs: positiveInt.default(30_000),
+      })
+      .strict()
+      .prefault({}),
+    dataDir: z.string().min(1).default('.keygate'),
+    keys: z
+      .object({ prefix: z.string().default(DEFAULT_KEY_PREFIX) })
+      .strict()
+      .prefault({}),
+    upstream: z
+      .object({
+        url: z
+          .url({ protocol: /^https?$/, error: 'must be an http(s) URL' })
+          .default('https://api.mistral.ai'),
+        key: z.string().min(1).optional(),
+        /** Time allowed for the upstream to send response headers. @default 120 s */
+        timeoutMs: positiveInt.default(120_000),
+        /** Longest silence allowed inside a response body (streams included). @default 120 s */
+        bodyTimeoutMs: positiveInt.default(120_000),
+        /** Kept-alive connections in the pool. @default 128 */
+        connections: positiveInt.default(128),
+        /** Extra CA certificate (PEM file) for an upstream with a private CA. */
+        caFile: z.string().optional(),
+      })
+      .strict()
+      .prefault({}),
+    /** Model aliases applied to incoming requests: legacy name → current id. */
+    modelAliases: z.record(z.string(), z.string()).default({ ...DEFAULT_MODEL_ALIASES }),
+    auth: z
+      .object({
+        /** Failed authentications per client IP per minute before that IP gets 429. @default 30 */
+        failuresPerMinute: positiveInt.default(30),
+        /** How long a verified key stays cached (changes invalidate it sooner). @default 60 s */
+        cacheTtlMs: positiveInt.default(60_000),
+        cacheMaxEntries: positiveInt.default(100_000),
+        /** How often the store's change feed is read, bounding revoke latency. @default 250 ms */
+        changePollMs: positiveInt.default(250),
+      })
+      .strict()
+      .prefault({}),
+    usage: z
+      .object({
+        flushIntervalMs: positiveInt.default(500),
+        batchSize: positiveInt.default(500),
+        /** Records kept in memory while the store cannot be written; beyond this they are dropped and counted. */
+        maxQueued: positiveInt.default(100_000),
+      })
+      .strict()
+      .prefault({}),
+    log: z
+      .object({
+        level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+      })
+      .strict()
+      .prefault({}),
+  })
+  .strict();
+
+export type Config = z.infer<typeof configSchema>;
+type ConfigInput = z.input<typeof configSchema>;
+
+/** Values from command-line flags; undefined means "not given". */
+export interface ConfigFlags {
+  config?: string | undefined;
+  dataDir?: string | undefined;
+  host?: string | undefined;
+  port?: string | undefined;
+  http?: boolean | undefined;
+  tlsCert?: string | undefined;
+  tlsKey?: string | undefined;
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+function readConfigFile(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    throw new ConfigError(`cannot read config file ${path} (${(error as NodeJS.ErrnoException).code})`);
+  }
+  let data: unknown;
+  try {
+    data = parseYaml(text);
+  } catch (error) {
+    throw new ConfigError(
+      `config file ${path} is not valid YAML: ${(error as Error).message.split('\n')[0]}`,
+    );
+  }
+  if (data === null || data === undefined) return {};
+  if (typeof data !== 'object' || Array.isArray(data)) {
+    throw new ConfigError(`config file ${path} must contain a mapping at the top level`);
+  }
+  return data as Record<string, unknown>;
+}
+
+function section(input: Record<string, unknown>, name: string): Record<string, unknown> {
+  const current = input[name];
+  const value = typeof current === 'object' && current !== null && !Array.isArray(current) ? current : {};
+  const copy = { ...(value as Record<string, unknown>) };
+  input[name] = copy;
+  return copy;
+}
+
+function set(target: Record<string, unknown>, key: string, value: unknown): void {
+  if (value !== undefined && value !== '') target[key] = value;
+}
+
+/** Builds the configuration from flags, environment and the optional YAML file. Throws ConfigError. */
+export function loadConfig(
+  flags: ConfigFlags,
+  env: NodeJS.ProcessEnv = process.env,
+  cwd = process.cwd(),
+): Config {
+  const configPath = flags.config ?? env.KEYGATE_CONFIG;
+  const input: Record<string, unknown> = configPath ? readConfigFile(resolve(cwd, configPath)) : {};
+  const server = section(input, 'server');
+  const upstream = section(input, 'upstream');
+
+  set(server, 'host', env.KEYGATE_HOST);
+  set(server, 'port', env.KEYGATE_PORT);
+  set(input, 'dataDir', env.KEYGATE_DATA_DIR);
+  set(upstream, 'url', env.KEYGATE_UPSTREAM_URL);
+  set(upstream, 'key', env.KEYGATE_UPSTREAM_KEY || env.MISTRAL_API_KEY);
+
+  set(server, 'host', flags.host);
+  set(server, 'port', flags.port);
+  set(server, 'http', flags.http);
+  set(server, 'tlsCert', flags.tlsCert);
+  set(server, 'tlsKey', flags.tlsKey);
+  set(input, 'dataDir', flags.dataDir);
+
+  const parsed = configSchema.safeParse(input as ConfigInput);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((issue) => {
+      const where = issue.path.join('.') || '(top level)';
+      return `  ${where}: ${issue.message}`;
+    });
+    throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
+  }
+  const config = parsed.data;
+  try {
+    assertValidPrefix(config.keys.prefix);
+  } catch (error) {
+    throw new ConfigError(`invalid configuration:\n  keys.prefix: ${(error as Error).message}`);
+  }
+  if (Boolean(config.server.tlsCert) !== Boolean(config.server.tlsKey)) {
+    throw new ConfigError(
+      '--tls-cert and --tls-key go together: give both, or neither for a self-signed certificate',
+    );
+  }
+  if (config.server.http && config.server.tlsCert) {
+    throw new ConfigError('--http serves plain HTTP; it cannot be combined with --tls-cert/--tls-key');
+  }
+  const abs = (p: string) => (isAbsolute(p) ? p : resolve(cwd, p));
+  config.dataDir = abs(config.dataDir);
+  if (config.server.tlsCert) config.server.tlsCert = abs(config.server.tlsCert);
+  if (config.server.tlsKey) config.server.tlsKey = abs(config.server.tlsKey);
+  if (config.upstream.caFile) config.upstream.caFile = abs(config.upstream.caFile);
+  config.upstream.url = config.upstream.url.replace(/\/+$/, '');
+  return config;
+}
+
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
+}

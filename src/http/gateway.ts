@@ -1,0 +1,512 @@
+/**
+ * The public API (`/v1`): authenticate, validate, forward to the provider, stream back, meter.
+ * Written directly on node:http for the shortest possible path (see docs/architecture.md).
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { StringDecoder } from 'node:string_decoder';
+import { parseAuthorization } from '../auth/bearer.ts';
+import type { AuthFailureLimiter } from '../auth/failures.ts';
+import type { KeyVerifier } from '../auth/verifier.ts';
+import type { Config } from '../config/config.ts';
+import { resolveModel } from '../providers/models.ts';
+import {
+  classifyUpstreamError,
+  forwardableResponseHeaders,
+  type Upstream,
+  type UpstreamResponse,
+} from '../providers/upstream.ts';
+import type { KeyRecord } from '../store/types.ts';
+import { extractUsage, SseUsageScanner, type TokenUsage } from '../usage/extract.ts';
+import type { UsageQueue } from '../usage/queue.ts';
+import { encodeEmbeddingsBase64 } from './embeddings.ts';
+import {
+  type ErrorCode,
+  INVALID_KEY_BODY,
+  INVALID_KEY_MESSAGE,
+  sendError,
+  validationBody,
+} from './errors.ts';
+import type { Logger } from './log.ts';
+import { type Endpoint, type JsonObject, validateBody } from './validate.ts';
+
+export interface GatewayDeps {
+  config: Config;
+  verifier: KeyVerifier;
+  failures: AuthFailureLimiter;
+  upstream: Upstream;
+  usage: UsageQueue;
+  logger: Logger;
+}
+
+type Route =
+  | { kind: 'post'; endpoint: Endpoint; path: string }
+  | { kind: 'models' }
+  | { kind: 'model'; id: string }
+  | { kind: 'not_found' }
+  | { kind: 'method_not_allowed'; allow: string };
+
+const POST_ROUTES: Record<string, Endpoint> = {
+  '/v1/chat/completions': 'chat',
+  '/v1/fim/completions': 'fim',
+  '/v1/embeddings': 'embeddings',
+};
+
+function route(method: string, pathname: string): Route {
+  const endpoint = POST_ROUTES[pathname];
+  if (endpoint) return method === 'POST' ? { kind: 'post', endpoint, path: pathname } : notAllowed('POST');
+  if (pathname === '/v1/models') return method === 'GET' ? { kind: 'models' } : notAllowed('GET');
+  if (pathname.startsWith('/v1/models/')) {
+    let id: string;
+    try {
+      id = decodeURIComponent(pathname.slice('/v1/models/'.length));
+    } catch {
+      return { kind: 'not_found' };
+    }
+    if (id.length === 0 || id.length > 256 || id.includes('/')) return { kind: 'not_found' };
+    return method === 'GET' ? { kind: 'model', id } : notAllowed('GET');
+  }
+  return { kind: 'not_found' };
+}
+
+function notAllowed(allow: string): Route {
+  return { kind: 'method_not_allowed', allow };
+}
+
+/** Query parameters through which clients sometimes (wrongly) send keys. */
+const KEY_IN_QUERY = /[?&](?:key|api_key|apikey|api-key|access_token|token)=/i;
+const REQUEST_ID = /^[\w.:-]{1,128}$/;
+
+export function clientAddress(req: IncomingMessage): string {
+  const address = req.socket.remoteAddress ?? '';
+  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
+}
+
+/** Counts Authorization headers: Node keeps only the first, but two of them is a malformed request. */
+function authorizationCount(raw: readonly string[]): number {
+  let n = 0;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.length === 13 && name.toLowerCase() === 'authorization') n++;
+  }
+  return n;
+}
+
+/** Everything known about one request by the time it is logged and metered. */
+class Exchange {
+  readonly startedAt = Date.now();
+  readonly t0 = performance.now();
+  key: KeyRecord | undefined;
+  model: string | null = null;
+  endpoint: string;
+  status = 0;
+  usage: TokenUsage | undefined;
+  ttftMs: number | null = null;
+  upstreamMs: number | null = null;
+  failure: string | undefined;
+  done = false;
+
+  readonly id: string;
+  readonly ip: string;
+
+  constructor(id: string, ip: string, endpoint: string) {
+    this.id = id;
+    this.ip = ip;
+    this.endpoint = endpoint;
+  }
+}
+
+export class Gateway {
+  readonly #deps: GatewayDeps;
+  readonly #bodyLimit: number;
+  /** Requests being served right now (a graceful stop waits for them). */
+  inflight = 0;
+  #idleWaiters: (() => void)[] = [];
+  draining = false;
+
+  constructor(deps: GatewayDeps) {
+    this.#deps = deps;
+    this.#bodyLimit = deps.config.server.bodyLimitBytes;
+  }
+
+  /** Resolves when no request is in flight. */
+  whenIdle(): Promise<void> {
+    if (this.inflight === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  handle(req: IncomingMessage, res: ServerResponse, requestId: string): void {
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    const pathname = q === -1 ? url : url.slice(0, q);
+    const exchange = new Exchange(requestId, clientAddress(req), pathname);
+    this.inflight++;
+    res.once('close', () => this.#finish(exchange, res));
+    if (this.draining) res.setHeader('connection', 'close');
+    this.#serve(req, res, exchange, q === -1 ? '' : url.slice(q), pathname).catch((error: unknown) => {
+      this.#deps.logger.error({ reqId: exchange.id, err: error }, 'unhandled error while serving a request');
+      this.#fail(
+        res,
+        exchange,
+        'internal_error',
+        'Internal error. The request id identifies it in the gateway log.',
+      );
+    });
+  }
+
+  #fail(
+    res: ServerResponse,
+    exchange: Exchange,
+    code: ErrorCode,
+    message: string,
+    options: Parameters<typeof sendError>[3] = {},
+  ): void {
+    exchange.failure ??= code;
+    sendError(res, code, message, options);
+  }
+
+  async #serve(
+    req: IncomingMessage,
+    res: ServerResponse,
+    exchange: Exchange,
+    query: string,
+    pathname: string,
+  ): Promise<void> {
+    const { failures, verifier, upstream } = this.#deps;
+    if (query.length > 0 && KEY_IN_QUERY.test(query)) {
+      failures.recordFailure(exchange.ip);
+      this.#fail(
+        res,
+        exchange,
+        'key_in_url',
+        'API keys are not accepted in the URL: send the key in the Authorization header as "Bearer <key>".',
+      );
+      return;
+    }
+    const retryAfter = failures.retryAfter(exchange.ip);
+    if (retryAfter > 0) {
+      this.#fail(
+        res,
+        exchange,
+        'too_many_auth_failures',
+        'Too many failed authentication attempts from this address; try again later.',
+        { retryAfter },
+      );
+      return;
+    }
+
+    const auth =
+      authorizationCount(req.rawHeaders) > 1
+        ? ({ kind: 'malformed', reason: 'more than one Authorization header' } as const)
+        : parseAuthorization(req.headers.authorization);
+    if (auth.kind === 'missing') {
+      this.#fail(
+        res,
+        exchange,
+        'missing_api_key',
+        'No API key provided. Send it in the Authorization header: "Authorization: Bearer <key>".',
+      );
+      return;
+    }
+    if (auth.kind === 'malformed') {
+      failures.recordFailure(exchange.ip);
+      this.#fail(
+        res,
+        exchange,
+        'invalid_authorization',
+        `Malformed Authorization header: ${auth.reason}. Expected "Authorization: Bearer <key>".`,
+      );
+      return;
+    }
+    const pending = verifier.verify(auth.token);
+    const verdict = pending instanceof Promise ? await pending : pending;
+    if (!verdict.ok) {
+      failures.recordFailure(exchange.ip);
+      exchange.failure = `key_${verdict.reason}`;
+      sendError(res, 'invalid_api_key', INVALID_KEY_MESSAGE, { body: INVALID_KEY_BODY });
+      return;
+    }
+    exchange.key = verdict.key;
+
+    const target = route(req.method ?? 'GET', pathname);
+    if (target.kind === 'not_found') {
+      this.#fail(res, exchange, 'not_found', `No such endpoint: ${req.method} ${pathname.slice(0, 200)}`);
+      return;
+    }
+    if (target.kind === 'method_not_allowed') {
+      res.setHeader('allow', target.allow);
+      this.#fail(res, exchange, 'method_not_allowed', `${pathname} accepts ${target.allow} only`);
+      return;
+    }
+    if (!upstream.configured) {
+      this.#fail(
+        res,
+        exchange,
+        'upstream_not_configured',
+        'The gateway has no upstream API key. The operator must set KEYGATE_UPSTREAM_KEY (or MISTRAL_API_KEY, or upstream.key in the config file) and restart Keygate.',
+        { retryAfter: 60 },
+      );
+      return;
+    }
+
+    if (target.kind === 'models') {
+      await this.#forward(
+        req,
+        res,
+        exchange,
+        { method: 'GET', path: '/v1/models' },
+        { stream: false, base64: false },
+      );
+      return;
+    }
+    if (target.kind === 'model') {
+      const id = resolveModel(this.#deps.config.modelAliases, target.id);
+      exchange.model = id;
+      await this.#forward(
+        req,
+        res,
+        exchange,
+        { method: 'GET', path: `/v1/models/${encodeURIComponent(id)}` },
+        { stream: false, base64: false },
+      );
+      return;
+    }
+
+    const raw = await this.#readBody(req, res, exchange);
+    if (raw === undefined) return;
+    let body: unknown;
+    try {
+      body = JSON.parse(raw.toString('utf8'));
+    } catch {
+      this.#fail(res, exchange, 'invalid_json', 'The request body is not valid JSON.');
+      return;
+    }
+    const issues = validateBody(target.endpoint, body);
+    if (issues.length > 0) {
+      exchange.failure = 'validation_error';
+      const payload = validationBody(issues);
+      res.writeHead(422, {
+        'content-type': 'application/json; charset=utf-8',
+        'content-length': Buffer.byteLength(payload),
+      });
+      res.end(payload);
+      return;
+    }
+    const json = body as JsonObject;
+    const requested = json.model as string;
+    const model = resolveModel(this.#deps.config.modelAliases, requested);
+    exchange.model = model;
+    let payload = raw;
+    if (model !== requested) {
+      json.model = model;
+      payload = Buffer.from(JSON.stringify(json));
+    }
+    await this.#forward(
+      req,
+      res,
+      exchange,
+      { method: 'POST', path: target.path, body: payload },
+      {
+        stream: json.stream === true,
+        base64: target.endpoint === 'embeddings' && json.encoding_format === 'base64',
+      },
+    );
+  }
+
+  /** Reads the request body within the size limit; sends the error and returns undefined when it cannot. */
+  async #readBody(
+    req: IncomingMessage,
+    res: ServerResponse,
+    exchange: Exchange,
+  ): Promise<Buffer | undefined> {
+    const declared = Number(req.headers['content-length']);
+    if (declared > this.#bodyLimit) {
+      res.setHeader('connection', 'close');
+      this.#fail(
+        res,
+        exchange,
+        'payload_too_large',
+        `The request body is larger than the gateway's limit of ${this.#bodyLimit} bytes.`,
+      );
+      return undefined;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    try {
+      for await (const chunk of req as AsyncIterable<Buffer>) {
+        size += chunk.length;
+        if (size > this.#bodyLimit) {
+          res.setHeader('connection', 'close');
+          this.#fail(
+            res,
+            exchange,
+            'payload_too_large',
+            `The request body is larger than the gateway's limit of ${this.#bodyLimit} bytes.`,
+          );
+          return undefined;
+        }
+        chunks.push(chunk);
+      }
+    } catch {
+      exchange.failure = 'client_aborted';
+      res.destroy();
+      return undefined;
+    }
+    return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
+  }
+
+  async #forward(
+    req: IncomingMessage,
+    res: ServerResponse,
+    exchange: Exchange,
+    call: { method: 'GET' | 'POST'; path: string; body?: Buffer },
+    mode: { stream: boolean; base64: boolean },
+  ): Promise<void> {
+    const abort = new AbortController();
+    const onClose = () => {
+      if (!res.writableFinished) abort.abort();
+    };
+    res.once('close', onClose);
+    const headers: Record<string, string> = {
+      accept: mode.stream ? 'text/event-stream' : 'application/json',
+      'x-request-id': exchange.id,
+      'user-agent': `keygate/0.1 ${String(req.headers['user-agent'] ?? '').slice(0, 200)}`.trim(),
+    };
+    if (call.body) headers['content-type'] = 'application/json';
+    const sentAt = performance.now();
+    let upstreamRes: UpstreamResponse;
+    try {
+      upstreamRes = await this.#deps.upstream.request({ ...call, headers, signal: abort.signal });
+    } catch (error) {
+      if (abort.signal.aborted) {
+        exchange.failure = 'client_aborted';
+        return;
+      }
+      const failure = classifyUpstreamError(error);
+      this.#deps.logger.warn(
+        { reqId: exchange.id, code: (error as { code?: string }).code },
+        'upstream request failed',
+      );
+      if (failure === 'timeout') {
+        this.#fail(res, exchange, 'upstream_timeout', 'The model provider did not answer in time.', {
+          retryAfter: 1,
+        });
+      } else {
+        this.#fail(res, exchange, 'upstream_unreachable', 'The model provider could not be reached.', {
+          retryAfter: 1,
+        });
+      }
+      return;
+    }
+    exchange.upstreamMs = performance.now() - sentAt;
+    const status = upstreamRes.statusCode;
+    const outHeaders = forwardableResponseHeaders(upstreamRes.headers);
+    const contentType = String(upstreamRes.headers['content-type'] ?? '');
+    const isSse = contentType.startsWith('text/event-stream');
+
+    if (mode.base64 && status === 200 && !isSse) {
+      let text: string;
+      try {
+        text = await upstreamRes.body.text();
+      } catch (error) {
+        this.#streamBroke(res, exchange, error);
+        return;
+      }
+      exchange.usage = extractUsage(text);
+      const out = encodeEmbeddingsBase64(text);
+      outHeaders['content-length'] = String(Buffer.byteLength(out));
+      res.writeHead(status, outHeaders);
+      res.end(out);
+      return;
+    }
+
+    const declaredLength = upstreamRes.headers['content-length'];
+    if (typeof declaredLength === 'string') outHeaders['content-length'] = declaredLength;
+    res.writeHead(status, outHeaders);
+    const decoder = new StringDecoder('utf8');
+    const scanner = isSse ? new SseUsageScanner() : undefined;
+    let text = '';
+    const body = upstreamRes.body;
+    await new Promise<void>((resolve) => {
+      body.on('data', (chunk: Buffer) => {
+        if (exchange.ttftMs === null) exchange.ttftMs = performance.now() - exchange.t0;
+        const decoded = decoder.write(chunk);
+        if (scanner) scanner.push(decoded);
+        else if (text.length < 4_194_304) text += decoded;
+        if (!res.write(chunk)) body.pause();
+      });
+      res.on('drain', () => body.resume());
+      body.once('end', () => {
+        res.end();
+        resolve();
+      });
+      body.once('error', (error: Error) => {
+        if (!abort.signal.aborted) this.#streamBroke(res, exchange, error);
+        else exchange.failure = 'client_aborted';
+        resolve();
+      });
+      res.once('close', () => resolve());
+    });
+    exchange.usage = scanner ? scanner.usage : extractUsage(text);
+  }
+
+  #streamBroke(res: ServerResponse, exchange: Exchange, error: unknown): void {
+    exchange.failure =
+      classifyUpstreamError(error) === 'timeout' ? 'upstream_timeout_midstream' : 'upstream_broke_midstream';
+    this.#deps.logger.warn(
+      { reqId: exchange.id, code: (error as { code?: string }).code },
+      'upstream response broke off',
+    );
+    res.destroy();
+  }
+
+  /** Runs once per request when its response is closed: access log line and usage record. */
+  #finish(exchange: Exchange, res: ServerResponse): void {
+    if (exchange.done) return;
+    exchange.done = true;
+    const completed = res.writableFinished;
+    exchange.status = completed ? res.statusCode : 499;
+    if (!completed) exchange.failure ??= 'client_aborted';
+    const latencyMs = Math.round((performance.now() - exchange.t0) * 1000) / 1000;
+    const usage = exchange.usage;
+    const key = exchange.key;
+    if (key) {
+      this.#deps.usage.push({
+        id: exchange.id,
+        time: exchange.startedAt,
+        keyId: key.id,
+        workspaceId: key.workspaceId,
+        model: exchange.model,
+        endpoint: exchange.endpoint,
+        status: exchange.status,
+        promptTokens: usage?.promptTokens ?? 0,
+        completionTokens: usage?.completionTokens ?? 0,
+        totalTokens: usage?.totalTokens ?? 0,
+        latencyMs,
+        ttftMs: exchange.ttftMs,
+        clientIp: exchange.ip,
+      });
+    }
+    this.#deps.logger.info(
+      {
+        reqId: exchange.id,
+        keyId: key?.id ?? null,
+        ip: exchange.ip,
+        path: exchange.endpoint,
+        model: exchange.model,
+        status: exchange.status,
+        latencyMs,
+        upstreamMs: exchange.upstreamMs === null ? null : Math.round(exchange.upstreamMs * 1000) / 1000,
+        promptTokens: usage?.promptTokens,
+        completionTokens: usage?.completionTokens,
+        failure: exchange.failure,
+      },
+      'request',
+    );
+    this.inflight--;
+    if (this.inflight === 0 && this.#idleWaiters.length > 0) {
+      for (const resolve of this.#idleWaiters.splice(0)) resolve();
+    }
+  }
+}
+
+export { REQUEST_ID };

@@ -1,0 +1,216 @@
+/**
+ * Assembles a running gateway: data directory, secrets, store, TLS, the /v1 gateway, health
+ * endpoints, and the graceful stop.
+ */
+import {
+  createServer as createHttpServer,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { AuthFailureLimiter } from '../auth/failures.ts';
+import { KeyVerifier } from '../auth/verifier.ts';
+import type { Config } from '../config/config.ts';
+import { ensureDataDir, loadSecrets, type ServerSecrets } from '../config/secrets.ts';
+import { Upstream } from '../providers/upstream.ts';
+import { openStore } from '../store/index.ts';
+import type { Store } from '../store/types.ts';
+import { UsageQueue } from '../usage/queue.ts';
+import { newRequestId } from '../util/ids.ts';
+import { sendError } from './errors.ts';
+import { Gateway, REQUEST_ID } from './gateway.ts';
+import { createLogger, type Logger } from './log.ts';
+import { ensureSelfSigned, loadTls, type TlsMaterial } from './tls.ts';
+
+export interface RunningGateway {
+  url: string;
+  port: number;
+  tls: TlsMaterial | undefined;
+  secrets: ServerSecrets;
+  store: Store;
+  upstream: Upstream;
+  logger: Logger;
+  /** Graceful stop: refuse new connections, finish in-flight requests, flush usage, close the store. */
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  env?: NodeJS.ProcessEnv;
+  logDestination?: NodeJS.WritableStream;
+}
+
+export class StartError extends Error {
+  override name = 'StartError';
+}
+
+function json(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, {
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': Buffer.byteLength(text),
+    'cache-control': 'no-store',
+  });
+  res.end(text);
+}
+
+function listen(server: Server, port: number, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const onError = (error: NodeJS.ErrnoException) => {
+      const where = `${host}:${port}`;
+      if (error.code === 'EADDRINUSE')
+        reject(
+          new StartError(
+            `port ${port} on ${host} is already in use (another Keygate?); choose another with --port or KEYGATE_PORT`,
+          ),
+        );
+      else if (error.code === 'EACCES')
+        reject(
+          new StartError(
+            `not allowed to listen on ${where} (ports below 1024 need privileges); choose another with --port`,
+          ),
+        );
+      else if (error.code === 'EADDRNOTAVAIL' || error.code === 'ENOTFOUND')
+        reject(new StartError(`cannot listen on ${host}: no such local address (--host)`));
+      else reject(new StartError(`cannot listen on ${where}: ${error.message}`));
+    };
+    server.once('error', onError);
+    server.listen(port, host, () => {
+      server.off('error', onError);
+      const address = server.address();
+      resolve(typeof address === 'object' && address ? address.port : port);
+    });
+  });
+}
+
+export async function startGateway(config: Config, options: StartOptions = {}): Promise<RunningGateway> {
+  const env = options.env ?? process.env;
+  ensureDataDir(config.dataDir);
+  const secrets = loadSecrets(config.dataDir, env.KEYGATE_SECRET);
+  let tls: TlsMaterial | undefined;
+  if (!config.server.http) {
+    try {
+      tls =
+        config.server.tlsCert && config.server.tlsKey
+          ? loadTls(config.server.tlsCert, config.server.tlsKey)
+          : await ensureSelfSigned(config.dataDir, config.server.host);
+    } catch (error) {
+      throw new StartError((error as Error).message);
+    }
+  }
+  const logger = createLogger({
+    level: config.log.level,
+    keyPrefix: config.keys.prefix,
+    secrets: config.upstream.key ? [config.upstream.key] : [],
+    destination: options.logDestination,
+  });
+  const store = await openStore(config.dataDir);
+  const verifier = new KeyVerifier({
+    store,
+    pepper: secrets.pepper,
+    prefix: config.keys.prefix,
+    ttlMs: config.auth.cacheTtlMs,
+    maxEntries: config.auth.cacheMaxEntries,
+    pollMs: config.auth.changePollMs,
+    onError: (error) => logger.error({ err: error }, 'reading the key change feed failed'),
+  });
+  await verifier.start();
+  const upstream = new Upstream(config.upstream);
+  const usage = new UsageQueue({
+    store,
+    ...config.usage,
+    onError: (error) => logger.error({ err: error }, 'writing usage records failed; they stay queued'),
+    onDrop: (count) => logger.error({ dropped: count }, 'usage queue full: records dropped'),
+  });
+  const gateway = new Gateway({
+    config,
+    verifier,
+    failures: new AuthFailureLimiter(config.auth.failuresPerMinute),
+    upstream,
+    usage,
+    logger,
+  });
+
+  const hsts = tls ? 'max-age=31536000' : undefined;
+  const handler = (req: IncomingMessage, res: ServerResponse) => {
+    const given = req.headers['x-request-id'];
+    const requestId = typeof given === 'string' && REQUEST_ID.test(given) ? given : newRequestId();
+    res.setHeader('x-request-id', requestId);
+    if (hsts) res.setHeader('strict-transport-security', hsts);
+    const url = req.url ?? '/';
+    if (url.startsWith('/v1/') || url === '/v1') {
+      gateway.handle(req, res, requestId);
+      return;
+    }
+    const pathname = url.split('?', 1)[0];
+    if (pathname === '/healthz') {
+      json(res, 200, { status: 'ok' });
+      return;
+    }
+    if (pathname === '/readyz') {
+      store.ping().then(
+        () => {
+          const ready = upstream.configured && !gateway.draining;
+          json(res, ready ? 200 : 503, {
+            status: ready ? 'ready' : 'not_ready',
+            checks: {
+              store: 'ok',
+              upstream: upstream.configured ? 'configured' : 'not_configured',
+              draining: gateway.draining,
+            },
+          });
+        },
+        () => json(res, 503, { status: 'not_ready', checks: { store: 'unreachable' } }),
+      );
+      return;
+    }
+    sendError(
+      res,
+      'not_found',
+      `No such endpoint: ${req.method} ${String(pathname).slice(0, 200)}. The API lives under /v1.`,
+    );
+  };
+  const server: Server = tls
+    ? createHttpsServer({ cert: tls.cert, key: tls.key, minVersion: 'TLSv1.2' }, handler)
+    : createHttpServer(handler);
+  server.keepAliveTimeout = 65_000;
+  server.headersTimeout = 66_000;
+  server.on('clientError', (_error, socket) => {
+    if (socket.writable)
+      socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+    else socket.destroy();
+  });
+
+  let port: number;
+  try {
+    port = await listen(server, config.server.port, config.server.host);
+  } catch (error) {
+    verifier.close();
+    await usage.close();
+    await store.close();
+    throw error;
+  }
+  const hostForUrl = config.server.host.includes(':') ? `[${config.server.host}]` : config.server.host;
+  const url = `${tls ? 'https' : 'http'}://${hostForUrl}:${port}`;
+
+  let closing: Promise<void> | undefined;
+  const close = () => {
+    closing ??= (async () => {
+      gateway.draining = true;
+      verifier.close();
+      const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      const timer = setTimeout(() => server.closeAllConnections(), config.server.shutdownTimeoutMs);
+      await Promise.race([gateway.whenIdle(), stopped]);
+      server.closeAllConnections();
+      clearTimeout(timer);
+      await stopped;
+      await usage.close();
+      await upstream.close().catch(() => {});
+      await store.close();
+      await new Promise<void>((resolve) => logger.flush(() => resolve()));
+    })();
+    return closing;
+  };
+  return { url, port, tls, secrets, store, upstream, logger, close };
+}

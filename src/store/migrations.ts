@@ -1,0 +1,74 @@
+/**
+ * Versioned schema migrations. Each version has one statement list per dialect; the PostgreSQL
+ * list must be kept in lockstep with the SQLite one (same tables, columns and meaning).
+ */
+export interface Migration {
+  version: number;
+  name: string;
+  sqlite: string;
+}
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'keys, key hashes, key change feed, usage records',
+    sqlite: `
+      CREATE TABLE workspaces (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+      );
+      INSERT INTO workspaces (id, name, created_at) VALUES ('ws_default', 'Default', CAST(unixepoch('subsec') * 1000 AS INTEGER));
+
+      CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        workspace_id TEXT NOT NULL REFERENCES workspaces(id),
+        name TEXT NOT NULL,
+        start TEXT NOT NULL,
+        last4 TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        created_by TEXT,
+        expires_at INTEGER,
+        revoked_at INTEGER,
+        last_used_at INTEGER,
+        last_used_ip TEXT
+      );
+      CREATE INDEX api_keys_workspace ON api_keys (workspace_id, created_at);
+
+      -- One row per secret that opens a key (several during a rotation's grace period).
+      CREATE TABLE api_key_hashes (
+        hash TEXT PRIMARY KEY,
+        key_id TEXT NOT NULL REFERENCES api_keys(id),
+        created_at INTEGER NOT NULL,
+        valid_until INTEGER
+      );
+      CREATE INDEX api_key_hashes_key ON api_key_hashes (key_id);
+
+      -- Change feed read by every running gateway to invalidate its key cache.
+      CREATE TABLE key_events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        key_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        at INTEGER NOT NULL
+      );
+
+      CREATE TABLE usage_records (
+        id TEXT PRIMARY KEY,
+        time INTEGER NOT NULL,
+        key_id TEXT,
+        workspace_id TEXT,
+        model TEXT,
+        endpoint TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        prompt_tokens INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL,
+        total_tokens INTEGER NOT NULL,
+        latency_ms REAL NOT NULL,
+        ttft_ms REAL,
+        client_ip TEXT NOT NULL
+      );
+      CREATE INDEX usage_records_key_time ON usage_records (key_id, time);
+      CREATE INDEX usage_records_time ON usage_records (time);
+    `,
+  },
+];

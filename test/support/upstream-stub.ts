@@ -1,0 +1,641 @@
+/**
+ * A local HTTP server that speaks the Mistral API the way the real provider does.
+ *
+ * Used by integration tests and the benchmark as the upstream "model provider".
+ * Response shapes follow the Mistral API reference (mistral-api.md §3-§7) closely, because
+ * the official SDKs validate them.
+ *
+ * Deterministic behaviour (so tests can assert on it):
+ * - words(s) = number of whitespace-separated words in s.
+ * - chat: reply = "Echo: " + <last user message text>, truncated to 20 words (and to
+ *   `max_tokens` words when that is smaller, with finish_reason "length").
+ *   prompt_tokens = words over all message contents (min 1), completion_tokens = words(reply).
+ * - fim: reply = "/* middle *\/", prompt_tokens = words(prompt) + words(suffix).
+ * - embeddings: 8 floats derived from sha256(input), prompt_tokens = words over all inputs.
+ *
+ * Special model names: stub-error-500, stub-error-400, stub-slow (5 s before the head),
+ * stub-slow-stream (content "tok1 ... tok10", one word per chunk, 200 ms apart; usage on the
+ * last), stub-echo-headers (content is JSON.stringify of the received request headers).
+ *
+ * Run directly for the benchmark:
+ *   node test/support/upstream-stub.ts --port 9000 --latency 0
+ * prints {"url":"http://127.0.0.1:9000"} on one line and stops on SIGTERM/SIGINT.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { realpathSync } from 'node:fs';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+export interface StubRequest {
+  method: string;
+  path: string;
+  headers: Record<string, string | string[] | undefined>;
+  body: string;
+}
+
+export interface UpstreamStub {
+  /** Base URL without a trailing slash, e.g. http://127.0.0.1:PORT */
+  url: string;
+  /** Every request received, in order (only the last 10 000 are kept). */
+  requests: StubRequest[];
+  /** Delay before the response head, in milliseconds (default 0). */
+  setLatency(ms: number): void;
+  /** Closes the server and all sockets; cancels pending timers. */
+  close(): Promise<void>;
+}
+
+export interface StubOptions {
+  port?: number;
+  host?: string;
+  /** Required bearer key; default 'upstream-secret-key'. */
+  apiKey?: string;
+  latencyMs?: number;
+  /** Content chunks per stream, default 3. */
+  streamChunks?: number;
+  /** Default true; the benchmark turns it off. */
+  recordRequests?: boolean;
+}
+
+export const DEFAULT_STUB_API_KEY = 'upstream-secret-key';
+export const STUB_MODEL_IDS: readonly string[] = [
+  'mistral-small-latest',
+  'mistral-large-latest',
+  'mistral-embed',
+  'codestral-latest',
+  'ministral-8b-latest',
+  'mistral-medium-latest',
+];
+
+const MAX_RECORDED = 10_000;
+const MAX_REPLY_WORDS = 20;
+const SLOW_DELAY_MS = 5000;
+const SLOW_STREAM_CHUNKS = 10;
+const SLOW_STREAM_INTERVAL_MS = 200;
+const FIM_MIDDLE = '/* middle */';
+const EMBEDDING_DIMENSIONS = 8;
+
+type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+type JsonObject = { [key: string]: Json };
+
+type Usage = {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+};
+
+interface Completion {
+  model: string;
+  /** Reply split into word tokens, each with its leading whitespace; concatenated they form the content. */
+  tokens: string[];
+  finishReason: 'stop' | 'length';
+  promptTokens: number;
+}
+
+/** Per-request cancellation: aborted when the client goes away or the stub closes. */
+interface RequestContext {
+  aborted: boolean;
+  cancel: Array<() => void>;
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function words(text: string): string[] {
+  return text.split(/\s+/).filter((w) => w.length > 0);
+}
+
+/** Word tokens that keep their leading whitespace, so that tokens.join('') reproduces the text. */
+function tokensOf(text: string): string[] {
+  return text.match(/\s*\S+/g) ?? [];
+}
+
+function hex32(): string {
+  return randomBytes(16).toString('hex');
+}
+
+function nowSeconds(): number {
+  return Math.floor(Date.now() / 1000);
+}
+
+/** Text of a message `content`: a string, or the text chunks of a ContentChunk array. */
+function contentText(content: unknown): string {
+  if (typeof content === 'string') return content;
+  if (Array.isArray(content)) {
+    const parts: string[] = [];
+    for (const chunk of content) {
+      if (isRecord(chunk) && chunk.type === 'text' && typeof chunk.text === 'string') parts.push(chunk.text);
+    }
+    return parts.join(' ');
+  }
+  return '';
+}
+
+function errorBody(message: string, type: string, code: string | null): JsonObject {
+  return { object: 'error', message, type, param: null, code };
+}
+
+function validationError(loc: string, input: Json, type = 'missing', msg = 'Field required'): JsonObject {
+  return { detail: [{ type, loc: ['body', loc], msg, input }] };
+}
+
+function usageOf(promptTokens: number, completionTokens: number): Usage {
+  return {
+    prompt_tokens: promptTokens,
+    completion_tokens: completionTokens,
+    total_tokens: promptTokens + completionTokens,
+  };
+}
+
+function applyMaxTokens(tokens: string[], maxTokens: unknown): Pick<Completion, 'tokens' | 'finishReason'> {
+  if (typeof maxTokens === 'number' && Number.isInteger(maxTokens) && maxTokens >= 1) {
+    if (tokens.length > maxTokens) return { tokens: tokens.slice(0, maxTokens), finishReason: 'length' };
+  }
+  return { tokens, finishReason: 'stop' };
+}
+
+/** Splits `items` into exactly `parts` contiguous groups (some may be empty). */
+function splitEvenly<T>(items: T[], parts: number): T[][] {
+  const groups: T[][] = [];
+  const base = Math.floor(items.length / parts);
+  const extra = items.length % parts;
+  let offset = 0;
+  for (let i = 0; i < parts; i++) {
+    const size = base + (i < extra ? 1 : 0);
+    groups.push(items.slice(offset, offset + size));
+    offset += size;
+  }
+  return groups;
+}
+
+/** Content strings for each stream chunk; their concatenation equals the full reply. */
+function chunkContents(tokens: string[], parts: number): string[] {
+  return splitEvenly(tokens, parts).map((group) => group.join(''));
+}
+
+/** Deterministic, unit-length 8-dimensional vector derived from the text. */
+function embeddingOf(text: string): number[] {
+  const digest = createHash('sha256').update(text).digest();
+  const raw: number[] = [];
+  for (let i = 0; i < EMBEDDING_DIMENSIONS; i++) raw.push(digest.readUInt32BE(i * 4) / 2 ** 31 - 1);
+  const norm = Math.sqrt(raw.reduce((sum, v) => sum + v * v, 0)) || 1;
+  return raw.map((v) => Math.round((v / norm) * 1e6) / 1e6);
+}
+
+function modelCard(id: string, created: number): JsonObject {
+  const isEmbed = id === 'mistral-embed';
+  const isCode = id.startsWith('codestral');
+  const descriptions: Record<string, string> = {
+    'mistral-small-latest': 'Our efficient small model for everyday tasks.',
+    'mistral-medium-latest': 'Our frontier-class multimodal model.',
+    'mistral-large-latest': 'Our top-tier large model for complex tasks.',
+    'mistral-embed': 'Our state-of-the-art semantic text embedding model.',
+    'codestral-latest': 'Our cutting-edge language model for coding.',
+    'ministral-8b-latest': 'Powerful edge model with extremely high performance/price ratio.',
+  };
+  const contextLengths: Record<string, number> = {
+    'mistral-embed': 8192,
+    'codestral-latest': 256000,
+    'ministral-8b-latest': 131072,
+  };
+  return {
+    id,
+    object: 'model',
+    created,
+    owned_by: 'mistralai',
+    capabilities: {
+      completion_chat: !isEmbed,
+      function_calling: !isEmbed,
+      completion_fim: isCode,
+      fine_tuning: !isEmbed,
+      vision:
+        id === 'mistral-small-latest' || id === 'mistral-medium-latest' || id === 'mistral-large-latest',
+      ocr: false,
+      classification: false,
+      moderation: false,
+      audio: false,
+      audio_transcription: false,
+    },
+    name: id,
+    description: descriptions[id] ?? id,
+    max_context_length: contextLengths[id] ?? 131072,
+    aliases: [],
+    deprecation: null,
+    deprecation_replacement_model: null,
+    default_model_temperature: isEmbed ? null : isCode ? 0.2 : 0.3,
+    type: 'base',
+  };
+}
+
+export function startUpstreamStub(opts: StubOptions = {}): Promise<UpstreamStub> {
+  const apiKey = opts.apiKey ?? DEFAULT_STUB_API_KEY;
+  const host = opts.host ?? '127.0.0.1';
+  const streamChunks = Math.max(1, Math.floor(opts.streamChunks ?? 3));
+  const recordRequests = opts.recordRequests ?? true;
+  let latencyMs = Math.max(0, opts.latencyMs ?? 0);
+  const requests: StubRequest[] = [];
+  const inFlight = new Set<RequestContext>();
+  let closed = false;
+
+  /** Resolves true after `ms`, or false as soon as the request is aborted. Never keeps the process alive after close. */
+  function wait(ctx: RequestContext, ms: number): Promise<boolean> {
+    if (ctx.aborted) return Promise.resolve(false);
+    return new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => {
+        ctx.cancel = ctx.cancel.filter((c) => c !== cancel);
+        resolve(!ctx.aborted);
+      }, ms);
+      const cancel = (): void => {
+        clearTimeout(timer);
+        resolve(false);
+      };
+      ctx.cancel.push(cancel);
+    });
+  }
+
+  /** Yields to the event loop once (gives separate writes between stream chunks). */
+  function tick(ctx: RequestContext): Promise<boolean> {
+    if (ctx.aborted) return Promise.resolve(false);
+    return new Promise<boolean>((resolve) => {
+      const immediate = setImmediate(() => {
+        ctx.cancel = ctx.cancel.filter((c) => c !== cancel);
+        resolve(!ctx.aborted);
+      });
+      const cancel = (): void => {
+        clearImmediate(immediate);
+        resolve(false);
+      };
+      ctx.cancel.push(cancel);
+    });
+  }
+
+  function abort(ctx: RequestContext): void {
+    if (ctx.aborted) return;
+    ctx.aborted = true;
+    const cancels = ctx.cancel;
+    ctx.cancel = [];
+    for (const c of cancels) c();
+    inFlight.delete(ctx);
+  }
+
+  function sendJson(res: ServerResponse, status: number, body: Json): void {
+    if (res.headersSent || res.destroyed) return;
+    const payload = JSON.stringify(body);
+    res.writeHead(status, {
+      'Content-Type': 'application/json',
+      'Content-Length': Buffer.byteLength(payload),
+    });
+    res.end(payload);
+  }
+
+  function completionResponse(c: Completion, id: string, created: number): JsonObject {
+    return {
+      id,
+      object: 'chat.completion',
+      created,
+      model: c.model,
+      choices: [
+        {
+          index: 0,
+          message: { role: 'assistant', content: c.tokens.join(''), tool_calls: null, prefix: false },
+          finish_reason: c.finishReason,
+        },
+      ],
+      usage: usageOf(c.promptTokens, c.tokens.length),
+    };
+  }
+
+  async function sendStream(
+    ctx: RequestContext,
+    res: ServerResponse,
+    c: Completion,
+    parts: number,
+    intervalMs: number,
+  ): Promise<void> {
+    const id = `cmpl-${hex32()}`;
+    const created = nowSeconds();
+    const frame = (choice: JsonObject, usage?: Usage): string => {
+      const chunk: JsonObject = {
+        id,
+        object: 'chat.completion.chunk',
+        created,
+        model: c.model,
+        choices: [choice],
+      };
+      if (usage) chunk.usage = usage;
+      return `data: ${JSON.stringify(chunk)}\n\n`;
+    };
+    res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache' });
+    res.write(frame({ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null }));
+    const contents = chunkContents(c.tokens, parts);
+    for (let i = 0; i < contents.length; i++) {
+      const ok = intervalMs > 0 ? await wait(ctx, intervalMs) : await tick(ctx);
+      if (!ok || res.destroyed) return;
+      const last = i === contents.length - 1;
+      const choice: JsonObject = {
+        index: 0,
+        delta: { content: contents[i] ?? '' },
+        finish_reason: last ? c.finishReason : null,
+      };
+      res.write(frame(choice, last ? usageOf(c.promptTokens, c.tokens.length) : undefined));
+    }
+    if (!(await tick(ctx)) || res.destroyed) return;
+    res.end('data: [DONE]\n\n');
+  }
+
+  /** Handles the special failure/slow models shared by all inference endpoints. Returns true when handled. */
+  function handleFailureModel(res: ServerResponse, model: string): boolean {
+    if (model === 'stub-error-500') {
+      sendJson(res, 500, errorBody('Internal server error', 'server_error', '5000'));
+      return true;
+    }
+    if (model === 'stub-error-400') {
+      sendJson(res, 400, errorBody(`Invalid model: ${model}`, 'invalid_model', '1500'));
+      return true;
+    }
+    return false;
+  }
+
+  async function respondCompletion(
+    ctx: RequestContext,
+    res: ServerResponse,
+    c: Completion,
+    stream: boolean,
+  ): Promise<void> {
+    if (c.model === 'stub-slow' && !(await wait(ctx, SLOW_DELAY_MS))) return;
+    if (c.model === 'stub-slow-stream') {
+      if (stream) {
+        await sendStream(ctx, res, c, SLOW_STREAM_CHUNKS, SLOW_STREAM_INTERVAL_MS);
+        return;
+      }
+      if (!(await wait(ctx, SLOW_STREAM_CHUNKS * SLOW_STREAM_INTERVAL_MS))) return;
+    }
+    if (stream) {
+      await sendStream(ctx, res, c, streamChunks, 0);
+      return;
+    }
+    sendJson(res, 200, completionResponse(c, `cmpl-${hex32()}`, nowSeconds()));
+  }
+
+  async function handleChat(
+    ctx: RequestContext,
+    req: IncomingMessage,
+    res: ServerResponse,
+    body: Record<string, unknown>,
+  ): Promise<void> {
+    const { model, messages } = body;
+    if (typeof model !== 'string') return sendJson(res, 422, validationError('model', null));
+    if (!Array.isArray(messages)) return sendJson(res, 422, validationError('messages', null));
+    if (handleFailureModel(res, model)) return;
+
+    let promptWords = 0;
+    let lastUser = '';
+    for (const m of messages) {
+      if (!isRecord(m)) continue;
+      const text = contentText(m.content);
+      promptWords += words(text).length;
+      if (m.role === 'user') lastUser = text;
+    }
+    let reply: Pick<Completion, 'tokens' | 'finishReason'>;
+    if (model === 'stub-echo-headers') {
+      // Exact JSON of the received headers (never truncated).
+      reply = { tokens: tokensOf(JSON.stringify(req.headers)), finishReason: 'stop' };
+    } else if (model === 'stub-slow-stream') {
+      reply = applyMaxTokens(
+        tokensOf(Array.from({ length: SLOW_STREAM_CHUNKS }, (_, i) => `tok${i + 1}`).join(' ')),
+        body.max_tokens,
+      );
+    } else {
+      reply = applyMaxTokens(
+        tokensOf(words(`Echo: ${lastUser}`).slice(0, MAX_REPLY_WORDS).join(' ')),
+        body.max_tokens,
+      );
+    }
+    const completion: Completion = { model, promptTokens: Math.max(1, promptWords), ...reply };
+    return respondCompletion(ctx, res, completion, body.stream === true);
+  }
+
+  async function handleFim(
+    ctx: RequestContext,
+    res: ServerResponse,
+    body: Record<string, unknown>,
+  ): Promise<void> {
+    const { model, prompt, suffix } = body;
+    if (typeof model !== 'string') return sendJson(res, 422, validationError('model', null));
+    if (typeof prompt !== 'string') return sendJson(res, 422, validationError('prompt', null));
+    if (handleFailureModel(res, model)) return;
+    const promptTokens = words(prompt).length + (typeof suffix === 'string' ? words(suffix).length : 0);
+    const completion: Completion = {
+      model,
+      promptTokens,
+      ...applyMaxTokens(tokensOf(FIM_MIDDLE), body.max_tokens),
+    };
+    return respondCompletion(ctx, res, completion, body.stream === true);
+  }
+
+  async function handleEmbeddings(
+    ctx: RequestContext,
+    res: ServerResponse,
+    body: Record<string, unknown>,
+  ): Promise<void> {
+    const { model, input } = body;
+    if (typeof model !== 'string') return sendJson(res, 422, validationError('model', null));
+    let inputs: string[];
+    if (typeof input === 'string') inputs = [input];
+    else if (Array.isArray(input) && input.every((i): i is string => typeof i === 'string')) inputs = input;
+    else
+      return sendJson(
+        res,
+        422,
+        validationError('input', null, 'string_type', 'Input should be a valid string'),
+      );
+    if (handleFailureModel(res, model)) return;
+    if (model === 'stub-slow' && !(await wait(ctx, SLOW_DELAY_MS))) return;
+    const promptTokens = inputs.reduce((sum, text) => sum + words(text).length, 0);
+    // Like the real Mistral API: always floats, even when encoding_format is "base64".
+    sendJson(res, 200, {
+      id: hex32(),
+      object: 'list',
+      model,
+      data: inputs.map((text, index) => ({ object: 'embedding', embedding: embeddingOf(text), index })),
+      usage: usageOf(promptTokens, 0),
+    });
+  }
+
+  function readBody(req: IncomingMessage): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (chunk: Buffer) => chunks.push(chunk));
+      req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+      req.on('error', reject);
+    });
+  }
+
+  async function handle(ctx: RequestContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const raw = await readBody(req);
+    const method = req.method ?? 'GET';
+    const path = new URL(req.url ?? '/', 'http://stub.invalid').pathname;
+    if (recordRequests) {
+      requests.push({ method, path, headers: { ...req.headers }, body: raw });
+      if (requests.length > MAX_RECORDED) requests.shift();
+    }
+    if (latencyMs > 0 && !(await wait(ctx, latencyMs))) return;
+
+    const auth = req.headers.authorization;
+    if (typeof auth !== 'string' || auth !== `Bearer ${apiKey}`) {
+      sendJson(res, 401, { message: 'Unauthorized', request_id: hex32() });
+      return;
+    }
+
+    if (path === '/v1/models' || path.startsWith('/v1/models/')) {
+      if (method !== 'GET') {
+        sendJson(res, 405, errorBody('Method Not Allowed', 'invalid_request_error', null));
+        return;
+      }
+      const created = nowSeconds();
+      if (path === '/v1/models') {
+        sendJson(res, 200, { object: 'list', data: STUB_MODEL_IDS.map((id) => modelCard(id, created)) });
+        return;
+      }
+      let id: string;
+      try {
+        id = decodeURIComponent(path.slice('/v1/models/'.length));
+      } catch {
+        id = '';
+      }
+      if (STUB_MODEL_IDS.includes(id)) sendJson(res, 200, modelCard(id, created));
+      else sendJson(res, 404, errorBody('Model not found', 'invalid_request_error', '1500'));
+      return;
+    }
+
+    const routes: Record<string, (body: Record<string, unknown>) => Promise<void>> = {
+      '/v1/chat/completions': (body) => handleChat(ctx, req, res, body),
+      '/v1/fim/completions': (body) => handleFim(ctx, res, body),
+      '/v1/embeddings': (body) => handleEmbeddings(ctx, res, body),
+    };
+    const route = Object.hasOwn(routes, path) ? routes[path] : undefined;
+    if (!route) {
+      sendJson(res, 404, errorBody('Not Found', 'invalid_request_error', null));
+      return;
+    }
+    if (method !== 'POST') {
+      sendJson(res, 405, errorBody('Method Not Allowed', 'invalid_request_error', null));
+      return;
+    }
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(raw);
+    } catch {
+      sendJson(res, 400, errorBody('Invalid JSON body', 'invalid_request_error', null));
+      return;
+    }
+    if (!isRecord(parsed)) {
+      sendJson(res, 422, {
+        detail: [
+          {
+            type: 'model_attributes_type',
+            loc: ['body'],
+            msg: 'Input should be a valid object',
+            input: null,
+          },
+        ],
+      });
+      return;
+    }
+    await route(parsed);
+  }
+
+  const server = createServer({ keepAlive: true }, (req, res) => {
+    const ctx: RequestContext = { aborted: false, cancel: [] };
+    inFlight.add(ctx);
+    res.on('close', () => abort(ctx));
+    if (closed) abort(ctx);
+    handle(ctx, req, res)
+      .catch((err: unknown) => {
+        if (!res.headersSent) {
+          sendJson(res, 500, errorBody(`Stub failure: ${String(err)}`, 'server_error', '5000'));
+        } else {
+          res.destroy();
+        }
+      })
+      .finally(() => inFlight.delete(ctx));
+  });
+  server.keepAliveTimeout = 65_000;
+  server.headersTimeout = 66_000;
+
+  return new Promise<UpstreamStub>((resolve, reject) => {
+    const onError = (err: Error): void => reject(err);
+    server.once('error', onError);
+    server.listen(opts.port ?? 0, host, () => {
+      server.off('error', onError);
+      const { port } = server.address() as AddressInfo;
+      const urlHost = host.includes(':') ? `[${host}]` : host;
+      let closing: Promise<void> | undefined;
+      resolve({
+        url: `http://${urlHost}:${port}`,
+        requests,
+        setLatency(ms: number): void {
+          latencyMs = Math.max(0, ms);
+        },
+        close(): Promise<void> {
+          closing ??= new Promise<void>((done) => {
+            closed = true;
+            for (const ctx of [...inFlight]) abort(ctx);
+            server.close(() => done());
+            server.closeAllConnections();
+          });
+          return closing;
+        },
+      });
+    });
+  });
+}
+
+function isMainModule(): boolean {
+  if (import.meta.main === true) return true;
+  const entry = process.argv[1];
+  if (!entry) return false;
+  try {
+    return realpathSync(entry) === realpathSync(fileURLToPath(import.meta.url));
+  } catch {
+    return false;
+  }
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      port: { type: 'string', default: '9000' },
+      host: { type: 'string', default: '127.0.0.1' },
+      latency: { type: 'string', default: '0' },
+      'api-key': { type: 'string', default: DEFAULT_STUB_API_KEY },
+      'stream-chunks': { type: 'string', default: '3' },
+    },
+  });
+  const stub = await startUpstreamStub({
+    port: Number(values.port),
+    host: values.host,
+    latencyMs: Number(values.latency),
+    apiKey: values['api-key'],
+    streamChunks: Number(values['stream-chunks']),
+    recordRequests: false,
+  });
+  process.stdout.write(`${JSON.stringify({ url: stub.url })}\n`);
+  const stop = (): void => {
+    stub.close().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+}
+
+if (isMainModule()) {
+  main().catch((err: unknown) => {
+    process.stderr.write(`upstream-stub: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  });
+}
