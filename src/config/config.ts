@@ -17,8 +17,8 @@ export const DEFAULT_MODEL_ALIASES: Readonly<Record<string, string>> = {
 const port = z.coerce
   .number({ error: 'must be a number' })
   .int('must be a whole number')
-  .min(1, 'must be between 1 and 65535')
-  .max(65_535, 'must be between 1 and 65535');
+  .min(0, 'must be between 1 and 65535 (or 0 for any free port)')
+  .max(65_535, 'must be between 1 and 65535 (or 0 for any free port)');
 const positiveInt = z.coerce.number().int().positive();
 
 export const configSchema = z

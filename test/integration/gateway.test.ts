@@ -1,0 +1,544 @@
+/**
+ * The public API over real HTTPS, driven with raw HTTP: authentication, validation, forwarding,
+ * streaming, failure of the upstream, metering. (The official SDKs are in sdk.test.ts.)
+ */
+import assert from 'node:assert/strict';
+import { request as httpsRequest } from 'node:https';
+import { connect } from 'node:net';
+import { Readable } from 'node:stream';
+import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { request } from 'undici';
+import { bearer, chatBody, startTestGateway, type TestGateway } from '../support/gateway.ts';
+import { startUpstreamStub } from '../support/upstream-stub.ts';
+
+let t: TestGateway;
+let key: string;
+let keyId: string;
+
+before(async () => {
+  t = await startTestGateway({
+    configure: (c) => {
+      c.auth.failuresPerMinute = 1000;
+    },
+  });
+  ({ key, id: keyId } = await t.createKey('integration'));
+});
+after(async () => {
+  await t.close();
+});
+
+interface ErrorBody {
+  object: string;
+  message: string;
+  type: string;
+  code: string;
+  error: { message: string; type: string; code: string };
+  detail?: { loc: (string | number)[]; msg: string; type: string }[];
+}
+
+describe('bearer authentication', () => {
+  test('no credentials: 401 with a Bearer challenge and no error code', async () => {
+    const res = await t.call('/v1/models');
+    assert.equal(res.status, 401);
+    assert.equal(res.headers['www-authenticate'], 'Bearer realm="keygate"');
+    const body = res.json() as ErrorBody;
+    assert.equal(body.object, 'error');
+    assert.equal(body.type, 'authentication_error');
+    assert.equal(body.error.message, body.message, 'OpenAI clients read the error member');
+    assert.match(body.message, /Authorization: Bearer/);
+  });
+
+  test('the scheme is case-insensitive', async () => {
+    for (const scheme of ['bearer', 'BEARER', 'Bearer', 'bEARER']) {
+      const res = await t.call('/v1/models', { headers: { authorization: `${scheme}   ${key}` } });
+      assert.equal(res.status, 200, `${scheme}: ${res.text}`);
+    }
+  });
+
+  test('malformed headers: 400 invalid_request, and the token is never echoed', async () => {
+    const cases: (string | string[])[] = [
+      'Bearer',
+      `Basic ${Buffer.from('a:b').toString('base64')}`,
+      `Bearer${key}`,
+      `Bearer ${key} trailing`,
+      `Bearer ${'x'.repeat(2000)}`,
+      [`Bearer ${key}`, `Bearer ${key}`],
+    ];
+    for (const authorization of cases) {
+      const res = await t.call('/v1/models', { headers: { authorization } });
+      assert.equal(res.status, 400, String(authorization));
+      assert.equal(res.headers['www-authenticate'], 'Bearer realm="keygate", error="invalid_request"');
+      assert.ok(!res.text.includes(key));
+      assert.ok(!res.text.includes('xxxxxxxx'));
+    }
+  });
+
+  test('unknown, look-alike, revoked and expired keys get byte-identical 401s', async () => {
+    const revoked = await t.createKey('revoked');
+    await t.gateway.store.revokeKey(revoked.id, Date.now());
+    const expired = await t.createKey('expired', 1);
+    await sleep(400); // the change feed is polled every 250 ms
+    const unknown = (await t.createKey('unknown-in-other-store')).key.replace(/^kg_/, 'kg_');
+    const lookAlike = `${key.slice(0, -1)}${key.endsWith('a') ? 'b' : 'a'}`;
+    const bodies = new Set<string>();
+    const challenges = new Set<string>();
+    for (const token of [
+      revoked.key,
+      expired.key,
+      lookAlike,
+      'kg_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA',
+      'sk-notakeygatekey',
+      `${unknown}x`,
+    ]) {
+      const res = await t.call('/v1/chat/completions', {
+        method: 'POST',
+        headers: bearer(token),
+        body: chatBody(),
+      });
+      assert.equal(res.status, 401, token);
+      bodies.add(res.text);
+      challenges.add(String(res.headers['www-authenticate']));
+      assert.ok(!res.text.includes(token));
+    }
+    assert.equal(bodies.size, 1, [...bodies].join('\n'));
+    assert.deepEqual([...challenges], ['Bearer realm="keygate", error="invalid_token"']);
+  });
+
+  test('a key in the URL is refused with 400, whatever the key', async () => {
+    for (const query of [`?key=${key}`, `?api_key=${key}`, `?x=1&access_token=${key}`]) {
+      const res = await t.call(`/v1/models${query}`, { headers: { authorization: `Bearer ${key}` } });
+      assert.equal(res.status, 400);
+      assert.match((res.json() as ErrorBody).message, /not accepted in the URL/);
+    }
+    assert.ok(!t.logLines.some((line) => line.includes('api_key=')), 'the query string is not logged');
+  });
+});
+
+describe('request validation', () => {
+  test('invalid JSON: 400 in the error shape', async () => {
+    const res = await t.call('/v1/chat/completions', {
+      method: 'POST',
+      headers: bearer(key),
+      body: '{"model": ',
+    });
+    assert.equal(res.status, 400);
+    assert.equal((res.json() as ErrorBody).code, 'invalid_json');
+  });
+
+  test('missing and mistyped fields: 422 with the detail shape', async () => {
+    const cases: [string, string, (string | number)[]][] = [
+      ['/v1/chat/completions', JSON.stringify({ model: 'm' }), ['body', 'messages']],
+      [
+        '/v1/chat/completions',
+        JSON.stringify({ messages: [{ role: 'user', content: 'x' }] }),
+        ['body', 'model'],
+      ],
+      [
+        '/v1/chat/completions',
+        JSON.stringify({ model: 42, messages: [{ role: 'user', content: 'x' }] }),
+        ['body', 'model'],
+      ],
+      ['/v1/chat/completions', chatBody({ stream: 'yes' }), ['body', 'stream']],
+      ['/v1/chat/completions', chatBody({ messages: [] }), ['body', 'messages']],
+      ['/v1/chat/completions', chatBody({ messages: ['hi'] }), ['body', 'messages', 0]],
+      ['/v1/chat/completions', '[1,2]', ['body']],
+      ['/v1/embeddings', JSON.stringify({ model: 'mistral-embed', input: [1, 2] }), ['body', 'input']],
+      ['/v1/fim/completions', JSON.stringify({ model: 'codestral-latest' }), ['body', 'prompt']],
+    ];
+    for (const [path, body, loc] of cases) {
+      const res = await t.call(path, { method: 'POST', headers: bearer(key), body });
+      assert.equal(res.status, 422, `${body}: ${res.text}`);
+      const parsed = res.json() as ErrorBody;
+      assert.deepEqual(parsed.detail?.[0]?.loc, loc, body);
+      assert.equal(typeof parsed.detail?.[0]?.msg, 'string');
+      assert.equal(typeof parsed.detail?.[0]?.type, 'string');
+      assert.ok(parsed.error.message.length > 0);
+    }
+  });
+
+  test('unknown fields and unicode pass through unchanged', async () => {
+    const body = chatBody({
+      messages: [{ role: 'user', content: 'héllo 世界 🙂 \u0000 zero' }],
+      some_future_field: { nested: [1, 'two'] },
+      safe_prompt: false,
+    });
+    const before = t.stub.requests.length;
+    const res = await t.call('/v1/chat/completions', { method: 'POST', headers: bearer(key), body });
+    assert.equal(res.status, 200, res.text);
+    const received = t.stub.requests[before];
+    assert.equal(received?.body, body, 'forwarded byte for byte');
+    assert.match(res.text, /héllo 世界 🙂/);
+  });
+
+  test('bodies over the limit get 413, declared or streamed', async () => {
+    const small = await startTestGateway({
+      configure: (c) => {
+        c.server.bodyLimitBytes = 1024;
+      },
+    });
+    try {
+      const { key: k } = await small.createKey();
+      const big = chatBody({ messages: [{ role: 'user', content: 'x'.repeat(5000) }] });
+      const declared = await small.call('/v1/chat/completions', {
+        method: 'POST',
+        headers: bearer(k),
+        body: big,
+      });
+      assert.equal(declared.status, 413);
+      // Chunked (no content-length): the limit is enforced while reading.
+      const chunked = await request(`${small.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${k}` },
+        body: Readable.from(
+          (function* () {
+            for (let i = 0; i < 10; i++) yield Buffer.from('x'.repeat(500));
+          })(),
+        ),
+        dispatcher: small.dispatcher,
+      });
+      assert.equal(chunked.statusCode, 413);
+      await chunked.body.dump();
+      assert.equal(small.stub.requests.length, 0, 'nothing oversized reached the upstream');
+    } finally {
+      await small.close();
+    }
+  });
+
+  test('a huge body within the default limit is forwarded', async () => {
+    const content = 'word '.repeat(1_000_000); // 5 MB
+    const res = await t.call('/v1/chat/completions', {
+      method: 'POST',
+      headers: bearer(key),
+      body: chatBody({ messages: [{ role: 'user', content }] }),
+    });
+    assert.equal(res.status, 200);
+  });
+
+  test('unknown endpoints: 404; wrong method: 405 with Allow', async () => {
+    const missing = await t.call('/v1/nope', { headers: bearer(key) });
+    assert.equal(missing.status, 404);
+    const wrong = await t.call('/v1/chat/completions', { headers: bearer(key) });
+    assert.equal(wrong.status, 405);
+    assert.equal(wrong.headers.allow, 'POST');
+    const outside = await t.call('/admin/whatever');
+    assert.equal(outside.status, 404);
+  });
+});
+
+describe('forwarding', () => {
+  test('the upstream gets the provider key, never the client key, and no hop-by-hop headers', async () => {
+    const before = t.stub.requests.length;
+    const res = await t.call('/v1/chat/completions', {
+      method: 'POST',
+      headers: {
+        ...bearer(key),
+        'x-request-id': 'client-chosen-id',
+        'proxy-authorization': 'Basic abc',
+        te: 'trailers',
+        cookie: 'a=b',
+      },
+      body: chatBody(),
+    });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers['x-request-id'], 'client-chosen-id');
+    const received = t.stub.requests[before];
+    assert.ok(received);
+    assert.equal(received.headers.authorization, 'Bearer upstream-secret-key');
+    assert.equal(received.headers['x-request-id'], 'client-chosen-id');
+    for (const header of ['proxy-authorization', 'te', 'cookie'])
+      assert.equal(received.headers[header], undefined, header);
+    assert.ok(!JSON.stringify(received).includes(key));
+    assert.ok(!res.text.includes('upstream-secret-key'));
+    assert.ok(!JSON.stringify(res.headers).includes('upstream-secret-key'));
+  });
+
+  test('every response has an x-request-id and HSTS', async () => {
+    for (const path of ['/v1/models', '/healthz', '/nowhere']) {
+      const res = await t.call(path, { headers: bearer(key) });
+      assert.match(String(res.headers['x-request-id']), /^[\w.:-]{8,}$/);
+      assert.equal(res.headers['strict-transport-security'], 'max-age=31536000');
+    }
+  });
+
+  test('legacy model names are mapped through the alias table', async () => {
+    const before = t.stub.requests.length;
+    const res = await t.call('/v1/chat/completions', {
+      method: 'POST',
+      headers: bearer(key),
+      body: chatBody({ model: 'mistral-tiny' }),
+    });
+    assert.equal(res.status, 200);
+    assert.equal(
+      (JSON.parse(t.stub.requests[before]?.body ?? '{}') as { model: string }).model,
+      'ministral-8b-latest',
+    );
+    const card = await t.call('/v1/models/mistral-small', { headers: bearer(key) });
+    assert.equal(card.status, 200, card.text);
+    assert.equal((card.json() as { id: string }).id, 'mistral-small-latest');
+  });
+
+  test('streaming is passed through chunk by chunk, decided by the body not by Accept', async () => {
+    const started = performance.now();
+    const res = await request(`${t.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { ...bearer(key), accept: 'application/json' },
+      body: JSON.stringify({
+        model: 'stub-slow-stream',
+        stream: true,
+        messages: [{ role: 'user', content: 'hi' }],
+      }),
+      dispatcher: t.dispatcher,
+    });
+    assert.equal(res.statusCode, 200);
+    assert.match(String(res.headers['content-type']), /^text\/event-stream/);
+    let firstAt = 0;
+    let text = '';
+    for await (const chunk of res.body) {
+      if (firstAt === 0) firstAt = performance.now() - started;
+      text += String(chunk);
+    }
+    const total = performance.now() - started;
+    assert.ok(
+      firstAt < 1000 && total > 1500,
+      `first chunk at ${firstAt} ms, end at ${total} ms: not buffered`,
+    );
+    assert.ok(text.endsWith('data: [DONE]\n\n'));
+    assert.equal(text.match(/"usage"/g)?.length, 1);
+  });
+
+  test('embeddings asked as base64 are encoded by the gateway when the provider sends floats', async () => {
+    const body = { model: 'mistral-embed', input: ['alpha beta'] };
+    const floats = await t.call('/v1/embeddings', {
+      method: 'POST',
+      headers: bearer(key),
+      body: JSON.stringify(body),
+    });
+    const b64 = await t.call('/v1/embeddings', {
+      method: 'POST',
+      headers: bearer(key),
+      body: JSON.stringify({ ...body, encoding_format: 'base64' }),
+    });
+    assert.equal(b64.status, 200);
+    const vector = (floats.json() as { data: { embedding: number[] }[] }).data[0]?.embedding ?? [];
+    const encoded =
+      (b64.json() as { data: { embedding: string }[]; usage: unknown }).data[0]?.embedding ?? '';
+    const decoded = new Float32Array(new Uint8Array(Buffer.from(encoded, 'base64')).buffer);
+    assert.equal(decoded.length, vector.length);
+    assert.ok(vector.length > 0);
+    for (const [i, v] of vector.entries()) assert.ok(Math.abs(v - (decoded[i] ?? Number.NaN)) < 1e-6);
+    assert.deepEqual((b64.json() as { usage: unknown }).usage, (floats.json() as { usage: unknown }).usage);
+  });
+
+  test('provider 4xx and 5xx are passed through with their body', async () => {
+    const bad = await t.call('/v1/chat/completions', {
+      method: 'POST',
+      headers: bearer(key),
+      body: chatBody({ model: 'stub-error-400' }),
+    });
+    assert.equal(bad.status, 400);
+    assert.match((bad.json() as ErrorBody).message, /Invalid model: stub-error-400/);
+    const broken = await t.call('/v1/chat/completions', {
+      method: 'POST',
+      headers: bearer(key),
+      body: chatBody({ model: 'stub-error-500' }),
+    });
+    assert.equal(broken.status, 500);
+    assert.equal((broken.json() as ErrorBody).type, 'server_error');
+  });
+});
+
+describe('upstream failures', () => {
+  test('an unreachable provider gives 502, a slow one 504, both with Retry-After and no internals', async () => {
+    const stub = await startUpstreamStub();
+    const slow = await startTestGateway({
+      stub,
+      configure: (c) => {
+        c.upstream.timeoutMs = 300;
+      },
+    });
+    try {
+      const { key: k } = await slow.createKey();
+      const timedOut = await slow.call('/v1/chat/completions', {
+        method: 'POST',
+        headers: bearer(k),
+        body: chatBody({ model: 'stub-slow' }),
+      });
+      assert.equal(timedOut.status, 504, timedOut.text);
+      assert.equal(timedOut.headers['retry-after'], '1');
+      await stub.close();
+      const dead = await slow.call('/v1/chat/completions', {
+        method: 'POST',
+        headers: bearer(k),
+        body: chatBody(),
+      });
+      assert.equal(dead.status, 502, dead.text);
+      assert.equal(dead.headers['retry-after'], '1');
+      for (const text of [timedOut.text, dead.text]) {
+        assert.doesNotMatch(text, /ECONNREFUSED|UND_ERR|at .*\.ts:\d+|127\.0\.0\.1/);
+        assert.ok(!text.includes('upstream-secret-key'));
+      }
+    } finally {
+      await slow.close();
+    }
+  });
+
+  test('with no provider key the gateway answers 503 saying how to configure it', async () => {
+    const bare = await startTestGateway({ upstreamKey: undefined });
+    try {
+      const { key: k } = await bare.createKey();
+      const res = await bare.call('/v1/models', { headers: bearer(k) });
+      assert.equal(res.status, 503);
+      assert.equal(res.headers['retry-after'], '60');
+      assert.match((res.json() as ErrorBody).message, /KEYGATE_UPSTREAM_KEY/);
+      const ready = await bare.call('/readyz');
+      assert.equal(ready.status, 503);
+    } finally {
+      await bare.close();
+    }
+  });
+
+  test('a client that hangs up mid-stream does not disturb the gateway', async () => {
+    const res = await request(`${t.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: bearer(key),
+      body: JSON.stringify({
+        model: 'stub-slow-stream',
+        stream: true,
+        messages: [{ role: 'user', content: 'bye' }],
+      }),
+      dispatcher: t.dispatcher,
+    });
+    for await (const _chunk of res.body) break; // first chunk, then hang up
+    await sleep(100);
+    const after = await t.call('/v1/models', { headers: bearer(key) });
+    assert.equal(after.status, 200);
+  });
+});
+
+describe('abuse', () => {
+  test('a flood of bad keys from one address gets 429, a valid key from another address is unaffected', async () => {
+    const guarded = await startTestGateway({
+      configure: (c) => {
+        c.auth.failuresPerMinute = 20;
+      },
+    });
+    try {
+      const { key: k } = await guarded.createKey();
+      const statuses: number[] = [];
+      for (let i = 0; i < 40; i++) {
+        const res = await guarded.call('/v1/models', {
+          headers: { authorization: `Bearer kg_${String(i).padStart(38, 'A')}` },
+        });
+        statuses.push(res.status);
+      }
+      assert.deepEqual(statuses.slice(0, 20), Array(20).fill(401));
+      assert.deepEqual(statuses.slice(20), Array(20).fill(429));
+      const blocked = await guarded.call('/v1/models', { headers: { authorization: `Bearer ${k}` } });
+      assert.equal(blocked.status, 429, 'the flooding address is slowed down even with a good key');
+      assert.ok(Number(blocked.headers['retry-after']) > 0);
+      // Another client: the same machine, but connecting from 127.0.0.2.
+      const status = await new Promise<number>((resolve, reject) => {
+        const req = httpsRequest(
+          `${guarded.url}/v1/models`,
+          { ca: guarded.ca, localAddress: '127.0.0.2', headers: { authorization: `Bearer ${k}` } },
+          (res) => {
+            res.resume();
+            res.on('end', () => resolve(res.statusCode ?? 0));
+          },
+        );
+        req.on('error', reject);
+        req.end();
+      });
+      assert.equal(status, 200);
+    } finally {
+      await guarded.close();
+    }
+  });
+
+  test('garbage on the socket gets 400 and the server keeps serving', async () => {
+    const { port } = t.gateway;
+    await new Promise<void>((resolve) => {
+      const socket = connect(port, '127.0.0.1', () => socket.end('\x16\x03\x01 not tls at all\r\n\r\n'));
+      socket.on('close', () => resolve());
+      socket.on('error', () => resolve());
+    });
+    const res = await t.call('/healthz');
+    assert.equal(res.status, 200);
+  });
+});
+
+describe('metering and logs', () => {
+  test('usage records add up to what the upstream reported, streaming or not', async () => {
+    const { id, key: k } = await t.createKey('metered');
+    let prompt = 0;
+    let completion = 0;
+    for (const stream of [false, true, false, true]) {
+      const res = await t.call('/v1/chat/completions', {
+        method: 'POST',
+        headers: bearer(k),
+        body: chatBody({ stream, messages: [{ role: 'user', content: `one two three ${stream}` }] }),
+      });
+      assert.equal(res.status, 200);
+      const usageText = stream
+        ? (res.text.split('\n\n').find((e) => e.includes('"usage"')) ?? '').slice(6)
+        : res.text;
+      const usage = (JSON.parse(usageText) as { usage: { prompt_tokens: number; completion_tokens: number } })
+        .usage;
+      prompt += usage.prompt_tokens;
+      completion += usage.completion_tokens;
+    }
+    await sleep(200); // the write-behind queue flushes every 50 ms in tests
+    const [totals] = await t.gateway.store.usageTotals({ keyId: id });
+    assert.deepEqual(
+      {
+        requests: totals?.requests,
+        prompt: totals?.promptTokens,
+        completion: totals?.completionTokens,
+        total: totals?.totalTokens,
+      },
+      { requests: 4, prompt, completion, total: prompt + completion },
+    );
+  });
+
+  test('the access log has one JSON line per request with the key id and never a key', async () => {
+    const marker = 'log-line-marker';
+    await t.call('/v1/models', { headers: { ...bearer(key), 'x-request-id': marker } });
+    await sleep(50);
+    await new Promise<void>((resolve) => t.gateway.logger.flush(() => resolve()));
+    const lines = t.logLines
+      .filter((l) => l.includes(marker))
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    assert.equal(lines.length, 1);
+    assert.equal(lines[0]?.keyId, keyId);
+    assert.equal(lines[0]?.status, 200);
+    assert.equal(typeof lines[0]?.latencyMs, 'number');
+    for (const line of t.logLines) {
+      assert.ok(!line.includes(key), 'a key was logged');
+      assert.ok(!line.includes('upstream-secret-key'), 'the upstream key was logged');
+    }
+  });
+
+  test('the logger redacts anything key-shaped that reaches it', async () => {
+    const { key: k } = await t.createKey();
+    t.gateway.logger.info(
+      { note: `oops ${k}`, header: `Bearer ${k}`, upstream: 'upstream-secret-key' },
+      'accident',
+    );
+    await new Promise<void>((resolve) => t.gateway.logger.flush(() => resolve()));
+    const line = t.logLines.find((l) => l.includes('accident')) ?? '';
+    assert.match(line, /REDACTED/);
+    assert.ok(!line.includes(k) && !line.includes('upstream-secret-key'), line);
+  });
+
+  test('health endpoints', async () => {
+    assert.equal((await t.call('/healthz')).status, 200);
+    const ready = await t.call('/readyz');
+    assert.equal(ready.status, 200);
+    assert.deepEqual((ready.json() as { checks: unknown }).checks, {
+      store: 'ok',
+      upstream: 'configured',
+      draining: false,
+    });
+  });
+});

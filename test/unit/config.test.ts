@@ -1,0 +1,82 @@
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { ConfigError, loadConfig } from '../../src/config/config.ts';
+import { parseDuration } from '../../src/config/duration.ts';
+import { tempDir } from '../support/gateway.ts';
+
+test('defaults match the documented contract', () => {
+  const config = loadConfig({}, {}, '/srv');
+  assert.equal(config.server.host, '127.0.0.1');
+  assert.equal(config.server.port, 8443);
+  assert.equal(config.server.http, false);
+  assert.equal(config.dataDir, '/srv/.keygate');
+  assert.equal(config.upstream.url, 'https://api.mistral.ai');
+  assert.equal(config.upstream.key, undefined);
+  assert.equal(config.server.bodyLimitBytes, 10 * 1024 * 1024);
+  assert.equal(config.modelAliases['mistral-small'], 'mistral-small-latest');
+});
+
+test('flags override the environment, which overrides the file', () => {
+  const dir = tempDir();
+  const file = join(dir, 'keygate.yaml');
+  writeFileSync(
+    file,
+    'server:\n  port: 9000\n  host: 0.0.0.0\nupstream:\n  url: https://file.example\nmodelAliases:\n  old-model: new-model\n',
+  );
+  const config = loadConfig(
+    { config: file, port: '9100' },
+    { KEYGATE_PORT: '9050', KEYGATE_UPSTREAM_URL: 'https://env.example/' },
+  );
+  assert.equal(config.server.port, 9100);
+  assert.equal(config.server.host, '0.0.0.0');
+  assert.equal(config.upstream.url, 'https://env.example');
+  assert.deepEqual(config.modelAliases, { 'old-model': 'new-model' });
+});
+
+test('MISTRAL_API_KEY is the fallback for the upstream key', () => {
+  assert.equal(loadConfig({}, { MISTRAL_API_KEY: 'm' }).upstream.key, 'm');
+  assert.equal(loadConfig({}, { MISTRAL_API_KEY: 'm', KEYGATE_UPSTREAM_KEY: 'k' }).upstream.key, 'k');
+});
+
+test('every bad value gets a message naming it', () => {
+  const bad: [Parameters<typeof loadConfig>[0], NodeJS.ProcessEnv, RegExp][] = [
+    [{ port: '70000' }, {}, /server\.port: must be between 1 and 65535/],
+    [{ port: 'abc' }, {}, /server\.port/],
+    [{}, { KEYGATE_PORT: '-1' }, /server\.port/],
+    [{}, { KEYGATE_UPSTREAM_URL: 'ftp://x' }, /upstream\.url: must be an http\(s\) URL/],
+    [{ tlsCert: 'a.pem' }, {}, /--tls-cert and --tls-key go together/],
+    [{ http: true, tlsCert: 'a', tlsKey: 'b' }, {}, /--http/],
+    [{ config: '/nonexistent/keygate.yaml' }, {}, /cannot read config file/],
+  ];
+  for (const [flags, env, message] of bad) {
+    assert.throws(
+      () => loadConfig(flags, env),
+      (error: unknown) => error instanceof ConfigError && message.test(error.message),
+    );
+  }
+});
+
+test('unknown settings and invalid YAML in the file are refused', () => {
+  const dir = tempDir();
+  const unknown = join(dir, 'unknown.yaml');
+  writeFileSync(unknown, 'server:\n  prot: 1\n');
+  assert.throws(() => loadConfig({ config: unknown }, {}), /server: Unrecognized key/);
+  const broken = join(dir, 'broken.yaml');
+  writeFileSync(broken, 'server: [\n');
+  assert.throws(() => loadConfig({ config: broken }, {}), /not valid YAML/);
+  const prefix = join(dir, 'prefix.yaml');
+  writeFileSync(prefix, 'keys:\n  prefix: "Bad_Prefix"\n');
+  assert.throws(() => loadConfig({ config: prefix }, {}), /keys\.prefix/);
+});
+
+test('durations', () => {
+  assert.equal(parseDuration('90d'), 90 * 86_400_000);
+  assert.equal(parseDuration('24h'), 86_400_000);
+  assert.equal(parseDuration('30m'), 1_800_000);
+  assert.equal(parseDuration('45s'), 45_000);
+  assert.equal(parseDuration('0'), 0);
+  for (const bad of ['', '5', 'd', '1.5h', '-1d', '1w', '10 d x'])
+    assert.equal(parseDuration(bad), undefined, bad);
+});

@@ -1,0 +1,158 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { createKey } from '../../src/keys/service.ts';
+import { SqliteStore } from '../../src/store/sqlite.ts';
+import type { Store, UsageRecord } from '../../src/store/types.ts';
+import { UsageQueue } from '../../src/usage/queue.ts';
+import { tempDir } from '../support/gateway.ts';
+
+const pepper = Buffer.alloc(32, 3);
+let dir: string;
+let store: SqliteStore;
+
+before(async () => {
+  dir = tempDir();
+  store = new SqliteStore(join(dir, 'keygate.db'));
+  await store.migrate();
+});
+after(async () => {
+  await store.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function record(id: string, keyId: string, prompt: number, completion: number): UsageRecord {
+  return {
+    id,
+    time: Date.now(),
+    keyId,
+    workspaceId: 'ws_default',
+    model: 'm',
+    endpoint: '/v1/chat/completions',
+    status: 200,
+    promptTokens: prompt,
+    completionTokens: completion,
+    totalTokens: prompt + completion,
+    latencyMs: 1,
+    ttftMs: null,
+    clientIp: '127.0.0.1',
+  };
+}
+
+test('migrations are versioned and running them again changes nothing', async () => {
+  assert.equal(await store.migrate(), 1);
+  assert.equal(await store.migrate(), 1);
+});
+
+test('several processes migrating one new database at once all succeed', () => {
+  const path = join(dir, 'race.db');
+  const script = `import { SqliteStore } from ${JSON.stringify(new URL('../../src/store/sqlite.ts', import.meta.url).href)};
+    const s = new SqliteStore(${JSON.stringify(path)}); console.log(await s.migrate()); await s.close();`;
+  const children = Array.from({ length: 4 }, () =>
+    spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 30_000 }),
+  );
+  for (const child of children) {
+    assert.equal(child.status, 0, child.stderr);
+    assert.equal(child.stdout.trim(), '1');
+  }
+});
+
+test('the database holds only the hash of a key, never the key', async () => {
+  const { key, record: created } = await createKey({ store, pepper, prefix: 'kg' }, { name: 'hashed' });
+  const bytes = ['keygate.db', 'keygate.db-wal']
+    .map((f) => {
+      try {
+        return readFileSync(join(dir, f)).toString('latin1');
+      } catch {
+        return '';
+      }
+    })
+    .join('');
+  assert.ok(bytes.includes(created.id), 'the key record was written');
+  assert.ok(!bytes.includes(key));
+  assert.ok(!bytes.includes(key.slice(7, 30)), 'no long run of the secret part either');
+});
+
+test('revoking twice keeps the first revocation time and records one change', async () => {
+  const { record: created } = await createKey({ store, pepper, prefix: 'kg' }, { name: 'revoke twice' });
+  const before = (await store.keyChanges(-1)).cursor;
+  const first = await store.revokeKey(created.id, 1000);
+  const second = await store.revokeKey(created.id, 2000);
+  assert.equal(first?.revokedAt, 1000);
+  assert.equal(second?.revokedAt, 1000);
+  const changes = await store.keyChanges(before);
+  assert.deepEqual(changes.keyIds, [created.id]);
+});
+
+test('usage records are idempotent by request id and totals add up per key', async () => {
+  const { record: a } = await createKey({ store, pepper, prefix: 'kg' }, { name: 'usage a' });
+  await store.recordUsage([record('req_1', a.id, 3, 4), record('req_2', a.id, 5, 6)]);
+  await store.recordUsage([record('req_2', a.id, 5, 6)]); // a retried batch
+  const [totals] = await store.usageTotals({ keyId: a.id });
+  assert.deepEqual(totals, {
+    keyId: a.id,
+    name: 'usage a',
+    requests: 2,
+    errors: 0,
+    promptTokens: 8,
+    completionTokens: 10,
+    totalTokens: 18,
+  });
+  const touched = await store.getKey(a.id);
+  assert.equal(touched?.lastUsedIp, '127.0.0.1');
+});
+
+test('the usage queue batches, keeps records when the store fails, and drains on close', async () => {
+  const { record: k } = await createKey({ store, pepper, prefix: 'kg' }, { name: 'queue' });
+  let failing = true;
+  let batches = 0;
+  const flaky: Store = Object.create(store) as Store;
+  flaky.recordUsage = async (records) => {
+    if (failing) throw new Error('store down');
+    batches++;
+    await store.recordUsage(records);
+  };
+  const errors: unknown[] = [];
+  const queue = new UsageQueue({
+    store: flaky,
+    flushIntervalMs: 60_000,
+    batchSize: 10,
+    maxQueued: 1000,
+    onError: (e) => errors.push(e),
+  });
+  for (let i = 0; i < 25; i++) queue.push(record(`q_${i}`, k.id, 1, 1));
+  await queue.flush();
+  assert.ok(errors.length > 0);
+  assert.equal(queue.depth, 25, 'nothing is lost while the store is down');
+  failing = false;
+  await queue.close();
+  assert.equal(queue.depth, 0);
+  assert.equal(batches, 3);
+  const [totals] = await store.usageTotals({ keyId: k.id });
+  assert.equal(totals?.requests, 25);
+});
+
+test('the usage queue drops the oldest records past its bound and counts them', async () => {
+  const drops: number[] = [];
+  const down: Store = Object.create(store) as Store;
+  down.recordUsage = async () => {
+    throw new Error('down');
+  };
+  const queue = new UsageQueue({
+    store: down,
+    flushIntervalMs: 60_000,
+    batchSize: 1000,
+    maxQueued: 5,
+    onDrop: (n) => drops.push(n),
+  });
+  for (let i = 0; i < 8; i++) queue.push(record(`d_${i}`, 'key_x', 1, 1));
+  assert.equal(queue.depth, 5);
+  assert.equal(queue.dropped, 3);
+  assert.equal(
+    drops.reduce((a, b) => a + b, 0),
+    3,
+  );
+  await queue.flush();
+});
