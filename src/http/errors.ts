@@ -129,3 +129,28 @@ export function sendError(
 export const INVALID_KEY_MESSAGE =
   'Invalid API key. Check the key, or create a new one with `keygate keys create`.';
 export const INVALID_KEY_BODY = errorBody('invalid_api_key', INVALID_KEY_MESSAGE);
+
+/**
+ * Adds an OpenAI-style `error` member to a provider's error body that lacks one (Mistral's bodies
+ * carry `message` at the top level, which the OpenAI SDKs do not read). Anything else is unchanged.
+ */
+export function withOpenAiErrorMember(text: string): string {
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    return text;
+  }
+  if (typeof body !== 'object' || body === null || Array.isArray(body) || 'error' in body) return text;
+  const fields = body as Record<string, unknown>;
+  const raw = fields.message ?? fields.detail;
+  if (raw === undefined) return text;
+  const message = typeof raw === 'string' ? raw : JSON.stringify(raw);
+  const error = {
+    message,
+    type: fields.type ?? null,
+    param: fields.param ?? null,
+    code: fields.code ?? null,
+  };
+  return JSON.stringify({ ...fields, error });
+}

@@ -25,6 +25,7 @@ import {
   INVALID_KEY_MESSAGE,
   sendError,
   validationBody,
+  withOpenAiErrorMember,
 } from './errors.ts';
 import type { Logger } from './log.ts';
 import { type Endpoint, type JsonObject, validateBody } from './validate.ts';
@@ -403,7 +404,13 @@ export class Gateway {
     const contentType = String(upstreamRes.headers['content-type'] ?? '');
     const isSse = contentType.startsWith('text/event-stream');
 
-    if (mode.base64 && status === 200 && !isSse) {
+    const rewrite =
+      mode.base64 && status === 200 && !isSse
+        ? encodeEmbeddingsBase64
+        : status >= 400 && contentType.includes('json')
+          ? withOpenAiErrorMember
+          : undefined;
+    if (rewrite) {
       let text: string;
       try {
         text = await upstreamRes.body.text();
@@ -412,7 +419,7 @@ export class Gateway {
         return;
       }
       exchange.usage = extractUsage(text);
-      const out = encodeEmbeddingsBase64(text);
+      const out = rewrite(text);
       outHeaders['content-length'] = String(Buffer.byteLength(out));
       res.writeHead(status, outHeaders);
       res.end(out);

@@ -338,6 +338,12 @@ describe('forwarding', () => {
     });
     assert.equal(bad.status, 400);
     assert.match((bad.json() as ErrorBody).message, /Invalid model: stub-error-400/);
+    assert.match(
+      (bad.json() as ErrorBody).error.message,
+      /Invalid model/,
+      'an error member is added for OpenAI clients',
+    );
+    assert.equal(Number(bad.headers['content-length']), Buffer.byteLength(bad.text));
     const broken = await t.call('/v1/chat/completions', {
       method: 'POST',
       headers: bearer(key),
