@@ -76,7 +76,9 @@ function buildProgram(): Command {
     .description('Keygate: a self-hosted, Mistral-compatible LLM API gateway built around API keys')
     .version(VERSION, '-v, --version')
     .showHelpAfterError('(run with --help for usage)')
-    .configureHelp({ sortSubcommands: false });
+    .configureHelp({ sortSubcommands: false })
+    // Before any subcommand is added: commander copies this setting into each one at creation.
+    .exitOverride();
 
   program
     .command('start')
@@ -331,7 +333,6 @@ async function runStart(config: Config): Promise<void> {
 
 export async function main(argv: readonly string[]): Promise<void> {
   const program = buildProgram();
-  program.exitOverride();
   try {
     await program.parseAsync([...argv]);
   } catch (error) {

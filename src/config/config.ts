@@ -139,6 +139,24 @@ function section(input: Record<string, unknown>, name: string): Record<string, u
   return copy;
 }
 
+/** Where a setting can come from besides the file, for error messages. */
+const SOURCES: Record<string, string> = {
+  'server.port': '--port / KEYGATE_PORT',
+  'server.host': '--host / KEYGATE_HOST',
+  dataDir: '--data-dir / KEYGATE_DATA_DIR',
+  'upstream.url': 'KEYGATE_UPSTREAM_URL',
+  'upstream.key': 'KEYGATE_UPSTREAM_KEY / MISTRAL_API_KEY',
+};
+
+function readPath(input: unknown, path: readonly PropertyKey[]): unknown {
+  let value = input;
+  for (const part of path) {
+    if (typeof value !== 'object' || value === null) return undefined;
+    value = (value as Record<PropertyKey, unknown>)[part];
+  }
+  return value;
+}
+
 function set(target: Record<string, unknown>, key: string, value: unknown): void {
   if (value !== undefined && value !== '') target[key] = value;
 }
@@ -170,8 +188,11 @@ export function loadConfig(
   const parsed = configSchema.safeParse(input as ConfigInput);
   if (!parsed.success) {
     const lines = parsed.error.issues.map((issue) => {
-      const where = issue.path.join('.') || '(top level)';
-      return `  ${where}: ${issue.message}`;
+      const path = issue.path.join('.');
+      const source = SOURCES[path] ? ` (${SOURCES[path]})` : '';
+      const given = readPath(input, issue.path);
+      const got = given === undefined || typeof given === 'object' ? '' : ` — got ${JSON.stringify(given)}`;
+      return `  ${path || '(top level)'}${source}: ${issue.message}${got}`;
     });
     throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
   }

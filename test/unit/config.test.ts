@@ -42,10 +42,18 @@ test('MISTRAL_API_KEY is the fallback for the upstream key', () => {
 
 test('every bad value gets a message naming it', () => {
   const bad: [Parameters<typeof loadConfig>[0], NodeJS.ProcessEnv, RegExp][] = [
-    [{ port: '70000' }, {}, /server\.port: must be between 1 and 65535/],
+    [
+      { port: '70000' },
+      {},
+      /server\.port \(--port \/ KEYGATE_PORT\): must be between 1 and 65535.* got "70000"/,
+    ],
     [{ port: 'abc' }, {}, /server\.port/],
     [{}, { KEYGATE_PORT: '-1' }, /server\.port/],
-    [{}, { KEYGATE_UPSTREAM_URL: 'ftp://x' }, /upstream\.url: must be an http\(s\) URL/],
+    [
+      {},
+      { KEYGATE_UPSTREAM_URL: 'ftp://x' },
+      /upstream\.url \(KEYGATE_UPSTREAM_URL\): must be an http\(s\) URL/,
+    ],
     [{ tlsCert: 'a.pem' }, {}, /--tls-cert and --tls-key go together/],
     [{ http: true, tlsCert: 'a', tlsKey: 'b' }, {}, /--http/],
     [{ config: '/nonexistent/keygate.yaml' }, {}, /cannot read config file/],
