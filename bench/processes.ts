@@ -1,0 +1,275 @@
+/**
+ * Child processes of the benchmark (upstream stub, gateways, one-shot CLI calls) and what the
+ * benchmark reads about them from /proc.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
+const KEYGATE_BIN = join(ROOT, 'bin', 'keygate.js');
+const STUB_SCRIPT = join(ROOT, 'test', 'support', 'upstream-stub.ts');
+const STDERR_TAIL_LINES = 40;
+const START_TIMEOUT_MS = 30_000;
+const STOP_TIMEOUT_MS = 10_000;
+/** USER_HZ: the unit of utime/stime in /proc/<pid>/stat (100 on Linux for every common architecture). */
+const CLOCK_TICKS_PER_SECOND = 100;
+
+export interface Child {
+  name: string;
+  proc: ChildProcess;
+  pid: number;
+  /** Base URL, e.g. http://127.0.0.1:PORT */
+  url: string;
+  /** Last lines written to stderr, for diagnostics. */
+  stderrTail: string[];
+  /** Set when the process has exited. */
+  exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+  /** True once stopChild() was called, so that the exit is expected. */
+  stopping: boolean;
+}
+
+const children = new Set<Child>();
+
+/** Environment for children: the caller's, without any Keygate or provider setting that could leak in. */
+function cleanEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [name, value] of Object.entries(process.env)) {
+    if (name.startsWith('KEYGATE_') || name === 'MISTRAL_API_KEY' || name === 'NODE_TLS_REJECT_UNAUTHORIZED')
+      continue;
+    env[name] = value;
+  }
+  return { ...env, ...extra };
+}
+
+function collectLines(stream: NodeJS.ReadableStream | null, onLine: (line: string) => void): void {
+  if (!stream) return;
+  let pending = '';
+  stream.setEncoding('utf8');
+  stream.on('data', (chunk: string) => {
+    pending += chunk;
+    let newline = pending.indexOf('\n');
+    while (newline >= 0) {
+      onLine(pending.slice(0, newline));
+      pending = pending.slice(newline + 1);
+      newline = pending.indexOf('\n');
+    }
+  });
+}
+
+/**
+ * Spawns a long-running child and resolves once `findUrl` returns a URL from one of its stdout or
+ * stderr lines.
+ */
+function startChild(
+  name: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  stdoutMode: 'pipe' | 'ignore',
+  findUrl: (line: string) => string | undefined,
+): Promise<Child> {
+  const proc = spawn(process.execPath, args, { cwd: ROOT, env, stdio: ['ignore', stdoutMode, 'pipe'] });
+  if (proc.pid === undefined)
+    return Promise.reject(new Error(`${name}: could not spawn ${process.execPath}`));
+  const child: Child = {
+    name,
+    proc,
+    pid: proc.pid,
+    url: '',
+    stderrTail: [],
+    exit: undefined,
+    stopping: false,
+  };
+  children.add(child);
+  return new Promise<Child>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      reject(
+        new Error(`${name} did not report its URL within ${START_TIMEOUT_MS / 1000} s:\n${tail(child)}`),
+      );
+    }, START_TIMEOUT_MS);
+    const onLine = (line: string): void => {
+      if (child.url) return;
+      const url = findUrl(line);
+      if (url) {
+        child.url = url;
+        clearTimeout(timer);
+        resolve(child);
+      }
+    };
+    collectLines(proc.stderr, (line) => {
+      child.stderrTail.push(line);
+      if (child.stderrTail.length > STDERR_TAIL_LINES) child.stderrTail.shift();
+      onLine(line);
+    });
+    collectLines(proc.stdout, onLine);
+    proc.on('error', (error) => {
+      clearTimeout(timer);
+      reject(new Error(`${name}: ${error.message}`));
+    });
+    proc.on('exit', (code, signal) => {
+      child.exit = { code, signal };
+      children.delete(child);
+      clearTimeout(timer);
+      if (!child.url)
+        reject(new Error(`${name} exited (code ${code}, signal ${signal}) before starting:\n${tail(child)}`));
+    });
+  });
+}
+
+export function tail(child: Child): string {
+  return child.stderrTail.map((line) => `    | ${line}`).join('\n');
+}
+
+export function startStub(): Promise<Child> {
+  return startChild(
+    'upstream stub',
+    [STUB_SCRIPT, '--port', '0', '--latency', '0'],
+    cleanEnv({}),
+    'pipe',
+    (line) => {
+      if (!line.startsWith('{')) return undefined;
+      try {
+        const parsed: unknown = JSON.parse(line);
+        if (
+          typeof parsed === 'object' &&
+          parsed !== null &&
+          'url' in parsed &&
+          typeof parsed.url === 'string'
+        )
+          return parsed.url;
+      } catch {
+        // not the URL line
+      }
+      return undefined;
+    },
+  );
+}
+
+export interface GatewayOptions {
+  name: string;
+  dataDir: string;
+  http: boolean;
+  upstreamUrl: string;
+  upstreamKey: string;
+}
+
+/** Starts `keygate start` on a free port of 127.0.0.1; its JSON access log goes to /dev/null. */
+export function startGateway(options: GatewayOptions): Promise<Child> {
+  const args = [KEYGATE_BIN, 'start', '--host', '127.0.0.1', '--port', '0', '--data-dir', options.dataDir];
+  if (options.http) args.push('--http');
+  return startChild(
+    options.name,
+    args,
+    cleanEnv({ KEYGATE_UPSTREAM_URL: options.upstreamUrl, KEYGATE_UPSTREAM_KEY: options.upstreamKey }),
+    'ignore',
+    (line) => /is listening on (https?:\/\/\S+)/.exec(line)?.[1],
+  );
+}
+
+/** Runs a `keygate` CLI command to completion and returns its stdout (throws on a non-zero exit). */
+export function keygateCli(args: string[]): Promise<string> {
+  return new Promise<string>((resolve, reject) => {
+    const proc = spawn(process.execPath, [KEYGATE_BIN, ...args], {
+      cwd: ROOT,
+      env: cleanEnv({}),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    let err = '';
+    proc.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+      out += chunk;
+    });
+    proc.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+      err += chunk;
+    });
+    proc.on('error', reject);
+    proc.on('exit', (code, signal) => {
+      if (code === 0) resolve(out);
+      else reject(new Error(`keygate ${args.join(' ')} failed (code ${code}, signal ${signal}):\n${err}`));
+    });
+  });
+}
+
+/** Stops a child with SIGTERM (SIGKILL after a timeout); resolves when it has exited. */
+export function stopChild(child: Child): Promise<void> {
+  child.stopping = true;
+  if (child.exit) return Promise.resolve();
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(() => {
+      child.proc.kill('SIGKILL');
+    }, STOP_TIMEOUT_MS);
+    child.proc.once('exit', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    child.proc.kill('SIGTERM');
+  });
+}
+
+/** Stops every child still running. */
+export async function stopAll(): Promise<void> {
+  await Promise.all([...children].map((child) => stopChild(child)));
+}
+
+/** Children that exited although nobody stopped them. */
+export function crashed(list: Child[]): Child[] {
+  return list.filter((child) => child.exit !== undefined && !child.stopping);
+}
+
+export interface MemoryStatus {
+  /** Resident set size now, in bytes. */
+  rss: number;
+  /** Peak resident set size so far (VmHWM), in bytes. */
+  peakRss: number;
+}
+
+export function memoryOf(pid: number): MemoryStatus | undefined {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kb = (field: string): number => {
+      const match = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status);
+      return match?.[1] ? Number(match[1]) * 1024 : 0;
+    };
+    return { rss: kb('VmRSS'), peakRss: kb('VmHWM') };
+  } catch {
+    return undefined;
+  }
+}
+
+/** CPU time (user + system) a process has used so far, in seconds. */
+export function cpuSecondsOf(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name (which is in parentheses and may contain spaces).
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // utime and stime are fields 14 and 15 of the whole line, i.e. 11 and 12 after the name.
+    const utime = Number(fields[11]);
+    const stime = Number(fields[12]);
+    if (!Number.isFinite(utime) || !Number.isFinite(stime)) return undefined;
+    return (utime + stime) / CLOCK_TICKS_PER_SECOND;
+  } catch {
+    return undefined;
+  }
+}
+
+export interface MachineTicks {
+  busy: number;
+  total: number;
+}
+
+/** Machine-wide CPU time from the first line of /proc/stat, in clock ticks summed over all CPUs. */
+export function machineTicks(): MachineTicks | undefined {
+  try {
+    const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0] ?? '';
+    // cpu user nice system idle iowait irq softirq steal ... (guest time is already inside user);
+    // steal counts as busy: it is CPU time the machine did not give to anything of ours.
+    const values = line.trim().split(/\s+/).slice(1, 9).map(Number);
+    if (values.length < 8 || values.some((v) => !Number.isFinite(v))) return undefined;
+    const at = (i: number): number => values[i] ?? 0;
+    const busy = at(0) + at(1) + at(2) + at(5) + at(6) + at(7);
+    return { busy, total: busy + at(3) + at(4) };
+  } catch {
+    return undefined;
+  }
+}
