@@ -3,9 +3,10 @@
  * hash (and remembers unknown hashes), and is invalidated from the store's change feed, which every
  * gateway polls, so a revoke made anywhere (the CLI included) is enforced here within one poll.
  */
+import type { KeyObject } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { isWellFormedKey } from '../keys/format.ts';
-import { hashKey } from '../keys/hash.ts';
+import { hashKey, pepperKey } from '../keys/hash.ts';
 import type { KeyRecord, Store } from '../store/types.ts';
 
 export type VerifyFailure = 'malformed' | 'unknown' | 'revoked' | 'expired';
@@ -27,7 +28,7 @@ export interface VerifierOptions {
 
 export class KeyVerifier {
   readonly #store: Store;
-  readonly #pepper: Buffer;
+  readonly #pepper: KeyObject;
   readonly #prefix: string;
   readonly #cache: LRUCache<string, { value: Entry }>;
   /** hashes cached per key id, so a change to a key drops every cached secret of it. */
@@ -45,7 +46,7 @@ export class KeyVerifier {
 
   constructor(options: VerifierOptions) {
     this.#store = options.store;
-    this.#pepper = options.pepper;
+    this.#pepper = pepperKey(options.pepper);
     this.#prefix = options.prefix;
     this.#onError = options.onError ?? (() => {});
     this.#cache = new LRUCache({

@@ -75,7 +75,8 @@ function notAllowed(allow: string): Route {
 
 /** Query parameters through which clients sometimes (wrongly) send keys. */
 const KEY_IN_QUERY = /[?&](?:key|api_key|apikey|api-key|access_token|token)=/i;
-const REQUEST_ID = /^[\w.:-]{1,128}$/;
+/** A client's own request id is logged (for correlation) when it looks like one. */
+const CLIENT_REQUEST_ID = /^[\w.:-]{1,128}$/;
 
 export function clientAddress(req: IncomingMessage): string {
   const address = req.socket.remoteAddress ?? '';
@@ -104,6 +105,7 @@ class Exchange {
   ttftMs: number | null = null;
   upstreamMs: number | null = null;
   failure: string | undefined;
+  clientRequestId: string | undefined;
   done = false;
 
   readonly id: string;
@@ -140,6 +142,8 @@ export class Gateway {
     const q = url.indexOf('?');
     const pathname = q === -1 ? url : url.slice(0, q);
     const exchange = new Exchange(requestId, clientAddress(req), pathname);
+    const clientId = req.headers['x-request-id'];
+    if (typeof clientId === 'string' && CLIENT_REQUEST_ID.test(clientId)) exchange.clientRequestId = clientId;
     this.inflight++;
     res.once('close', () => this.#finish(exchange, res));
     if (this.draining) res.setHeader('connection', 'close');
@@ -496,6 +500,7 @@ export class Gateway {
     this.#deps.logger.info(
       {
         reqId: exchange.id,
+        clientReqId: exchange.clientRequestId,
         keyId: key?.id ?? null,
         ip: exchange.ip,
         path: exchange.endpoint,
@@ -515,5 +520,3 @@ export class Gateway {
     }
   }
 }
-
-export { REQUEST_ID };

@@ -19,7 +19,7 @@ import type { Store } from '../store/types.ts';
 import { UsageQueue } from '../usage/queue.ts';
 import { newRequestId } from '../util/ids.ts';
 import { sendError } from './errors.ts';
-import { Gateway, REQUEST_ID } from './gateway.ts';
+import { Gateway } from './gateway.ts';
 import { createLogger, type Logger } from './log.ts';
 import { ensureSelfSigned, loadTls, type TlsMaterial } from './tls.ts';
 
@@ -133,8 +133,8 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
 
   const hsts = tls ? 'max-age=31536000' : undefined;
   const handler = (req: IncomingMessage, res: ServerResponse) => {
-    const given = req.headers['x-request-id'];
-    const requestId = typeof given === 'string' && REQUEST_ID.test(given) ? given : newRequestId();
+    // Always the gateway's own id: it keys the usage record, so a client cannot choose it.
+    const requestId = newRequestId();
     res.setHeader('x-request-id', requestId);
     if (hsts) res.setHeader('strict-transport-security', hsts);
     const url = req.url ?? '/';

@@ -241,11 +241,12 @@ describe('forwarding', () => {
       body: chatBody(),
     });
     assert.equal(res.status, 200);
-    assert.equal(res.headers['x-request-id'], 'client-chosen-id');
+    const gatewayId = String(res.headers['x-request-id']);
+    assert.match(gatewayId, /^req_/, 'the gateway answers with its own id');
     const received = t.stub.requests[before];
     assert.ok(received);
     assert.equal(received.headers.authorization, 'Bearer upstream-secret-key');
-    assert.equal(received.headers['x-request-id'], 'client-chosen-id');
+    assert.equal(received.headers['x-request-id'], gatewayId, 'the provider sees the same id');
     for (const header of ['proxy-authorization', 'te', 'cookie'])
       assert.equal(received.headers[header], undefined, header);
     assert.ok(!JSON.stringify(received).includes(key));
@@ -507,9 +508,24 @@ describe('metering and logs', () => {
     );
   });
 
+  test('a client reusing its own x-request-id cannot make requests go unmetered', async () => {
+    const { id, key: k } = await t.createKey('reused request id');
+    for (let i = 0; i < 3; i++) {
+      const res = await t.call('/v1/chat/completions', {
+        method: 'POST',
+        headers: { ...bearer(k), 'x-request-id': 'same-id-every-time' },
+        body: chatBody(),
+      });
+      assert.equal(res.status, 200);
+    }
+    await sleep(200);
+    const [totals] = await t.gateway.store.usageTotals({ keyId: id });
+    assert.equal(totals?.requests, 3);
+  });
+
   test('the access log has one JSON line per request with the key id and never a key', async () => {
     const marker = 'log-line-marker';
-    await t.call('/v1/models', { headers: { ...bearer(key), 'x-request-id': marker } });
+    const res = await t.call('/v1/models', { headers: { ...bearer(key), 'x-request-id': marker } });
     await sleep(50);
     await new Promise<void>((resolve) => t.gateway.logger.flush(() => resolve()));
     const lines = t.logLines
@@ -517,6 +533,8 @@ describe('metering and logs', () => {
       .map((l) => JSON.parse(l) as Record<string, unknown>);
     assert.equal(lines.length, 1);
     assert.equal(lines[0]?.keyId, keyId);
+    assert.equal(lines[0]?.reqId, res.headers['x-request-id']);
+    assert.equal(lines[0]?.clientReqId, marker);
     assert.equal(lines[0]?.status, 200);
     assert.equal(typeof lines[0]?.latencyMs, 'number');
     for (const line of t.logLines) {
