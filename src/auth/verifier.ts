@@ -7,13 +7,13 @@ import type { KeyObject } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { isWellFormedKey } from '../keys/format.ts';
 import { hashKey, pepperKey } from '../keys/hash.ts';
-import type { KeyRecord, Store } from '../store/types.ts';
+import type { KeyRecord, SecretMatch, Store } from '../store/types.ts';
 
-export type VerifyFailure = 'malformed' | 'unknown' | 'revoked' | 'expired';
+export type VerifyFailure = 'malformed' | 'unknown' | 'revoked' | 'expired' | 'rotated';
 export type VerifyResult = { ok: true; key: KeyRecord } | { ok: false; reason: VerifyFailure };
 
-/** Cached value for a hash: the key, or `null` for "no such key". */
-type Entry = KeyRecord | null;
+/** Cached value for a hash: the key it opens (and until when), or `null` for "no such key". */
+type Entry = SecretMatch | null;
 
 export interface VerifierOptions {
   store: Store;
@@ -53,7 +53,7 @@ export class KeyVerifier {
       max: options.maxEntries,
       ttl: options.ttlMs,
       dispose: (entry, hash) => {
-        if (entry.value) this.#forgetHash(entry.value.id, hash);
+        if (entry.value) this.#forgetHash(entry.value.key.id, hash);
       },
     });
     if (options.pollMs > 0) {
@@ -99,9 +99,11 @@ export class KeyVerifier {
 
   #judge(entry: Entry, now: number): VerifyResult {
     if (entry === null) return { ok: false, reason: 'unknown' };
-    if (entry.revokedAt !== null && entry.revokedAt <= now) return { ok: false, reason: 'revoked' };
-    if (entry.expiresAt !== null && entry.expiresAt <= now) return { ok: false, reason: 'expired' };
-    return { ok: true, key: entry };
+    if (entry.validUntil !== null && entry.validUntil <= now) return { ok: false, reason: 'rotated' };
+    const key = entry.key;
+    if (key.revokedAt !== null && key.revokedAt <= now) return { ok: false, reason: 'revoked' };
+    if (key.expiresAt !== null && key.expiresAt <= now) return { ok: false, reason: 'expired' };
+    return { ok: true, key };
   }
 
   /**
@@ -128,18 +130,18 @@ export class KeyVerifier {
   async #load(hash: string): Promise<Entry> {
     const generation = this.#generation;
     try {
-      const key = (await this.#store.findKeyByHash(hash)) ?? null;
-      if (generation !== this.#generation) return key;
-      this.#cache.set(hash, { value: key });
-      if (key) {
-        let set = this.#hashesByKey.get(key.id);
+      const match = (await this.#store.findKeyByHash(hash, Date.now())) ?? null;
+      if (generation !== this.#generation) return match;
+      this.#cache.set(hash, { value: match });
+      if (match) {
+        let set = this.#hashesByKey.get(match.key.id);
         if (!set) {
           set = new Set();
-          this.#hashesByKey.set(key.id, set);
+          this.#hashesByKey.set(match.key.id, set);
         }
         set.add(hash);
       }
-      return key;
+      return match;
     } finally {
       this.#inflight.delete(hash);
     }

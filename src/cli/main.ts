@@ -2,74 +2,23 @@
  * The `keygate` command: a thin layer of argument parsing and printing over src/.
  */
 import { Command, CommanderError, Option } from 'commander';
-import { type Config, ConfigError, type ConfigFlags, isLoopback, loadConfig } from '../config/config.ts';
-import { parseDuration } from '../config/duration.ts';
-import { ensureDataDir, loadSecrets } from '../config/secrets.ts';
+import { type Config, type ConfigFlags, isLoopback } from '../config/config.ts';
 import { StartError, startGateway } from '../http/server.ts';
-import { createKey, KeyInputError } from '../keys/service.ts';
-import { openStore } from '../store/index.ts';
-import type { Store } from '../store/types.ts';
-import { iso, keyView, table } from './format.ts';
+import { registerAdminCommands } from './admin.ts';
+import {
+  addStoreOptions,
+  configFrom,
+  print,
+  printJson,
+  type StoreOptions,
+  UserError,
+  withStore,
+} from './common.ts';
+import { table } from './format.ts';
+import { registerKeyCommands } from './keys.ts';
+import { duration } from './parse.ts';
 
 export const VERSION = '0.1.0';
-
-/** An error whose message is meant for the user as it is (no stack trace). */
-class UserError extends Error {
-  override name = 'UserError';
-  readonly exitCode: number;
-  constructor(message: string, exitCode = 1) {
-    super(message);
-    this.exitCode = exitCode;
-  }
-}
-
-interface StoreOptions {
-  dataDir?: string;
-  config?: string;
-}
-
-function addStoreOptions(command: Command): Command {
-  return command
-    .option('--data-dir <dir>', 'data directory (env KEYGATE_DATA_DIR)', undefined)
-    .option('--config <file>', 'YAML configuration file (env KEYGATE_CONFIG)');
-}
-
-function configFrom(options: ConfigFlags): Config {
-  try {
-    return loadConfig(options);
-  } catch (error) {
-    if (error instanceof ConfigError) throw new UserError(error.message, 2);
-    throw error;
-  }
-}
-
-async function withStore<T>(
-  options: StoreOptions,
-  work: (ctx: { store: Store; config: Config }) => Promise<T>,
-): Promise<T> {
-  const config = configFrom(options);
-  ensureDataDir(config.dataDir);
-  const store = await openStore(config.dataDir);
-  try {
-    return await work({ store, config });
-  } finally {
-    await store.close();
-  }
-}
-
-function print(text: string): void {
-  process.stdout.write(`${text}\n`);
-}
-
-function printJson(value: unknown): void {
-  print(JSON.stringify(value, null, 2));
-}
-
-async function findKey(store: Store, id: string) {
-  const key = await store.getKey(id);
-  if (!key) throw new UserError(`no key with id ${id} (see \`keygate keys list\`)`);
-  return key;
-}
 
 function buildProgram(): Command {
   const program = new Command('keygate')
@@ -94,118 +43,7 @@ function buildProgram(): Command {
       await runStart(configFrom(options));
     });
 
-  const keys = program.command('keys').description('create, list, show and revoke API keys');
-  addStoreOptions(
-    keys
-      .command('create')
-      .description('create a key and print its secret (shown once)')
-      .requiredOption('--name <name>', 'a name that says who or what uses the key')
-      .option('--expires <duration>', 'lifetime, e.g. 90d, 12h, 30m')
-      .option('--json', 'print JSON'),
-  ).action(async (options: StoreOptions & { name: string; expires?: string; json?: boolean }) => {
-    let expiresInMs: number | undefined;
-    if (options.expires !== undefined) {
-      expiresInMs = parseDuration(options.expires);
-      if (expiresInMs === undefined || expiresInMs === 0) {
-        throw new UserError(
-          `--expires takes a duration such as 90d, 24h, 30m or 45s, not "${options.expires}"`,
-          2,
-        );
-      }
-    }
-    await withStore(options, async ({ store, config }) => {
-      const secrets = loadSecrets(config.dataDir, process.env.KEYGATE_SECRET);
-      let created: Awaited<ReturnType<typeof createKey>>;
-      try {
-        created = await createKey(
-          { store, pepper: secrets.pepper, prefix: config.keys.prefix },
-          { name: options.name, expiresInMs, createdBy: 'cli' },
-        );
-      } catch (error) {
-        if (error instanceof KeyInputError) throw new UserError(error.message, 2);
-        throw error;
-      }
-      if (options.json) {
-        printJson({ ...keyView(created.record), key: created.key });
-        return;
-      }
-      print(`Created key ${created.record.id} "${created.record.name}".`);
-      print('');
-      print(`  ${created.key}`);
-      print('');
-      print('This is the only time the key is shown: store it now (e.g. in a secret manager).');
-      print('Use it as "Authorization: Bearer <key>" against the gateway.');
-      if (created.record.expiresAt !== null) print(`It expires at ${iso(created.record.expiresAt)}.`);
-    });
-  });
-
-  addStoreOptions(
-    keys.command('list').description('list keys (never their secrets)').option('--json', 'print JSON'),
-  ).action(async (options: StoreOptions & { json?: boolean }) => {
-    await withStore(options, async ({ store }) => {
-      const now = Date.now();
-      const list = (await store.listKeys()).map((k) => keyView(k, now));
-      if (options.json) {
-        printJson(list);
-        return;
-      }
-      if (list.length === 0) {
-        print('No keys yet. Create one with: keygate keys create --name <name>');
-        return;
-      }
-      print(
-        table(
-          ['ID', 'NAME', 'KEY', 'STATUS', 'CREATED', 'LAST USED', 'EXPIRES'],
-          list.map((k) => [
-            k.id,
-            k.name,
-            k.display,
-            k.status,
-            k.created_at ?? '',
-            k.last_used_at ?? 'never',
-            k.expires_at ?? 'never',
-          ]),
-        ),
-      );
-    });
-  });
-
-  addStoreOptions(
-    keys
-      .command('show')
-      .description('show one key')
-      .argument('<id>', 'key id')
-      .option('--json', 'print JSON'),
-  ).action(async (id: string, options: StoreOptions & { json?: boolean }) => {
-    await withStore(options, async ({ store }) => {
-      const view = keyView(await findKey(store, id));
-      if (options.json) printJson(view);
-      else
-        print(
-          table(
-            ['FIELD', 'VALUE'],
-            Object.entries(view).map(([k, v]) => [k, v === null ? '-' : String(v)]),
-          ),
-        );
-    });
-  });
-
-  addStoreOptions(
-    keys
-      .command('revoke')
-      .description('revoke a key at once (a running gateway refuses it within a second)')
-      .argument('<id>', 'key id')
-      .option('--json', 'print JSON'),
-  ).action(async (id: string, options: StoreOptions & { json?: boolean }) => {
-    await withStore(options, async ({ store }) => {
-      const before = await findKey(store, id);
-      const after = await store.revokeKey(id, Date.now());
-      if (!after) throw new UserError(`no key with id ${id}`);
-      if (options.json) printJson(keyView(after));
-      else if (before.revokedAt !== null) print(`Key ${id} was already revoked at ${iso(before.revokedAt)}.`);
-      else print(`Revoked key ${id} "${after.name}". Requests with it are refused from now on.`);
-    });
-  });
+  registerKeyCommands(program);
 
   addStoreOptions(
     program
@@ -215,13 +53,7 @@ function buildProgram(): Command {
       .option('--since <duration>', 'only the last period, e.g. 7d, 24h')
       .option('--json', 'print JSON'),
   ).action(async (options: StoreOptions & { key?: string; since?: string; json?: boolean }) => {
-    let since: number | undefined;
-    if (options.since !== undefined) {
-      const ms = parseDuration(options.since);
-      if (ms === undefined)
-        throw new UserError(`--since takes a duration such as 7d or 24h, not "${options.since}"`, 2);
-      since = Date.now() - ms;
-    }
+    const since = options.since === undefined ? undefined : Date.now() - duration('--since', options.since);
     await withStore(options, async ({ store }) => {
       const totals = await store.usageTotals({ keyId: options.key, since });
       const rows = totals.map((t) => ({
@@ -258,6 +90,7 @@ function buildProgram(): Command {
     });
   });
 
+  registerAdminCommands(program);
   return program;
 }
 

@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { parseCidrs } from '../auth/ip.ts';
 import { assertValidPrefix, DEFAULT_KEY_PREFIX } from '../keys/format.ts';
 
 export const DEFAULT_MODEL_ALIASES: Readonly<Record<string, string>> = {
@@ -34,6 +35,11 @@ export const configSchema = z
         bodyLimitBytes: positiveInt.default(10 * 1024 * 1024),
         /** How long a graceful stop waits for in-flight requests (streams included). @default 30 s */
         shutdownTimeoutMs: positiveInt.default(30_000),
+        /**
+         * Proxies (CIDR ranges) whose X-Forwarded-For is believed, read right to left up to the first
+         * address that is not one of them. Empty: the client is the socket peer, whatever headers say.
+         */
+        trustedProxies: z.array(z.string()).default([]),
       })
       .strict()
       .prefault({}),
@@ -201,6 +207,11 @@ export function loadConfig(
     assertValidPrefix(config.keys.prefix);
   } catch (error) {
     throw new ConfigError(`invalid configuration:\n  keys.prefix: ${(error as Error).message}`);
+  }
+  try {
+    config.server.trustedProxies = parseCidrs(config.server.trustedProxies).map((c) => c.text);
+  } catch (error) {
+    throw new ConfigError(`invalid configuration:\n  server.trustedProxies: ${(error as Error).message}`);
   }
   if (Boolean(config.server.tlsCert) !== Boolean(config.server.tlsKey)) {
     throw new ConfigError(

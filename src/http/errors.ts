@@ -11,6 +11,11 @@ export type ErrorCode =
   | 'invalid_authorization'
   | 'invalid_api_key'
   | 'key_in_url'
+  | 'insufficient_scope'
+  | 'model_not_allowed'
+  | 'ip_not_allowed'
+  | 'rate_limited'
+  | 'budget_exceeded'
   | 'too_many_auth_failures'
   | 'not_found'
   | 'method_not_allowed'
@@ -22,13 +27,23 @@ export type ErrorCode =
   | 'shutting_down'
   | 'internal_error';
 
-type ErrorType = 'invalid_request_error' | 'authentication_error' | 'rate_limit_error' | 'server_error';
+type ErrorType =
+  | 'invalid_request_error'
+  | 'authentication_error'
+  | 'permission_error'
+  | 'rate_limit_error'
+  | 'server_error';
 
 const STATUS: Record<ErrorCode, number> = {
   missing_api_key: 401,
   invalid_authorization: 400,
   invalid_api_key: 401,
   key_in_url: 400,
+  insufficient_scope: 403,
+  model_not_allowed: 403,
+  ip_not_allowed: 403,
+  rate_limited: 429,
+  budget_exceeded: 429,
   too_many_auth_failures: 429,
   not_found: 404,
   method_not_allowed: 405,
@@ -46,6 +61,11 @@ const TYPE: Record<ErrorCode, ErrorType> = {
   invalid_authorization: 'invalid_request_error',
   invalid_api_key: 'authentication_error',
   key_in_url: 'invalid_request_error',
+  insufficient_scope: 'permission_error',
+  model_not_allowed: 'permission_error',
+  ip_not_allowed: 'permission_error',
+  rate_limited: 'rate_limit_error',
+  budget_exceeded: 'rate_limit_error',
   too_many_auth_failures: 'rate_limit_error',
   not_found: 'invalid_request_error',
   method_not_allowed: 'invalid_request_error',
@@ -107,14 +127,17 @@ export function sendError(
   res: ServerResponse,
   code: ErrorCode,
   message: string,
-  options: { retryAfter?: number; param?: string | null; body?: string } = {},
+  options: { retryAfter?: number; param?: string | null; body?: string; scope?: string } = {},
 ): void {
   if (res.headersSent) {
     res.destroy();
     return;
   }
   const body = options.body ?? errorBody(code, message, options.param ?? null);
-  const challenge = RFC6750_ERRORS[code];
+  const challenge =
+    code === 'insufficient_scope'
+      ? `Bearer realm="keygate", error="insufficient_scope", scope="${options.scope ?? ''}"`
+      : RFC6750_ERRORS[code];
   if (challenge) res.setHeader('www-authenticate', challenge);
   if (options.retryAfter !== undefined) res.setHeader('retry-after', String(options.retryAfter));
   res.writeHead(STATUS[code], {

@@ -6,6 +6,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { StringDecoder } from 'node:string_decoder';
 import { parseAuthorization } from '../auth/bearer.ts';
 import type { AuthFailureLimiter } from '../auth/failures.ts';
+import { type Cidr, parseCidrs, resolveClientAddress } from '../auth/ip.ts';
+import { addressAllowed, filterModelList, hasScope, modelAllowed } from '../auth/policy.ts';
 import type { KeyVerifier } from '../auth/verifier.ts';
 import type { Config } from '../config/config.ts';
 import { resolveModel } from '../providers/models.ts';
@@ -15,7 +17,7 @@ import {
   type Upstream,
   type UpstreamResponse,
 } from '../providers/upstream.ts';
-import type { KeyRecord } from '../store/types.ts';
+import type { InferenceScope, KeyRecord } from '../store/types.ts';
 import { extractUsage, SseUsageScanner, type TokenUsage } from '../usage/extract.ts';
 import type { UsageQueue } from '../usage/queue.ts';
 import { encodeEmbeddingsBase64 } from './embeddings.ts';
@@ -78,10 +80,17 @@ const KEY_IN_QUERY = /[?&](?:key|api_key|apikey|api-key|access_token|token)=/i;
 /** A client's own request id is logged (for correlation) when it looks like one. */
 const CLIENT_REQUEST_ID = /^[\w.:-]{1,128}$/;
 
-export function clientAddress(req: IncomingMessage): string {
-  const address = req.socket.remoteAddress ?? '';
-  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
+/** The client's address: the socket peer, or what trusted proxies say (see resolveClientAddress). */
+export function clientAddress(req: IncomingMessage, trustedProxies: readonly Cidr[] = []): string {
+  return resolveClientAddress(req.socket.remoteAddress ?? '', req.headers['x-forwarded-for'], trustedProxies);
 }
+
+const SCOPE_OF: Record<Endpoint | 'models', InferenceScope> = {
+  chat: 'chat',
+  fim: 'fim',
+  embeddings: 'embeddings',
+  models: 'models',
+};
 
 /** Counts Authorization headers: Node keeps only the first, but two of them is a malformed request. */
 function authorizationCount(raw: readonly string[]): number {
@@ -121,6 +130,7 @@ class Exchange {
 export class Gateway {
   readonly #deps: GatewayDeps;
   readonly #bodyLimit: number;
+  readonly #trustedProxies: readonly Cidr[];
   /** Requests being served right now (a graceful stop waits for them). */
   inflight = 0;
   #idleWaiters: (() => void)[] = [];
@@ -129,6 +139,7 @@ export class Gateway {
   constructor(deps: GatewayDeps) {
     this.#deps = deps;
     this.#bodyLimit = deps.config.server.bodyLimitBytes;
+    this.#trustedProxies = parseCidrs(deps.config.server.trustedProxies);
   }
 
   /** Resolves when no request is in flight. */
@@ -141,7 +152,7 @@ export class Gateway {
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     const pathname = q === -1 ? url : url.slice(0, q);
-    const exchange = new Exchange(requestId, clientAddress(req), pathname);
+    const exchange = new Exchange(requestId, clientAddress(req, this.#trustedProxies), pathname);
     const clientId = req.headers['x-request-id'];
     if (typeof clientId === 'string' && CLIENT_REQUEST_ID.test(clientId)) exchange.clientRequestId = clientId;
     this.inflight++;
@@ -230,7 +241,12 @@ export class Gateway {
       sendError(res, 'invalid_api_key', INVALID_KEY_MESSAGE, { body: INVALID_KEY_BODY });
       return;
     }
-    exchange.key = verdict.key;
+    const key = verdict.key;
+    exchange.key = key;
+    if (!addressAllowed(key, exchange.ip)) {
+      this.#fail(res, exchange, 'ip_not_allowed', `This key may not be used from ${exchange.ip}.`);
+      return;
+    }
 
     const target = route(req.method ?? 'GET', pathname);
     if (target.kind === 'not_found') {
@@ -240,6 +256,17 @@ export class Gateway {
     if (target.kind === 'method_not_allowed') {
       res.setHeader('allow', target.allow);
       this.#fail(res, exchange, 'method_not_allowed', `${pathname} accepts ${target.allow} only`);
+      return;
+    }
+    const scope = SCOPE_OF[target.kind === 'post' ? target.endpoint : 'models'];
+    if (!hasScope(key, scope)) {
+      this.#fail(
+        res,
+        exchange,
+        'insufficient_scope',
+        `This key lacks the scope "${scope}" needed for ${req.method} ${pathname.slice(0, 200)}.`,
+        { scope },
+      );
       return;
     }
     if (!upstream.configured) {
@@ -259,13 +286,21 @@ export class Gateway {
         res,
         exchange,
         { method: 'GET', path: '/v1/models' },
-        { stream: false, base64: false },
+        {
+          stream: false,
+          base64: false,
+          models: key.policy.models.length > 0 ? key.policy.models : undefined,
+        },
       );
       return;
     }
     if (target.kind === 'model') {
       const id = resolveModel(this.#deps.config.modelAliases, target.id);
       exchange.model = id;
+      if (!modelAllowed(key.policy.models, id)) {
+        this.#refuseModel(res, exchange, id);
+        return;
+      }
       await this.#forward(
         req,
         res,
@@ -300,6 +335,10 @@ export class Gateway {
     const requested = json.model as string;
     const model = resolveModel(this.#deps.config.modelAliases, requested);
     exchange.model = model;
+    if (!modelAllowed(key.policy.models, model)) {
+      this.#refuseModel(res, exchange, model);
+      return;
+    }
     let payload = raw;
     if (model !== requested) {
       json.model = model;
@@ -313,6 +352,18 @@ export class Gateway {
       {
         stream: json.stream === true,
         base64: target.endpoint === 'embeddings' && json.encoding_format === 'base64',
+      },
+    );
+  }
+
+  #refuseModel(res: ServerResponse, exchange: Exchange, model: string): void {
+    this.#fail(
+      res,
+      exchange,
+      'model_not_allowed',
+      `This key may not use the model "${model.slice(0, 200)}".`,
+      {
+        param: 'model',
       },
     );
   }
@@ -364,7 +415,7 @@ export class Gateway {
     res: ServerResponse,
     exchange: Exchange,
     call: { method: 'GET' | 'POST'; path: string; body?: Buffer },
-    mode: { stream: boolean; base64: boolean },
+    mode: { stream: boolean; base64: boolean; models?: readonly string[] | undefined },
   ): Promise<void> {
     const abort = new AbortController();
     const onClose = () => {
@@ -408,12 +459,15 @@ export class Gateway {
     const contentType = String(upstreamRes.headers['content-type'] ?? '');
     const isSse = contentType.startsWith('text/event-stream');
 
+    const allowedModels = mode.models;
     const rewrite =
       mode.base64 && status === 200 && !isSse
         ? encodeEmbeddingsBase64
         : status >= 400 && contentType.includes('json')
           ? withOpenAiErrorMember
-          : undefined;
+          : allowedModels && status === 200
+            ? (text: string) => filterModelList(text, allowedModels)
+            : undefined;
     if (rewrite) {
       let text: string;
       try {

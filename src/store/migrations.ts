@@ -71,4 +71,48 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX usage_records_time ON usage_records (time);
     `,
   },
+  {
+    version: 2,
+    name: 'key policies (scopes, models, IPs, limits, budgets), workspace policy, rotation, audit log',
+    sqlite: `
+      ALTER TABLE workspaces ADD COLUMN max_key_lifetime_ms INTEGER;
+      ALTER TABLE workspaces ADD COLUMN allowed_ips TEXT NOT NULL DEFAULT '[]';
+      ALTER TABLE workspaces ADD COLUMN budget_day INTEGER;
+      ALTER TABLE workspaces ADD COLUMN budget_month INTEGER;
+
+      ALTER TABLE api_keys ADD COLUMN scopes TEXT NOT NULL DEFAULT '["chat","fim","embeddings","models"]';
+      ALTER TABLE api_keys ADD COLUMN models TEXT NOT NULL DEFAULT '[]';
+      ALTER TABLE api_keys ADD COLUMN allowed_ips TEXT NOT NULL DEFAULT '[]';
+      ALTER TABLE api_keys ADD COLUMN rpm INTEGER;
+      ALTER TABLE api_keys ADD COLUMN tpm INTEGER;
+      ALTER TABLE api_keys ADD COLUMN concurrency INTEGER;
+      ALTER TABLE api_keys ADD COLUMN budget_day INTEGER;
+      ALTER TABLE api_keys ADD COLUMN budget_month INTEGER;
+      ALTER TABLE api_keys ADD COLUMN updated_at INTEGER;
+      ALTER TABLE api_keys ADD COLUMN rotated_at INTEGER;
+
+      -- Append-only: the store never updates or deletes a row of it.
+      CREATE TABLE audit_events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        at INTEGER NOT NULL,
+        workspace_id TEXT,
+        actor_type TEXT NOT NULL,
+        actor_id TEXT,
+        actor_ip TEXT,
+        action TEXT NOT NULL,
+        target_type TEXT NOT NULL,
+        target_id TEXT,
+        changes TEXT NOT NULL DEFAULT '{}'
+      );
+      CREATE INDEX audit_events_workspace ON audit_events (workspace_id, seq);
+      CREATE INDEX audit_events_target ON audit_events (target_id, seq);
+      CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+      CREATE TRIGGER audit_events_no_delete BEFORE DELETE ON audit_events
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+
+      CREATE INDEX usage_records_workspace_time ON usage_records (workspace_id, time);
+    `,
+  },
 ];

@@ -5,13 +5,41 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite';
+import { newId } from '../util/ids.ts';
 import { MIGRATIONS } from './migrations.ts';
-import type { KeyChanges, KeyRecord, NewKey, Store, UsageFilter, UsageRecord, UsageTotals } from './types.ts';
+import {
+  type Actor,
+  type AuditEvent,
+  type AuditFilter,
+  type Changes,
+  type KeyChanges,
+  type KeyFilter,
+  type KeyPatch,
+  type KeyPolicy,
+  type KeyRecord,
+  keyStatus,
+  type NewKey,
+  type RotateInput,
+  type Scope,
+  type SecretMatch,
+  type Store,
+  type TokenFilter,
+  type UsageFilter,
+  type UsageRecord,
+  type UsageTotals,
+  type Workspace,
+  type WorkspacePatch,
+  type WorkspacePolicy,
+} from './types.ts';
 
 type Row = Record<string, SQLInputValue>;
 
-const KEY_COLUMNS =
-  'k.id, k.workspace_id, k.name, k.start, k.last4, k.created_at, k.created_by, k.expires_at, k.revoked_at, k.last_used_at, k.last_used_ip';
+const KEY_COLUMNS = `k.id, k.workspace_id, k.name, k.start, k.last4, k.created_at, k.created_by, k.updated_at,
+  k.rotated_at, k.expires_at, k.revoked_at, k.last_used_at, k.last_used_ip, k.scopes, k.models, k.allowed_ips, k.rpm,
+  k.tpm, k.concurrency, k.budget_day, k.budget_month, w.max_key_lifetime_ms AS ws_max_key_lifetime_ms,
+  w.allowed_ips AS ws_allowed_ips, w.budget_day AS ws_budget_day, w.budget_month AS ws_budget_month`;
+const KEY_FROM = 'api_keys k JOIN workspaces w ON w.id = k.workspace_id';
+const WORKSPACE_COLUMNS = 'id, name, created_at, max_key_lifetime_ms, allowed_ips, budget_day, budget_month';
 
 function num(value: SQLInputValue | undefined): number | null {
   return value === null || value === undefined ? null : Number(value);
@@ -19,6 +47,19 @@ function num(value: SQLInputValue | undefined): number | null {
 
 function str(value: SQLInputValue | undefined): string | null {
   return value === null || value === undefined ? null : String(value);
+}
+
+function strings(value: SQLInputValue | undefined): string[] {
+  const parsed = JSON.parse(String(value ?? '[]')) as unknown;
+  return Array.isArray(parsed) ? parsed.map(String) : [];
+}
+
+function workspacePolicy(row: Row, prefix = ''): WorkspacePolicy {
+  return {
+    maxKeyLifetimeMs: num(row[`${prefix}max_key_lifetime_ms`]),
+    allowedIps: strings(row[`${prefix}allowed_ips`]),
+    budget: { day: num(row[`${prefix}budget_day`]), month: num(row[`${prefix}budget_month`]) },
+  };
 }
 
 function toKey(row: Row): KeyRecord {
@@ -30,11 +71,89 @@ function toKey(row: Row): KeyRecord {
     last4: String(row.last4),
     createdAt: Number(row.created_at),
     createdBy: str(row.created_by),
+    updatedAt: num(row.updated_at),
+    rotatedAt: num(row.rotated_at),
     expiresAt: num(row.expires_at),
     revokedAt: num(row.revoked_at),
     lastUsedAt: num(row.last_used_at),
     lastUsedIp: str(row.last_used_ip),
+    policy: {
+      scopes: strings(row.scopes) as Scope[],
+      models: strings(row.models),
+      allowedIps: strings(row.allowed_ips),
+      limits: { rpm: num(row.rpm), tpm: num(row.tpm), concurrency: num(row.concurrency) },
+      budget: { day: num(row.budget_day), month: num(row.budget_month) },
+    },
+    workspacePolicy: workspacePolicy(row, 'ws_'),
   };
+}
+
+function toWorkspace(row: Row): Workspace {
+  return {
+    id: String(row.id),
+    name: String(row.name),
+    createdAt: Number(row.created_at),
+    policy: workspacePolicy(row),
+  };
+}
+
+/** The audit view of a key: every field that can change, flattened, never a secret. */
+function keyFields(key: KeyRecord): Record<string, unknown> {
+  return {
+    name: key.name,
+    expires_at: key.expiresAt,
+    revoked_at: key.revokedAt,
+    scopes: key.policy.scopes,
+    models: key.policy.models,
+    allowed_ips: key.policy.allowedIps,
+    rpm: key.policy.limits.rpm,
+    tpm: key.policy.limits.tpm,
+    concurrency: key.policy.limits.concurrency,
+    budget_day: key.policy.budget.day,
+    budget_month: key.policy.budget.month,
+    display: `${key.start}…${key.last4}`,
+  };
+}
+
+function workspaceFields(ws: Workspace): Record<string, unknown> {
+  return {
+    name: ws.name,
+    max_key_lifetime_ms: ws.policy.maxKeyLifetimeMs,
+    allowed_ips: ws.policy.allowedIps,
+    budget_day: ws.policy.budget.day,
+    budget_month: ws.policy.budget.month,
+  };
+}
+
+/** Fields that differ between two views (a missing side records a creation or a removal). */
+export function diff(
+  before: Record<string, unknown> | undefined,
+  after: Record<string, unknown> | undefined,
+): Changes {
+  const changes: Changes = {};
+  const names = new Set([...Object.keys(before ?? {}), ...Object.keys(after ?? {})]);
+  for (const name of names) {
+    const b = before?.[name];
+    const a = after?.[name];
+    if (JSON.stringify(b) === JSON.stringify(a)) continue;
+    changes[name] = {};
+    if (before) changes[name].before = b ?? null;
+    if (after) changes[name].after = a ?? null;
+  }
+  return changes;
+}
+
+function policyColumns(policy: KeyPolicy): SQLInputValue[] {
+  return [
+    JSON.stringify(policy.scopes),
+    JSON.stringify(policy.models),
+    JSON.stringify(policy.allowedIps),
+    policy.limits.rpm,
+    policy.limits.tpm,
+    policy.limits.concurrency,
+    policy.budget.day,
+    policy.budget.month,
+  ];
 }
 
 export class SqliteStore implements Store {
@@ -103,11 +222,48 @@ export class SqliteStore implements Store {
     this.#stmt('SELECT 1').get();
   }
 
-  async createKey(key: NewKey): Promise<KeyRecord> {
-    this.#transaction(() => {
+  #audit(event: Omit<AuditEvent, 'id'>): void {
+    this.#stmt(
+      `INSERT INTO audit_events (id, at, workspace_id, actor_type, actor_id, actor_ip, action, target_type, target_id, changes)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    ).run(
+      newId('evt'),
+      event.at,
+      event.workspaceId,
+      event.actor.type,
+      event.actor.id,
+      event.actor.ip,
+      event.action,
+      event.targetType,
+      event.targetId,
+      JSON.stringify(event.changes),
+    );
+  }
+
+  #changed(id: string, kind: string, at: number): void {
+    this.#stmt('INSERT INTO key_events (key_id, kind, at) VALUES (?, ?, ?)').run(id, kind, at);
+  }
+
+  #getKeySync(id: string): KeyRecord | undefined {
+    const row = this.#stmt(`SELECT ${KEY_COLUMNS} FROM ${KEY_FROM} WHERE k.id = ?`).get(id) as
+      | Row
+      | undefined;
+    return row ? toKey(row) : undefined;
+  }
+
+  #getWorkspaceSync(id: string): Workspace | undefined {
+    const row = this.#stmt(`SELECT ${WORKSPACE_COLUMNS} FROM workspaces WHERE id = ?`).get(id) as
+      | Row
+      | undefined;
+    return row ? toWorkspace(row) : undefined;
+  }
+
+  async createKey(key: NewKey, actor: Actor): Promise<KeyRecord> {
+    return this.#transaction(() => {
       this.#stmt(
-        `INSERT INTO api_keys (id, workspace_id, name, start, last4, created_at, created_by, expires_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO api_keys (id, workspace_id, name, start, last4, created_at, created_by, expires_at,
+           scopes, models, allowed_ips, rpm, tpm, concurrency, budget_day, budget_month)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ).run(
         key.id,
         key.workspaceId,
@@ -117,56 +273,288 @@ export class SqliteStore implements Store {
         key.createdAt,
         key.createdBy,
         key.expiresAt,
+        ...policyColumns(key.policy),
       );
       this.#stmt('INSERT INTO api_key_hashes (hash, key_id, created_at) VALUES (?, ?, ?)').run(
         key.hash,
         key.id,
         key.createdAt,
       );
-      this.#stmt('INSERT INTO key_events (key_id, kind, at) VALUES (?, ?, ?)').run(
-        key.id,
-        'created',
-        key.createdAt,
-      );
+      this.#changed(key.id, 'created', key.createdAt);
+      const created = this.#getKeySync(key.id);
+      if (!created) throw new Error(`key ${key.id} vanished after insert`);
+      this.#audit({
+        at: key.createdAt,
+        workspaceId: key.workspaceId,
+        actor,
+        action: 'key.create',
+        targetType: 'key',
+        targetId: key.id,
+        changes: diff(undefined, keyFields(created)),
+      });
+      return created;
     });
-    const created = await this.getKey(key.id);
-    if (!created) throw new Error(`key ${key.id} vanished after insert`);
-    return created;
   }
 
-  async findKeyByHash(hash: string): Promise<KeyRecord | undefined> {
+  async findKeyByHash(hash: string, now: number): Promise<SecretMatch | undefined> {
     const row = this.#stmt(
-      `SELECT ${KEY_COLUMNS} FROM api_key_hashes h JOIN api_keys k ON k.id = h.key_id
+      `SELECT ${KEY_COLUMNS}, h.valid_until AS secret_valid_until FROM api_key_hashes h JOIN api_keys k ON k.id = h.key_id JOIN workspaces w ON w.id = k.workspace_id
        WHERE h.hash = ? AND (h.valid_until IS NULL OR h.valid_until > ?)`,
-    ).get(hash, Date.now()) as Row | undefined;
-    return row ? toKey(row) : undefined;
+    ).get(hash, now) as Row | undefined;
+    return row ? { key: toKey(row), validUntil: num(row.secret_valid_until) } : undefined;
   }
 
   async getKey(id: string): Promise<KeyRecord | undefined> {
-    const row = this.#stmt(`SELECT ${KEY_COLUMNS} FROM api_keys k WHERE k.id = ?`).get(id) as Row | undefined;
-    return row ? toKey(row) : undefined;
+    return this.#getKeySync(id);
   }
 
-  async listKeys(workspaceId?: string): Promise<KeyRecord[]> {
-    const rows = workspaceId
-      ? this.#stmt(
-          `SELECT ${KEY_COLUMNS} FROM api_keys k WHERE k.workspace_id = ? ORDER BY k.created_at, k.id`,
-        ).all(workspaceId)
-      : this.#stmt(`SELECT ${KEY_COLUMNS} FROM api_keys k ORDER BY k.created_at, k.id`).all();
-    return (rows as Row[]).map(toKey);
+  async listKeys(filter: KeyFilter = {}): Promise<KeyRecord[]> {
+    const where: string[] = [];
+    const params: SQLInputValue[] = [];
+    if (filter.workspaceId !== undefined) {
+      where.push('k.workspace_id = ?');
+      params.push(filter.workspaceId);
+    }
+    if (filter.search !== undefined && filter.search !== '') {
+      where.push(
+        "(instr(lower(k.name), lower(?)) > 0 OR k.id = ? OR (k.start || '…' || k.last4) = ? OR k.start = ?)",
+      );
+      params.push(filter.search, filter.search, filter.search, filter.search);
+    }
+    if (filter.after !== undefined) {
+      where.push('(k.created_at, k.id) > (SELECT created_at, id FROM api_keys WHERE id = ?)');
+      params.push(filter.after);
+    }
+    const sql = `SELECT ${KEY_COLUMNS} FROM ${KEY_FROM} ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''}
+      ORDER BY k.created_at, k.id`;
+    let keys = (this.#db.prepare(sql).all(...params) as Row[]).map(toKey);
+    if (filter.status !== undefined) {
+      const now = Date.now();
+      keys = keys.filter((k) => keyStatus(k, now) === filter.status);
+    }
+    return filter.limit !== undefined ? keys.slice(0, filter.limit) : keys;
   }
 
-  async revokeKey(id: string, at: number): Promise<KeyRecord | undefined> {
-    this.#transaction(() => {
-      const result = this.#stmt('UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL').run(
+  async updateKey(id: string, patch: KeyPatch, actor: Actor, at: number): Promise<KeyRecord | undefined> {
+    return this.#transaction(() => {
+      const before = this.#getKeySync(id);
+      if (!before) return undefined;
+      const policy: KeyPolicy = {
+        scopes: patch.scopes ?? before.policy.scopes,
+        models: patch.models ?? before.policy.models,
+        allowedIps: patch.allowedIps ?? before.policy.allowedIps,
+        limits: { ...before.policy.limits, ...patch.limits },
+        budget: { ...before.policy.budget, ...patch.budget },
+      };
+      this.#stmt(
+        `UPDATE api_keys SET name = ?, expires_at = ?, scopes = ?, models = ?, allowed_ips = ?, rpm = ?, tpm = ?,
+           concurrency = ?, budget_day = ?, budget_month = ?, updated_at = ? WHERE id = ?`,
+      ).run(
+        patch.name ?? before.name,
+        patch.expiresAt === undefined ? before.expiresAt : patch.expiresAt,
+        ...policyColumns(policy),
         at,
         id,
       );
-      if (result.changes > 0) {
-        this.#stmt('INSERT INTO key_events (key_id, kind, at) VALUES (?, ?, ?)').run(id, 'revoked', at);
+      const after = this.#getKeySync(id);
+      if (!after) return undefined;
+      const changes = diff(keyFields(before), keyFields(after));
+      if (Object.keys(changes).length > 0) {
+        this.#changed(id, 'updated', at);
+        this.#audit({
+          at,
+          workspaceId: after.workspaceId,
+          actor,
+          action: 'key.update',
+          targetType: 'key',
+          targetId: id,
+          changes,
+        });
       }
+      return after;
     });
-    return this.getKey(id);
+  }
+
+  async rotateKey(input: RotateInput, actor: Actor): Promise<KeyRecord | undefined> {
+    return this.#transaction(() => {
+      const before = this.#getKeySync(input.id);
+      if (!before) return undefined;
+      this.#stmt(
+        'UPDATE api_key_hashes SET valid_until = ? WHERE key_id = ? AND (valid_until IS NULL OR valid_until > ?)',
+      ).run(input.graceUntil, input.id, input.graceUntil);
+      this.#stmt('INSERT INTO api_key_hashes (hash, key_id, created_at) VALUES (?, ?, ?)').run(
+        input.hash,
+        input.id,
+        input.at,
+      );
+      this.#stmt('UPDATE api_keys SET start = ?, last4 = ?, rotated_at = ?, updated_at = ? WHERE id = ?').run(
+        input.start,
+        input.last4,
+        input.at,
+        input.at,
+        input.id,
+      );
+      this.#changed(input.id, 'rotated', input.at);
+      const after = this.#getKeySync(input.id);
+      this.#audit({
+        at: input.at,
+        workspaceId: before.workspaceId,
+        actor,
+        action: 'key.rotate',
+        targetType: 'key',
+        targetId: input.id,
+        changes: {
+          display: { before: `${before.start}…${before.last4}`, after: `${input.start}…${input.last4}` },
+          previous_secret_valid_until: { after: input.graceUntil },
+        },
+      });
+      return after;
+    });
+  }
+
+  async revokeKey(id: string, at: number, actor: Actor): Promise<KeyRecord | undefined> {
+    return this.#transaction(() => {
+      const result = this.#stmt(
+        'UPDATE api_keys SET revoked_at = ?, updated_at = ? WHERE id = ? AND revoked_at IS NULL',
+      ).run(at, at, id);
+      const key = this.#getKeySync(id);
+      if (key && result.changes > 0) {
+        this.#changed(id, 'revoked', at);
+        this.#audit({
+          at,
+          workspaceId: key.workspaceId,
+          actor,
+          action: 'key.revoke',
+          targetType: 'key',
+          targetId: id,
+          changes: { revoked_at: { before: null, after: at } },
+        });
+      }
+      return key;
+    });
+  }
+
+  async getWorkspace(id: string): Promise<Workspace | undefined> {
+    return this.#getWorkspaceSync(id);
+  }
+
+  async listWorkspaces(): Promise<Workspace[]> {
+    return (
+      this.#stmt(`SELECT ${WORKSPACE_COLUMNS} FROM workspaces ORDER BY created_at, id`).all() as Row[]
+    ).map(toWorkspace);
+  }
+
+  async createWorkspace(
+    input: { id: string; name: string; createdAt: number },
+    actor: Actor,
+  ): Promise<Workspace> {
+    return this.#transaction(() => {
+      this.#stmt('INSERT INTO workspaces (id, name, created_at) VALUES (?, ?, ?)').run(
+        input.id,
+        input.name,
+        input.createdAt,
+      );
+      const created = this.#getWorkspaceSync(input.id);
+      if (!created) throw new Error(`workspace ${input.id} vanished after insert`);
+      this.#audit({
+        at: input.createdAt,
+        workspaceId: input.id,
+        actor,
+        action: 'workspace.create',
+        targetType: 'workspace',
+        targetId: input.id,
+        changes: diff(undefined, workspaceFields(created)),
+      });
+      return created;
+    });
+  }
+
+  async updateWorkspace(
+    id: string,
+    patch: WorkspacePatch,
+    actor: Actor,
+    at: number,
+  ): Promise<Workspace | undefined> {
+    return this.#transaction(() => {
+      const before = this.#getWorkspaceSync(id);
+      if (!before) return undefined;
+      const budget = { ...before.policy.budget, ...patch.budget };
+      this.#stmt(
+        'UPDATE workspaces SET name = ?, max_key_lifetime_ms = ?, allowed_ips = ?, budget_day = ?, budget_month = ? WHERE id = ?',
+      ).run(
+        patch.name ?? before.name,
+        patch.maxKeyLifetimeMs === undefined ? before.policy.maxKeyLifetimeMs : patch.maxKeyLifetimeMs,
+        JSON.stringify(patch.allowedIps ?? before.policy.allowedIps),
+        budget.day,
+        budget.month,
+        id,
+      );
+      const after = this.#getWorkspaceSync(id);
+      if (!after) return undefined;
+      const changes = diff(workspaceFields(before), workspaceFields(after));
+      if (Object.keys(changes).length > 0) {
+        this.#changed(id, 'workspace', at);
+        this.#audit({
+          at,
+          workspaceId: id,
+          actor,
+          action: 'workspace.update',
+          targetType: 'workspace',
+          targetId: id,
+          changes,
+        });
+      }
+      return after;
+    });
+  }
+
+  async appendAudit(event: AuditEvent): Promise<void> {
+    this.#audit(event);
+  }
+
+  async listAudit(filter: AuditFilter): Promise<(AuditEvent & { seq: number })[]> {
+    const where: string[] = [];
+    const params: SQLInputValue[] = [];
+    const add = (clause: string, value: SQLInputValue | undefined) => {
+      if (value === undefined) return;
+      where.push(clause);
+      params.push(value);
+    };
+    add('workspace_id = ?', filter.workspaceId);
+    add('target_id = ?', filter.targetId);
+    add('action = ?', filter.action);
+    add('at >= ?', filter.since);
+    add('seq < ?', filter.before);
+    params.push(Math.min(filter.limit ?? 100, 1000));
+    const rows = this.#db
+      .prepare(
+        `SELECT * FROM audit_events ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY seq DESC LIMIT ?`,
+      )
+      .all(...params) as Row[];
+    return rows.map((row) => ({
+      seq: Number(row.seq),
+      id: String(row.id),
+      at: Number(row.at),
+      workspaceId: str(row.workspace_id),
+      actor: { type: String(row.actor_type) as Actor['type'], id: str(row.actor_id), ip: str(row.actor_ip) },
+      action: String(row.action),
+      targetType: String(row.target_type) as AuditEvent['targetType'],
+      targetId: str(row.target_id),
+      changes: JSON.parse(String(row.changes)) as Changes,
+    }));
+  }
+
+  async tokensUsed(filter: TokenFilter): Promise<number> {
+    const row = (
+      filter.keyId !== undefined
+        ? this.#stmt(
+            'SELECT COALESCE(SUM(total_tokens), 0) AS t FROM usage_records WHERE key_id = ? AND time >= ?',
+          ).get(filter.keyId, filter.since)
+        : this.#stmt(
+            'SELECT COALESCE(SUM(total_tokens), 0) AS t FROM usage_records WHERE workspace_id = ? AND time >= ?',
+          ).get(filter.workspaceId ?? null, filter.since)
+    ) as Row;
+    return Number(row.t);
   }
 
   async keyChanges(after: number): Promise<KeyChanges> {

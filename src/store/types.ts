@@ -6,6 +6,79 @@
 
 export const DEFAULT_WORKSPACE_ID = 'ws_default';
 
+/** Scopes for the public API: one per endpoint family. */
+export const INFERENCE_SCOPES = ['chat', 'fim', 'embeddings', 'models'] as const;
+/** Scopes for the management API; `admin` implies all of them. */
+export const MANAGEMENT_SCOPES = [
+  'admin',
+  'keys:read',
+  'keys:write',
+  'usage:read',
+  'audit:read',
+  'workspaces:read',
+  'workspaces:write',
+  'metrics',
+] as const;
+export type InferenceScope = (typeof INFERENCE_SCOPES)[number];
+export type ManagementScope = (typeof MANAGEMENT_SCOPES)[number];
+export type Scope = InferenceScope | ManagementScope;
+export const ALL_SCOPES: readonly Scope[] = [...INFERENCE_SCOPES, ...MANAGEMENT_SCOPES];
+
+export function isScope(value: string): value is Scope {
+  return (ALL_SCOPES as readonly string[]).includes(value);
+}
+
+/** Per-key rate limits; null means "no limit". */
+export interface KeyLimits {
+  /** Requests per minute. */
+  rpm: number | null;
+  /** Tokens per minute (prompt estimate + max_tokens reserved up front, settled after). */
+  tpm: number | null;
+  /** Requests in flight at once. */
+  concurrency: number | null;
+}
+
+/** Token budgets per UTC day and per UTC calendar month; null means "no budget". */
+export interface TokenBudget {
+  day: number | null;
+  month: number | null;
+}
+
+/** Everything that restricts what a key may do. */
+export interface KeyPolicy {
+  scopes: Scope[];
+  /** Model ids or patterns (`mistral-small-*`); empty means every model. */
+  models: string[];
+  /** CIDR ranges; empty means the workspace default (and, if that is empty too, anywhere). */
+  allowedIps: string[];
+  limits: KeyLimits;
+  budget: TokenBudget;
+}
+
+export const DEFAULT_KEY_POLICY: Readonly<KeyPolicy> = Object.freeze({
+  scopes: [...INFERENCE_SCOPES],
+  models: [],
+  allowedIps: [],
+  limits: { rpm: null, tpm: null, concurrency: null },
+  budget: { day: null, month: null },
+});
+
+export interface WorkspacePolicy {
+  /** Longest lifetime a new key may have; null means keys may live forever. */
+  maxKeyLifetimeMs: number | null;
+  /** IP allowlist for keys that have none of their own. */
+  allowedIps: string[];
+  /** Budget shared by all keys of the workspace. */
+  budget: TokenBudget;
+}
+
+export interface Workspace {
+  id: string;
+  name: string;
+  createdAt: number;
+  policy: WorkspacePolicy;
+}
+
 export interface KeyRecord {
   id: string;
   workspaceId: string;
@@ -15,10 +88,87 @@ export interface KeyRecord {
   last4: string;
   createdAt: number;
   createdBy: string | null;
+  updatedAt: number | null;
+  rotatedAt: number | null;
   expiresAt: number | null;
   revokedAt: number | null;
   lastUsedAt: number | null;
   lastUsedIp: string | null;
+  policy: KeyPolicy;
+  /** The policy of the key's workspace, read with the key so the request path needs one lookup. */
+  workspacePolicy: WorkspacePolicy;
+}
+
+/** Who made a change, for the audit log. */
+export interface Actor {
+  type: 'user' | 'key' | 'cli' | 'system';
+  /** User id, key id, or null (CLI, system). */
+  id: string | null;
+  ip: string | null;
+}
+
+export const CLI_ACTOR: Actor = Object.freeze({ type: 'cli', id: null, ip: null });
+
+/** A field's value before and after a change (absent side: created or removed). */
+export type Changes = Record<string, { before?: unknown; after?: unknown }>;
+
+export interface AuditEvent {
+  id: string;
+  at: number;
+  workspaceId: string | null;
+  actor: Actor;
+  action: string;
+  targetType: 'key' | 'workspace' | 'user' | 'membership';
+  targetId: string | null;
+  changes: Changes;
+}
+
+export interface AuditFilter {
+  workspaceId?: string | undefined;
+  targetId?: string | undefined;
+  action?: string | undefined;
+  since?: number | undefined;
+  /** Only events older than this sequence position (for paging backwards). */
+  before?: number | undefined;
+  limit?: number | undefined;
+}
+
+export interface KeyFilter {
+  workspaceId?: string | undefined;
+  status?: KeyStatus | undefined;
+  /** Case-insensitive substring of the name, or an exact id or display prefix. */
+  search?: string | undefined;
+  /** Only keys created after this key id in the listing order (cursor paging). */
+  after?: string | undefined;
+  limit?: number | undefined;
+}
+
+/** Fields of a key that can be changed after creation. */
+export interface KeyPatch {
+  name?: string;
+  expiresAt?: number | null;
+  scopes?: Scope[];
+  models?: string[];
+  allowedIps?: string[];
+  limits?: Partial<KeyLimits>;
+  budget?: Partial<TokenBudget>;
+}
+
+export interface WorkspacePatch {
+  name?: string;
+  maxKeyLifetimeMs?: number | null;
+  allowedIps?: string[];
+  budget?: Partial<TokenBudget>;
+}
+
+export interface RotateInput {
+  id: string;
+  hash: string;
+  start: string;
+  last4: string;
+  at: number;
+  /** Until when the previous secret(s) keep working; `at` ends them at once. */
+  graceUntil: number;
 }
 
 export type KeyStatus = 'active' | 'revoked' | 'expired';
@@ -40,6 +190,7 @@ export interface NewKey {
   createdAt: number;
   createdBy: string | null;
   expiresAt: number | null;
+  policy: KeyPolicy;
 }
 
 /** One metered request. `id` is the request id: writing the same record twice stores it once. */
@@ -80,20 +231,53 @@ export interface KeyChanges {
   keyIds: string[];
 }
 
+export interface SecretMatch {
+  key: KeyRecord;
+  /** When this particular secret stops working (the grace period after a rotation); null: never. */
+  validUntil: number | null;
+}
+
+export interface TokenFilter {
+  keyId?: string | undefined;
+  workspaceId?: string | undefined;
+  since: number;
+}
+
 export interface Store {
   readonly kind: 'sqlite' | 'postgres';
   /** Brings the schema up to date (safe to run from several processes at once); returns its version. */
   migrate(): Promise<number>;
   ping(): Promise<void>;
-  createKey(key: NewKey): Promise<KeyRecord>;
-  findKeyByHash(hash: string): Promise<KeyRecord | undefined>;
+  /** Every mutation below writes its audit event in the same transaction and appends to the change feed. */
+  createKey(key: NewKey, actor: Actor): Promise<KeyRecord>;
+  /** The key a secret's hash opens, with the time that secret stops working (a rotated-out secret). */
+  findKeyByHash(hash: string, now: number): Promise<SecretMatch | undefined>;
   getKey(id: string): Promise<KeyRecord | undefined>;
-  listKeys(workspaceId?: string): Promise<KeyRecord[]>;
+  listKeys(filter?: KeyFilter): Promise<KeyRecord[]>;
+  updateKey(id: string, patch: KeyPatch, actor: Actor, at: number): Promise<KeyRecord | undefined>;
+  /** Adds a new secret; the old ones stop working at `graceUntil`. */
+  rotateKey(input: RotateInput, actor: Actor): Promise<KeyRecord | undefined>;
   /** Marks the key revoked (idempotent: an already revoked key keeps its first revocation time). */
-  revokeKey(id: string, at: number): Promise<KeyRecord | undefined>;
-  /** Keys changed (created, revoked, edited) after the cursor; `after = -1` returns only the current cursor. */
+  revokeKey(id: string, at: number, actor: Actor): Promise<KeyRecord | undefined>;
+  getWorkspace(id: string): Promise<Workspace | undefined>;
+  listWorkspaces(): Promise<Workspace[]>;
+  createWorkspace(
+    workspace: { id: string; name: string; createdAt: number },
+    actor: Actor,
+  ): Promise<Workspace>;
+  updateWorkspace(
+    id: string,
+    patch: WorkspacePatch,
+    actor: Actor,
+    at: number,
+  ): Promise<Workspace | undefined>;
+  /** Changed keys (and workspaces, by id) after the cursor; `after = -1` returns only the current cursor. */
   keyChanges(after: number): Promise<KeyChanges>;
+  appendAudit(event: AuditEvent): Promise<void>;
+  listAudit(filter: AuditFilter): Promise<(AuditEvent & { seq: number })[]>;
   recordUsage(records: readonly UsageRecord[]): Promise<void>;
   usageTotals(filter: UsageFilter): Promise<UsageTotals[]>;
+  /** Total tokens recorded since a time, for one key or one workspace (budgets). */
+  tokensUsed(filter: TokenFilter): Promise<number>;
   close(): Promise<void>;
 }

@@ -2,6 +2,7 @@
  * The public API over real HTTPS, driven with raw HTTP: authentication, validation, forwarding,
  * streaming, failure of the upstream, metering. (The official SDKs are in sdk.test.ts.)
  */
+
 import assert from 'node:assert/strict';
 import { request as httpsRequest } from 'node:https';
 import { connect } from 'node:net';
@@ -9,6 +10,7 @@ import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
+import { CLI_ACTOR } from '../../src/store/types.ts';
 import { bearer, chatBody, startTestGateway, type TestGateway } from '../support/gateway.ts';
 import { startUpstreamStub } from '../support/upstream-stub.ts';
 
@@ -76,7 +78,7 @@ describe('bearer authentication', () => {
 
   test('unknown, look-alike, revoked and expired keys get byte-identical 401s', async () => {
     const revoked = await t.createKey('revoked');
-    await t.gateway.store.revokeKey(revoked.id, Date.now());
+    await t.gateway.store.revokeKey(revoked.id, Date.now(), CLI_ACTOR);
     const expired = await t.createKey('expired', 1);
     await sleep(400); // the change feed is polled every 250 ms
     const unknown = (await t.createKey('unknown-in-other-store')).key.replace(/^kg_/, 'kg_');

@@ -2,6 +2,7 @@
  * The official SDKs (`@mistralai/mistralai` 2.x and `openai` 6.x), unmodified except for the base
  * URL, against the real gateway (HTTPS, SQLite) in front of the upstream stub.
  */
+
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, test } from 'node:test';
@@ -11,6 +12,7 @@ import { HTTPValidationError, MistralError } from '@mistralai/mistralai/models/e
 import OpenAI from 'openai';
 import type { ChatCompletionCreateParamsNonStreaming } from 'openai/resources/chat/completions';
 import { Agent, setGlobalDispatcher } from 'undici';
+import { CLI_ACTOR } from '../../src/store/types.ts';
 import { startTestGateway, type TestGateway, UPSTREAM_KEY } from '../support/gateway.ts';
 
 const PROMPT = 'hello there from the sdk';
@@ -290,7 +292,7 @@ test('revoked key: 401 through both SDKs once the change feed has run', async ()
   clientKeys.push(revoked);
   const ok = await mistral(revoked).chat.complete({ model: 'mistral-small-latest', messages });
   assert.equal(ok.choices[0]?.message?.content, REPLY);
-  await t.gateway.store.revokeKey(id, Date.now());
+  await t.gateway.store.revokeKey(id, Date.now(), CLI_ACTOR);
   await new Promise((resolve) => setTimeout(resolve, 400));
   await assert.rejects(
     mistral(revoked).chat.complete({ model: 'mistral-small-latest', messages }),

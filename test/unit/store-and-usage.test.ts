@@ -4,8 +4,10 @@ import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { createKey } from '../../src/keys/service.ts';
+import { MIGRATIONS } from '../../src/store/migrations.ts';
 import { SqliteStore } from '../../src/store/sqlite.ts';
 import type { Store, UsageRecord } from '../../src/store/types.ts';
+import { CLI_ACTOR } from '../../src/store/types.ts';
 import { UsageQueue } from '../../src/usage/queue.ts';
 import { tempDir } from '../support/gateway.ts';
 
@@ -42,8 +44,8 @@ function record(id: string, keyId: string, prompt: number, completion: number): 
 }
 
 test('migrations are versioned and running them again changes nothing', async () => {
-  assert.equal(await store.migrate(), 1);
-  assert.equal(await store.migrate(), 1);
+  assert.equal(await store.migrate(), MIGRATIONS.at(-1)?.version);
+  assert.equal(await store.migrate(), MIGRATIONS.at(-1)?.version);
 });
 
 test('several processes migrating one new database at once all succeed', () => {
@@ -55,7 +57,7 @@ test('several processes migrating one new database at once all succeed', () => {
   );
   for (const child of children) {
     assert.equal(child.status, 0, child.stderr);
-    assert.equal(child.stdout.trim(), '1');
+    assert.equal(child.stdout.trim(), String(MIGRATIONS.at(-1)?.version));
   }
 });
 
@@ -78,8 +80,8 @@ test('the database holds only the hash of a key, never the key', async () => {
 test('revoking twice keeps the first revocation time and records one change', async () => {
   const { record: created } = await createKey({ store, pepper, prefix: 'kg' }, { name: 'revoke twice' });
   const before = (await store.keyChanges(-1)).cursor;
-  const first = await store.revokeKey(created.id, 1000);
-  const second = await store.revokeKey(created.id, 2000);
+  const first = await store.revokeKey(created.id, 1000, CLI_ACTOR);
+  const second = await store.revokeKey(created.id, 2000, CLI_ACTOR);
   assert.equal(first?.revokedAt, 1000);
   assert.equal(second?.revokedAt, 1000);
   const changes = await store.keyChanges(before);

@@ -7,6 +7,7 @@ import { generateKey } from '../../src/keys/format.ts';
 import { createKey } from '../../src/keys/service.ts';
 import { SqliteStore } from '../../src/store/sqlite.ts';
 import type { Store } from '../../src/store/types.ts';
+import { CLI_ACTOR } from '../../src/store/types.ts';
 import { tempDir } from '../support/gateway.ts';
 
 const pepper = Buffer.alloc(32, 7);
@@ -20,9 +21,9 @@ function counting(inner: Store): Store {
     get(target, property, receiver) {
       const value = Reflect.get(target, property, receiver) as unknown;
       if (property === 'findKeyByHash' && typeof value === 'function') {
-        return (hash: string) => {
+        return (hash: string, now: number) => {
           lookups++;
-          return (value as Store['findKeyByHash']).call(target, hash);
+          return (value as Store['findKeyByHash']).call(target, hash, now);
         };
       }
       return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
@@ -94,7 +95,7 @@ test('a revoke seen in the change feed drops the cached key at once', async () =
   await v.start();
   const { key, record } = await createKey({ store, pepper, prefix: 'kg' }, { name: 'to revoke' });
   assert.ok((await v.verify(key)).ok);
-  await store.revokeKey(record.id, Date.now());
+  await store.revokeKey(record.id, Date.now(), CLI_ACTOR);
   assert.ok((await v.verify(key)).ok, 'still cached until the feed is read');
   await v.syncChanges();
   assert.deepEqual(await v.verify(key), { ok: false, reason: 'revoked' });

@@ -1,0 +1,268 @@
+/** `keygate keys …`: the key lifecycle from the command line. */
+import { type Command, Option } from 'commander';
+import { createKey, type KeyRestrictions, rotateKey, updateKey } from '../keys/service.ts';
+import { CLI_ACTOR, type KeyStatus, type Store } from '../store/types.ts';
+import { addStoreOptions, print, printJson, type StoreOptions, UserError, withStore } from './common.ts';
+import { fieldRows, iso, keyView, table } from './format.ts';
+import { budgets, collect, count, duration, list, optionalDuration } from './parse.ts';
+
+interface RestrictionOptions {
+  scopes?: string;
+  models?: string;
+  allowIp?: string;
+  rpm?: string;
+  tpm?: string;
+  concurrency?: string;
+  budget?: string[];
+}
+
+function addRestrictionOptions(command: Command): Command {
+  return command
+    .option('--scopes <list>', 'comma-separated scopes (default: chat,fim,embeddings,models)')
+    .option(
+      '--models <list>',
+      'allowed models or patterns, e.g. "mistral-small-*,codestral-latest" ("any" for all)',
+    )
+    .option(
+      '--allow-ip <cidrs>',
+      'allowed client addresses, e.g. "10.0.0.0/8,2001:db8::/32" ("any" for anywhere)',
+    )
+    .option('--rpm <n>', 'requests per minute ("none" for no limit)')
+    .option('--tpm <n>', 'tokens per minute ("none" for no limit)')
+    .option('--concurrency <n>', 'requests in flight at once ("none" for no limit)')
+    .option(
+      '--budget <tokens/period>',
+      'token budget, e.g. 1000000/month or 50000/day (repeatable)',
+      collect,
+    );
+}
+
+function restrictionsFrom(options: RestrictionOptions): KeyRestrictions {
+  const restrictions: KeyRestrictions = {};
+  if (options.scopes !== undefined) restrictions.scopes = list(options.scopes);
+  if (options.models !== undefined)
+    restrictions.models = list(options.models, { emptyWords: ['any', 'all', '*'] });
+  if (options.allowIp !== undefined) restrictions.allowedIps = list(options.allowIp, { emptyWords: ['any'] });
+  const limits: KeyRestrictions['limits'] = {};
+  if (options.rpm !== undefined) limits.rpm = count('--rpm', options.rpm);
+  if (options.tpm !== undefined) limits.tpm = count('--tpm', options.tpm);
+  if (options.concurrency !== undefined) limits.concurrency = count('--concurrency', options.concurrency);
+  if (Object.keys(limits).length > 0) restrictions.limits = limits;
+  if (options.budget !== undefined) restrictions.budget = budgets(options.budget);
+  return restrictions;
+}
+
+async function findKey(store: Store, id: string) {
+  const key = await store.getKey(id);
+  if (!key) throw new UserError(`no key with id ${id} (see \`keygate keys list\`)`);
+  return key;
+}
+
+function printSecret(id: string, name: string, key: string, what: string): void {
+  print(`${what} key ${id} "${name}".`);
+  print('');
+  print(`  ${key}`);
+  print('');
+  print('This is the only time the secret is shown: store it now (e.g. in a secret manager).');
+  print('Use it as "Authorization: Bearer <key>" against the gateway.');
+}
+
+const STATUSES: readonly KeyStatus[] = ['active', 'revoked', 'expired'];
+
+export function registerKeyCommands(program: Command): void {
+  const keys = program.command('keys').description('create, list, show, update, rotate and revoke API keys');
+
+  addRestrictionOptions(
+    addStoreOptions(
+      keys
+        .command('create')
+        .description('create a key and print its secret (shown once)')
+        .requiredOption('--name <name>', 'a name that says who or what uses the key')
+        .option('--expires <duration>', 'lifetime, e.g. 90d, 12h, 30m')
+        .option('--workspace <id>', 'workspace (default: ws_default)')
+        .option('--json', 'print JSON'),
+    ),
+  ).action(
+    async (
+      options: StoreOptions &
+        RestrictionOptions & { name: string; expires?: string; workspace?: string; json?: boolean },
+    ) => {
+      const expiresInMs = options.expires === undefined ? undefined : duration('--expires', options.expires);
+      const restrictions = restrictionsFrom(options);
+      await withStore(options, async (ctx) => {
+        const created = await createKey(ctx.keys(), {
+          name: options.name,
+          expiresInMs,
+          createdBy: 'cli',
+          workspaceId: options.workspace,
+          actor: CLI_ACTOR,
+          ...restrictions,
+        });
+        if (options.json) {
+          printJson({ ...keyView(created.record), key: created.key });
+          return;
+        }
+        printSecret(created.record.id, created.record.name, created.key, 'Created');
+        if (created.record.expiresAt !== null) print(`It expires at ${iso(created.record.expiresAt)}.`);
+      });
+    },
+  );
+
+  addStoreOptions(
+    keys
+      .command('list')
+      .description('list keys (never their secrets)')
+      .option('--workspace <id>', 'only this workspace')
+      .addOption(new Option('--status <status>', 'only keys with this status').choices(STATUSES))
+      .option('--search <text>', 'name contains, or exact id / display prefix')
+      .option('--limit <n>', 'at most this many')
+      .option('--after <id>', 'the page after this key id')
+      .option('--json', 'print JSON'),
+  ).action(
+    async (
+      options: StoreOptions & {
+        workspace?: string;
+        status?: KeyStatus;
+        search?: string;
+        limit?: string;
+        after?: string;
+        json?: boolean;
+      },
+    ) => {
+      const limit = options.limit === undefined ? undefined : (count('--limit', options.limit) ?? undefined);
+      await withStore(options, async ({ store }) => {
+        const now = Date.now();
+        const found = await store.listKeys({
+          workspaceId: options.workspace,
+          status: options.status,
+          search: options.search,
+          after: options.after,
+          limit,
+        });
+        const views = found.map((k) => keyView(k, now));
+        if (options.json) {
+          printJson(views);
+          return;
+        }
+        if (views.length === 0) {
+          print('No keys found. Create one with: keygate keys create --name <name>');
+          return;
+        }
+        print(
+          table(
+            ['ID', 'NAME', 'KEY', 'STATUS', 'SCOPES', 'MODELS', 'LAST USED', 'EXPIRES'],
+            views.map((k) => [
+              k.id,
+              k.name,
+              k.display,
+              k.status,
+              k.scopes.join(','),
+              k.models.length === 0 ? 'any' : k.models.join(','),
+              k.last_used_at ?? 'never',
+              k.expires_at ?? 'never',
+            ]),
+          ),
+        );
+      });
+    },
+  );
+
+  addStoreOptions(
+    keys
+      .command('show')
+      .description('show one key')
+      .argument('<id>', 'key id')
+      .option('--json', 'print JSON'),
+  ).action(async (id: string, options: StoreOptions & { json?: boolean }) => {
+    await withStore(options, async ({ store }) => {
+      const view = keyView(await findKey(store, id));
+      if (options.json) printJson(view);
+      else print(table(['FIELD', 'VALUE'], fieldRows(view)));
+    });
+  });
+
+  addRestrictionOptions(
+    addStoreOptions(
+      keys
+        .command('update')
+        .description(
+          "change a key's name, restrictions, limits, budget or expiry (effective within a second)",
+        )
+        .argument('<id>', 'key id')
+        .option('--name <name>', 'new name')
+        .option('--expires <duration>', 'new lifetime from now, or "never"')
+        .option('--json', 'print JSON'),
+    ),
+  ).action(
+    async (
+      id: string,
+      options: StoreOptions & RestrictionOptions & { name?: string; expires?: string; json?: boolean },
+    ) => {
+      const restrictions = restrictionsFrom(options);
+      const expiresInMs =
+        options.expires === undefined ? undefined : optionalDuration('--expires', options.expires);
+      if (options.name === undefined && expiresInMs === undefined && Object.keys(restrictions).length === 0) {
+        throw new UserError(
+          'nothing to change: give at least one option (see keygate keys update --help)',
+          2,
+        );
+      }
+      await withStore(options, async (ctx) => {
+        const updated = await updateKey(
+          ctx.keys(),
+          id,
+          { name: options.name, expiresInMs, ...restrictions },
+          CLI_ACTOR,
+        );
+        if (options.json) printJson(keyView(updated));
+        else print(`Updated key ${id} "${updated.name}".`);
+      });
+    },
+  );
+
+  addStoreOptions(
+    keys
+      .command('rotate')
+      .description('issue a new secret for a key; the old one keeps working for the grace period')
+      .argument('<id>', 'key id')
+      .option('--grace <duration>', 'how long the old secret keeps working (0 ends it now)', '24h')
+      .option('--json', 'print JSON'),
+  ).action(async (id: string, options: StoreOptions & { grace: string; json?: boolean }) => {
+    const graceMs = duration('--grace', options.grace, { allowZero: true });
+    await withStore(options, async (ctx) => {
+      const rotated = await rotateKey(ctx.keys(), id, graceMs, CLI_ACTOR);
+      const graceUntil = (rotated.record.rotatedAt ?? Date.now()) + graceMs;
+      if (options.json) {
+        printJson({
+          ...keyView(rotated.record),
+          key: rotated.key,
+          previous_secret_valid_until: iso(graceUntil),
+        });
+        return;
+      }
+      printSecret(id, rotated.record.name, rotated.key, 'Rotated');
+      print(
+        graceMs === 0
+          ? 'The previous secret no longer works.'
+          : `The previous secret keeps working until ${iso(graceUntil)}.`,
+      );
+    });
+  });
+
+  addStoreOptions(
+    keys
+      .command('revoke')
+      .description('revoke a key at once (a running gateway refuses it within a second)')
+      .argument('<id>', 'key id')
+      .option('--json', 'print JSON'),
+  ).action(async (id: string, options: StoreOptions & { json?: boolean }) => {
+    await withStore(options, async ({ store }) => {
+      const before = await findKey(store, id);
+      const after = await store.revokeKey(id, Date.now(), CLI_ACTOR);
+      if (!after) throw new UserError(`no key with id ${id}`);
+      if (options.json) printJson(keyView(after));
+      else if (before.revokedAt !== null) print(`Key ${id} was already revoked at ${iso(before.revokedAt)}.`);
+      else print(`Revoked key ${id} "${after.name}". Requests with it are refused from now on.`);
+    });
+  });
+}
