@@ -37,15 +37,15 @@ export function parseCidr(text: string): Cidr {
   const addressText = slash === -1 ? trimmed : trimmed.slice(0, slash);
   const address = parseAddress(addressText);
   if (!address) throw new Error(`"${text}" is not an IP address or CIDR range`);
-  const max = address.kind() === 'ipv4' ? 32 : 128;
-  let bits = max;
+  const writtenAsIpv6 = addressText.includes(':');
+  const max = writtenAsIpv6 ? 128 : 32;
+  let bits = address.kind() === 'ipv4' ? 32 : 128;
   if (slash !== -1) {
     const bitsText = trimmed.slice(slash + 1);
     bits = Number(bitsText);
     if (!/^\d{1,3}$/.test(bitsText) || bits > max) throw new Error(`"${text}" has an invalid prefix length`);
     // A mapped IPv6 range such as ::ffff:10.0.0.0/104 becomes 10.0.0.0/8.
-    const mapped = ipaddr.IPv6.isValid(addressText) && address.kind() === 'ipv4';
-    if (mapped) {
+    if (writtenAsIpv6 && address.kind() === 'ipv4') {
       if (bits < 96) throw new Error(`"${text}" is wider than the IPv4-mapped range`);
       bits -= 96;
     }

@@ -82,6 +82,11 @@ export class KeyVerifier {
       const changes = await this.#store.keyChanges(this.#cursor);
       if (changes.keyIds.length > 0) {
         this.#generation++;
+        if (changes.keyIds.some((id) => id.startsWith('ws_'))) {
+          // A workspace policy changed: every cached key carries a copy of it.
+          this.#cache.clear();
+          this.#hashesByKey.clear();
+        }
         for (const keyId of changes.keyIds) {
           for (const hash of this.#hashesByKey.get(keyId) ?? []) this.#cache.delete(hash);
           this.#hashesByKey.delete(keyId);

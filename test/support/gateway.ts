@@ -9,7 +9,7 @@ import { Writable } from 'node:stream';
 import { Agent, type Dispatcher, request } from 'undici';
 import { type Config, loadConfig } from '../../src/config/config.ts';
 import { type RunningGateway, startGateway } from '../../src/http/server.ts';
-import { createKey } from '../../src/keys/service.ts';
+import { createKey, type KeyRestrictions } from '../../src/keys/service.ts';
 import { DEFAULT_STUB_API_KEY, startUpstreamStub, type UpstreamStub } from './upstream-stub.ts';
 
 export const UPSTREAM_KEY = DEFAULT_STUB_API_KEY;
@@ -25,7 +25,11 @@ export interface TestGateway {
   dispatcher: Dispatcher;
   logLines: string[];
   /** Creates a key directly in the store; returns its id and secret. */
-  createKey(name?: string, expiresInMs?: number): Promise<{ id: string; key: string }>;
+  createKey(
+    name?: string,
+    expiresInMs?: number,
+    restrictions?: KeyRestrictions,
+  ): Promise<{ id: string; key: string }>;
   /** Raw HTTP call to the gateway. */
   call(
     path: string,
@@ -91,10 +95,10 @@ export async function startTestGateway(options: TestGatewayOptions = {}): Promis
     ca,
     dispatcher,
     logLines,
-    async createKey(name = 'test key', expiresInMs?: number) {
+    async createKey(name = 'test key', expiresInMs?: number, restrictions: KeyRestrictions = {}) {
       const created = await createKey(
         { store: gateway.store, pepper: gateway.secrets.pepper, prefix: config.keys.prefix },
-        { name, expiresInMs },
+        { name, expiresInMs, ...restrictions },
       );
       return { id: created.record.id, key: created.key };
     },

@@ -1,0 +1,103 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import fc from 'fast-check';
+import {
+  inRanges,
+  normaliseAddress,
+  parseAddress,
+  parseCidr,
+  parseCidrs,
+  resolveClientAddress,
+} from '../../src/auth/ip.ts';
+import { compileModelPattern, modelAllowed } from '../../src/auth/policy.ts';
+
+function allowed(address: string, ranges: string[]): boolean {
+  const parsed = parseAddress(address);
+  return parsed !== undefined && inRanges(parsed, parseCidrs(ranges));
+}
+
+test('IPv4 and IPv6 ranges', () => {
+  assert.ok(allowed('203.0.113.7', ['203.0.113.0/24']));
+  assert.ok(!allowed('198.51.100.1', ['203.0.113.0/24']));
+  assert.ok(allowed('2001:db8::1', ['2001:db8::/32']));
+  assert.ok(!allowed('2001:db9::1', ['2001:db8::/32']));
+  assert.ok(allowed('10.1.2.3', ['10.0.0.0/8', '2001:db8::/32']));
+  assert.ok(allowed('192.0.2.1', ['192.0.2.1']), 'a bare address is a /32');
+  assert.ok(!allowed('192.0.2.2', ['192.0.2.1']));
+  assert.ok(allowed('0.0.0.0', ['0.0.0.0/0']) && allowed('255.1.2.3', ['0.0.0.0/0']));
+});
+
+test('IPv4-mapped IPv6 addresses are the IPv4 address they carry', () => {
+  assert.equal(normaliseAddress('::ffff:203.0.113.7'), '203.0.113.7');
+  assert.ok(allowed('::ffff:203.0.113.7', ['203.0.113.0/24']));
+  assert.ok(allowed('203.0.113.7', ['::ffff:203.0.113.0/120']), 'a mapped range is an IPv4 range');
+  assert.equal(parseCidr('::ffff:10.0.0.0/104').text, '10.0.0.0/8');
+  assert.ok(!allowed('::ffff:198.51.100.1', ['203.0.113.0/24']));
+});
+
+test('ranges are normalised to their network address', () => {
+  assert.equal(parseCidr('10.1.2.3/8').text, '10.0.0.0/8');
+  assert.equal(parseCidr('2001:DB8::5/32').text, '2001:db8::/32');
+  assert.equal(parseCidr(' 127.0.0.1 ').text, '127.0.0.1/32');
+});
+
+test('malformed ranges are refused with a message naming them', () => {
+  for (const bad of [
+    '10.0.0.0/33',
+    '2001:db8::/129',
+    'example.com',
+    '10.0.0.0/',
+    '10.0.0.0/-1',
+    '300.1.1.1',
+    '',
+    '::ffff:10.0.0.0/90',
+  ]) {
+    assert.throws(
+      () => parseCidr(bad),
+      (error: Error) => error.message.includes(`"${bad}"`),
+      bad,
+    );
+  }
+});
+
+test('X-Forwarded-For is believed only from trusted proxies, right to left', () => {
+  const proxies = parseCidrs(['10.0.0.0/8']);
+  // No trusted proxies: the header changes nothing.
+  assert.equal(resolveClientAddress('198.51.100.9', '203.0.113.7', []), '198.51.100.9');
+  // An untrusted peer cannot spoof.
+  assert.equal(resolveClientAddress('198.51.100.9', '203.0.113.7', proxies), '198.51.100.9');
+  // Through one trusted proxy.
+  assert.equal(resolveClientAddress('10.0.0.5', '203.0.113.7', proxies), '203.0.113.7');
+  // A spoofed left-most entry is ignored: the first untrusted hop from the right is the client.
+  assert.equal(resolveClientAddress('10.0.0.5', '1.2.3.4, 203.0.113.7, 10.0.0.6', proxies), '203.0.113.7');
+  // Mapped peer address.
+  assert.equal(resolveClientAddress('::ffff:10.0.0.5', '203.0.113.7', proxies), '203.0.113.7');
+  // Several headers.
+  assert.equal(resolveClientAddress('10.0.0.5', ['1.1.1.1', '203.0.113.8'], proxies), '203.0.113.8');
+  // Garbage in the chain: the client is unknown, which no allowlist matches.
+  const garbage = resolveClientAddress('10.0.0.5', 'not-an-ip', proxies);
+  assert.equal(parseAddress(garbage), undefined);
+  // Every hop trusted: the left-most is the client.
+  assert.equal(resolveClientAddress('10.0.0.5', '10.0.0.7', proxies), '10.0.0.7');
+});
+
+test('arbitrary X-Forwarded-For values never throw', () => {
+  const proxies = parseCidrs(['127.0.0.0/8', '::1/128']);
+  fc.assert(
+    fc.property(fc.string({ maxLength: 200 }), (header) => {
+      resolveClientAddress('127.0.0.1', header, proxies);
+    }),
+  );
+});
+
+test('model patterns', () => {
+  assert.ok(modelAllowed([], 'anything'));
+  assert.ok(modelAllowed(['mistral-small-*'], 'mistral-small-latest'));
+  assert.ok(!modelAllowed(['mistral-small-*'], 'mistral-large-latest'));
+  assert.ok(!modelAllowed(['mistral-small-*'], 'mistral-small'), 'the dash is part of the pattern');
+  assert.ok(modelAllowed(['codestral-latest', 'mistral-*-latest'], 'mistral-large-latest'));
+  assert.ok(!modelAllowed(['mistral.small'], 'mistralXsmall'), 'a dot is a dot, not any character');
+  assert.ok(modelAllowed(['ft:*'], 'ft:open-mistral-7b:abc'));
+  assert.throws(() => compileModelPattern('bad pattern!'), /not a model id or pattern/);
+  assert.throws(() => compileModelPattern('(a|b)'), /not a model id or pattern/);
+});
