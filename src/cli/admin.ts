@@ -20,7 +20,7 @@ function workspaceView(ws: Workspace) {
   };
 }
 
-export function registerAdminCommands(program: Command): void {
+export function registerAdminCommands(program: Command): Command {
   addStoreOptions(
     program
       .command('audit')
@@ -176,4 +176,5 @@ export function registerAdminCommands(program: Command): void {
       });
     },
   );
+  return workspaces;
 }

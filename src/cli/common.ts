@@ -5,6 +5,7 @@ import { ensureDataDir, loadSecrets } from '../config/secrets.ts';
 import { type KeyDeps, KeyInputError, KeyNotFoundError } from '../keys/service.ts';
 import { openStore } from '../store/index.ts';
 import type { Store } from '../store/types.ts';
+import { UserInputError } from '../users/service.ts';
 
 /** An error whose message is meant for the user as it is (no stack trace). */
 export class UserError extends Error {
@@ -63,7 +64,8 @@ export async function withStore<T>(
   try {
     return await work(ctx);
   } catch (error) {
-    if (error instanceof KeyInputError) throw new UserError(error.message, 2);
+    if (error instanceof KeyInputError || error instanceof UserInputError)
+      throw new UserError(error.message, 2);
     if (error instanceof KeyNotFoundError)
       throw new UserError(`${error.message} (see \`keygate keys list\`)`);
     throw error;

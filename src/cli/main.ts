@@ -17,6 +17,7 @@ import {
 import { table } from './format.ts';
 import { registerKeyCommands } from './keys.ts';
 import { duration } from './parse.ts';
+import { registerPeopleCommands } from './people.ts';
 
 export const VERSION = '0.1.0';
 
@@ -90,7 +91,7 @@ function buildProgram(): Command {
     });
   });
 
-  registerAdminCommands(program);
+  registerPeopleCommands(program, registerAdminCommands(program));
   return program;
 }
 

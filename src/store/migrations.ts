@@ -73,7 +73,7 @@ export const MIGRATIONS: readonly Migration[] = [
   },
   {
     version: 2,
-    name: 'key policies (scopes, models, IPs, limits, budgets), workspace policy, rotation, audit log',
+    name: 'key policies (scopes, models, IPs, limits, budgets), workspace policy, rotation, audit log, users',
     sqlite: `
       ALTER TABLE workspaces ADD COLUMN max_key_lifetime_ms INTEGER;
       ALTER TABLE workspaces ADD COLUMN allowed_ips TEXT NOT NULL DEFAULT '[]';
@@ -113,6 +113,22 @@ export const MIGRATIONS: readonly Migration[] = [
         BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 
       CREATE INDEX usage_records_workspace_time ON usage_records (workspace_id, time);
+
+      CREATE TABLE users (
+        id TEXT PRIMARY KEY,
+        email TEXT NOT NULL UNIQUE,
+        password_hash TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        disabled_at INTEGER
+      );
+      CREATE TABLE memberships (
+        workspace_id TEXT NOT NULL REFERENCES workspaces(id),
+        user_id TEXT NOT NULL REFERENCES users(id),
+        role TEXT NOT NULL CHECK (role IN ('owner', 'admin', 'member', 'viewer')),
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (workspace_id, user_id)
+      );
+      CREATE INDEX memberships_user ON memberships (user_id);
     `,
   },
 ];

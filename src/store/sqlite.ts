@@ -18,15 +18,19 @@ import {
   type KeyPolicy,
   type KeyRecord,
   keyStatus,
+  type Membership,
   type NewKey,
+  type Role,
   type RotateInput,
   type Scope,
   type SecretMatch,
   type Store,
+  StoreConflictError,
   type TokenFilter,
   type UsageFilter,
   type UsageRecord,
   type UsageTotals,
+  type User,
   type Workspace,
   type WorkspacePatch,
   type WorkspacePolicy,
@@ -85,6 +89,16 @@ function toKey(row: Row): KeyRecord {
       budget: { day: num(row.budget_day), month: num(row.budget_month) },
     },
     workspacePolicy: workspacePolicy(row, 'ws_'),
+  };
+}
+
+function toMembership(row: Row): Membership {
+  return {
+    workspaceId: String(row.workspace_id),
+    userId: String(row.user_id),
+    email: String(row.email),
+    role: String(row.role) as Role,
+    createdAt: Number(row.created_at),
   };
 }
 
@@ -506,6 +520,131 @@ export class SqliteStore implements Store {
       }
       return after;
     });
+  }
+
+  async createUser(user: User & { passwordHash: string }, actor: Actor): Promise<User> {
+    return this.#transaction(() => {
+      this.#stmt('INSERT INTO users (id, email, password_hash, created_at) VALUES (?, ?, ?, ?)').run(
+        user.id,
+        user.email,
+        user.passwordHash,
+        user.createdAt,
+      );
+      this.#audit({
+        at: user.createdAt,
+        workspaceId: null,
+        actor,
+        action: 'user.create',
+        targetType: 'user',
+        targetId: user.id,
+        changes: { email: { after: user.email } },
+      });
+      return { id: user.id, email: user.email, createdAt: user.createdAt, disabledAt: null };
+    });
+  }
+
+  async getUser(idOrEmail: string): Promise<(User & { passwordHash: string }) | undefined> {
+    const row = this.#stmt('SELECT * FROM users WHERE id = ? OR email = lower(?)').get(
+      idOrEmail,
+      idOrEmail,
+    ) as Row | undefined;
+    if (!row) return undefined;
+    return {
+      id: String(row.id),
+      email: String(row.email),
+      createdAt: Number(row.created_at),
+      disabledAt: num(row.disabled_at),
+      passwordHash: String(row.password_hash),
+    };
+  }
+
+  async listUsers(): Promise<User[]> {
+    return (
+      this.#stmt(
+        'SELECT id, email, created_at, disabled_at FROM users ORDER BY created_at, id',
+      ).all() as Row[]
+    ).map((row) => ({
+      id: String(row.id),
+      email: String(row.email),
+      createdAt: Number(row.created_at),
+      disabledAt: num(row.disabled_at),
+    }));
+  }
+
+  #membership(workspaceId: string, userId: string): Membership | undefined {
+    const row = this.#stmt(
+      `SELECT m.workspace_id, m.user_id, u.email, m.role, m.created_at FROM memberships m JOIN users u ON u.id = m.user_id
+       WHERE m.workspace_id = ? AND m.user_id = ?`,
+    ).get(workspaceId, userId) as Row | undefined;
+    return row ? toMembership(row) : undefined;
+  }
+
+  async setMembership(
+    workspaceId: string,
+    userId: string,
+    role: Role,
+    actor: Actor,
+    at: number,
+  ): Promise<Membership> {
+    return this.#transaction(() => {
+      const before = this.#membership(workspaceId, userId);
+      if (before?.role === 'owner' && role !== 'owner') this.#assertAnotherOwner(workspaceId, userId);
+      this.#stmt(
+        `INSERT INTO memberships (workspace_id, user_id, role, created_at) VALUES (?, ?, ?, ?)
+         ON CONFLICT (workspace_id, user_id) DO UPDATE SET role = excluded.role`,
+      ).run(workspaceId, userId, role, at);
+      const after = this.#membership(workspaceId, userId);
+      if (!after) throw new Error('membership vanished after insert');
+      if (before?.role !== role) {
+        this.#audit({
+          at,
+          workspaceId,
+          actor,
+          action: before ? 'member.role' : 'member.add',
+          targetType: 'membership',
+          targetId: userId,
+          changes: { role: before ? { before: before.role, after: role } : { after: role } },
+        });
+      }
+      return after;
+    });
+  }
+
+  /** A workspace never loses its last owner. */
+  #assertAnotherOwner(workspaceId: string, userId: string): void {
+    const row = this.#stmt(
+      "SELECT COUNT(*) AS n FROM memberships WHERE workspace_id = ? AND role = 'owner' AND user_id <> ?",
+    ).get(workspaceId, userId) as Row;
+    if (Number(row.n) === 0)
+      throw new StoreConflictError(`workspace ${workspaceId} must keep at least one owner`);
+  }
+
+  async removeMembership(workspaceId: string, userId: string, actor: Actor, at: number): Promise<boolean> {
+    return this.#transaction(() => {
+      const before = this.#membership(workspaceId, userId);
+      if (!before) return false;
+      if (before.role === 'owner') this.#assertAnotherOwner(workspaceId, userId);
+      this.#stmt('DELETE FROM memberships WHERE workspace_id = ? AND user_id = ?').run(workspaceId, userId);
+      this.#audit({
+        at,
+        workspaceId,
+        actor,
+        action: 'member.remove',
+        targetType: 'membership',
+        targetId: userId,
+        changes: { role: { before: before.role } },
+      });
+      return true;
+    });
+  }
+
+  async listMembers(workspaceId: string): Promise<Membership[]> {
+    return (
+      this.#stmt(
+        `SELECT m.workspace_id, m.user_id, u.email, m.role, m.created_at FROM memberships m JOIN users u ON u.id = m.user_id
+         WHERE m.workspace_id = ? ORDER BY m.created_at, u.email`,
+      ).all(workspaceId) as Row[]
+    ).map(toMembership);
   }
 
   async appendAudit(event: AuditEvent): Promise<void> {

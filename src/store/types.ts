@@ -99,6 +99,53 @@ export interface KeyRecord {
   workspacePolicy: WorkspacePolicy;
 }
 
+/** A change refused because it would break an invariant (the message says which, for the user). */
+export class StoreConflictError extends Error {
+  override name = 'StoreConflictError';
+}
+
+export const ROLES = ['owner', 'admin', 'member', 'viewer'] as const;
+export type Role = (typeof ROLES)[number];
+
+export function isRole(value: string): value is Role {
+  return (ROLES as readonly string[]).includes(value);
+}
+
+/**
+ * What each role may do, as management scopes. A member manages keys (the management API limits
+ * a member to the keys they created); a viewer only reads.
+ */
+export const ROLE_SCOPES: Readonly<Record<Role, readonly ManagementScope[]>> = {
+  owner: ['admin'],
+  admin: [
+    'keys:read',
+    'keys:write',
+    'usage:read',
+    'audit:read',
+    'workspaces:read',
+    'workspaces:write',
+    'metrics',
+  ],
+  member: ['keys:read', 'keys:write', 'usage:read', 'workspaces:read'],
+  viewer: ['keys:read', 'usage:read', 'audit:read', 'workspaces:read'],
+};
+
+export interface User {
+  id: string;
+  /** Lower-cased. */
+  email: string;
+  createdAt: number;
+  disabledAt: number | null;
+}
+
+export interface Membership {
+  workspaceId: string;
+  userId: string;
+  email: string;
+  role: Role;
+  createdAt: number;
+}
+
 /** Who made a change, for the audit log. */
 export interface Actor {
   type: 'user' | 'key' | 'cli' | 'system';
@@ -273,6 +320,19 @@ export interface Store {
   ): Promise<Workspace | undefined>;
   /** Changed keys (and workspaces, by id) after the cursor; `after = -1` returns only the current cursor. */
   keyChanges(after: number): Promise<KeyChanges>;
+  createUser(user: User & { passwordHash: string }, actor: Actor): Promise<User>;
+  getUser(idOrEmail: string): Promise<(User & { passwordHash: string }) | undefined>;
+  listUsers(): Promise<User[]>;
+  /** Adds a member, or changes the role of an existing one. */
+  setMembership(
+    workspaceId: string,
+    userId: string,
+    role: Role,
+    actor: Actor,
+    at: number,
+  ): Promise<Membership>;
+  removeMembership(workspaceId: string, userId: string, actor: Actor, at: number): Promise<boolean>;
+  listMembers(workspaceId: string): Promise<Membership[]>;
   appendAudit(event: AuditEvent): Promise<void>;
   listAudit(filter: AuditFilter): Promise<(AuditEvent & { seq: number })[]>;
   recordUsage(records: readonly UsageRecord[]): Promise<void>;
