@@ -10,6 +10,7 @@ import { type Cidr, parseCidrs, resolveClientAddress } from '../auth/ip.ts';
 import { addressAllowed, filterModelList, hasScope, modelAllowed } from '../auth/policy.ts';
 import type { KeyVerifier } from '../auth/verifier.ts';
 import type { Config } from '../config/config.ts';
+import { estimateTokens, type Limiter, type LimitReason, type Ticket } from '../limits/index.ts';
 import { resolveModel } from '../providers/models.ts';
 import {
   classifyUpstreamError,
@@ -38,6 +39,7 @@ export interface GatewayDeps {
   failures: AuthFailureLimiter;
   upstream: Upstream;
   usage: UsageQueue;
+  limiter: Limiter;
   logger: Logger;
 }
 
@@ -85,6 +87,16 @@ export function clientAddress(req: IncomingMessage, trustedProxies: readonly Cid
   return resolveClientAddress(req.socket.remoteAddress ?? '', req.headers['x-forwarded-for'], trustedProxies);
 }
 
+const LIMIT_CODE: Record<LimitReason, ErrorCode> = {
+  rpm: 'rate_limited',
+  tpm: 'rate_limited',
+  concurrency: 'rate_limited',
+  key_budget_day: 'budget_exceeded',
+  key_budget_month: 'budget_exceeded',
+  workspace_budget_day: 'budget_exceeded',
+  workspace_budget_month: 'budget_exceeded',
+};
+
 const SCOPE_OF: Record<Endpoint | 'models', InferenceScope> = {
   chat: 'chat',
   fim: 'fim',
@@ -115,6 +127,7 @@ class Exchange {
   upstreamMs: number | null = null;
   failure: string | undefined;
   clientRequestId: string | undefined;
+  ticket: Ticket | undefined;
   done = false;
 
   readonly id: string;
@@ -281,6 +294,7 @@ export class Gateway {
     }
 
     if (target.kind === 'models') {
+      if (!(await this.#admit(res, exchange, key, 0))) return;
       await this.#forward(
         req,
         res,
@@ -301,6 +315,7 @@ export class Gateway {
         this.#refuseModel(res, exchange, id);
         return;
       }
+      if (!(await this.#admit(res, exchange, key, 0))) return;
       await this.#forward(
         req,
         res,
@@ -339,6 +354,7 @@ export class Gateway {
       this.#refuseModel(res, exchange, model);
       return;
     }
+    if (!(await this.#admit(res, exchange, key, estimateTokens(json, target.endpoint)))) return;
     let payload = raw;
     if (model !== requested) {
       json.model = model;
@@ -354,6 +370,34 @@ export class Gateway {
         base64: target.endpoint === 'embeddings' && json.encoding_format === 'base64',
       },
     );
+  }
+
+  /**
+   * Applies the key's rate limits and budgets. Sets the rate-limit headers either way; on refusal
+   * answers 429 and returns false. An admitted request is settled when its response closes.
+   */
+  async #admit(res: ServerResponse, exchange: Exchange, key: KeyRecord, estimate: number): Promise<boolean> {
+    const pending = this.#deps.limiter.admit(
+      {
+        keyId: key.id,
+        workspaceId: key.workspaceId,
+        limits: key.policy.limits,
+        keyBudget: key.policy.budget,
+        workspaceBudget: key.workspacePolicy.budget,
+      },
+      estimate,
+    );
+    const admission = pending instanceof Promise ? await pending : pending;
+    for (const name in admission.headers) res.setHeader(name, admission.headers[name]!);
+    if (admission.ok) {
+      exchange.ticket = admission.ticket;
+      return true;
+    }
+    exchange.failure = `limit_${admission.reason}`;
+    sendError(res, LIMIT_CODE[admission.reason], admission.message, {
+      retryAfter: admission.retryAfterSeconds,
+    });
+    return false;
   }
 
   #refuseModel(res: ServerResponse, exchange: Exchange, model: string): void {
@@ -533,6 +577,7 @@ export class Gateway {
     if (!completed) exchange.failure ??= 'client_aborted';
     const latencyMs = Math.round((performance.now() - exchange.t0) * 1000) / 1000;
     const usage = exchange.usage;
+    if (exchange.ticket) this.#deps.limiter.settle(exchange.ticket, usage?.totalTokens ?? 0);
     const key = exchange.key;
     if (key) {
       this.#deps.usage.push({

@@ -13,6 +13,7 @@ import { AuthFailureLimiter } from '../auth/failures.ts';
 import { KeyVerifier } from '../auth/verifier.ts';
 import type { Config } from '../config/config.ts';
 import { ensureDataDir, loadSecrets, type ServerSecrets } from '../config/secrets.ts';
+import { createMemoryLimiter } from '../limits/index.ts';
 import { Upstream } from '../providers/upstream.ts';
 import { openStore } from '../store/index.ts';
 import type { Store } from '../store/types.ts';
@@ -122,9 +123,11 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     onError: (error) => logger.error({ err: error }, 'writing usage records failed; they stay queued'),
     onDrop: (count) => logger.error({ dropped: count }, 'usage queue full: records dropped'),
   });
+  const limiter = createMemoryLimiter({ store });
   const gateway = new Gateway({
     config,
     verifier,
+    limiter,
     failures: new AuthFailureLimiter(config.auth.failuresPerMinute),
     upstream,
     usage,
@@ -206,6 +209,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
       clearTimeout(timer);
       await stopped;
       await usage.close();
+      limiter.close();
       await upstream.close().catch(() => {});
       await store.close();
       await new Promise<void>((resolve) => logger.flush(() => resolve()));
