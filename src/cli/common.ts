@@ -37,6 +37,21 @@ export function configFrom(options: ConfigFlags): Config {
   }
 }
 
+/** The command-line option that sets each key field, for error messages. */
+const OPTION_OF_FIELD: Record<string, string> = {
+  name: '--name',
+  scopes: '--scopes',
+  models: '--models',
+  allowedIps: '--allow-ip',
+  'limits.rpm': '--rpm',
+  'limits.tpm': '--tpm',
+  'limits.concurrency': '--concurrency',
+  'budget.day': '--budget',
+  'budget.month': '--budget',
+  expires: '--expires',
+  grace: '--grace',
+};
+
 export interface CommandContext {
   store: Store;
   config: Config;
@@ -64,8 +79,11 @@ export async function withStore<T>(
   try {
     return await work(ctx);
   } catch (error) {
-    if (error instanceof KeyInputError || error instanceof UserInputError)
-      throw new UserError(error.message, 2);
+    if (error instanceof KeyInputError) {
+      const option = error.field === undefined ? undefined : OPTION_OF_FIELD[error.field];
+      throw new UserError(option ? `${option}: ${error.message}` : error.message, 2);
+    }
+    if (error instanceof UserInputError) throw new UserError(error.message, 2);
     if (error instanceof KeyNotFoundError)
       throw new UserError(`${error.message} (see \`keygate keys list\`)`);
     throw error;

@@ -59,37 +59,44 @@ const MAX_LIST_LENGTH = 100;
 /** A request to change a key that cannot be honoured; the message is for the user as it is. */
 export class KeyInputError extends Error {
   override name = 'KeyInputError';
+  /** The input field at fault (`scopes`, `models`, `allowedIps`, `limits`, `budget`, `name`, `expires`), when one is. */
+  readonly field: string | undefined;
+  constructor(message: string, field?: string) {
+    super(message);
+    this.field = field;
+  }
 }
 
 export function validateKeyName(name: string): string {
   const trimmed = name.trim();
-  if (trimmed.length === 0) throw new KeyInputError('a key needs a name (--name)');
+  if (trimmed.length === 0) throw new KeyInputError('a key needs a name', 'name');
   if (trimmed.length > MAX_NAME_LENGTH)
-    throw new KeyInputError(`a key name has at most ${MAX_NAME_LENGTH} characters`);
+    throw new KeyInputError(`a key name has at most ${MAX_NAME_LENGTH} characters`, 'name');
   // biome-ignore lint/suspicious/noControlCharactersInRegex: rejecting control characters is the point
   if (/[\u0000-\u001f\u007f]/.test(trimmed))
-    throw new KeyInputError('a key name cannot contain control characters');
+    throw new KeyInputError('a key name cannot contain control characters', 'name');
   return trimmed;
 }
 
 function validateScopes(scopes: readonly string[]): Scope[] {
   const unique = [...new Set(scopes.map((s) => s.trim()).filter((s) => s.length > 0))];
-  if (unique.length === 0) throw new KeyInputError('a key needs at least one scope');
+  if (unique.length === 0) throw new KeyInputError('a key needs at least one scope', 'scopes');
   for (const scope of unique) {
     if (!isScope(scope))
-      throw new KeyInputError(`unknown scope "${scope}" (see docs/security.md for the list)`);
+      throw new KeyInputError(`unknown scope "${scope}" (see docs/security.md for the list)`, 'scopes');
   }
   return unique as Scope[];
 }
 
 function validateModels(models: readonly string[]): string[] {
   const unique = [...new Set(models.map((m) => m.trim()).filter((m) => m.length > 0))];
-  if (unique.length > MAX_LIST_LENGTH) throw new KeyInputError(`at most ${MAX_LIST_LENGTH} model patterns`);
+  if (unique.length > MAX_LIST_LENGTH)
+    throw new KeyInputError(`at most ${MAX_LIST_LENGTH} model patterns`, 'models');
   for (const model of unique) {
     try {
       compileModelPattern(model);
     } catch (error) {
-      throw new KeyInputError((error as Error).message);
+      throw new KeyInputError((error as Error).message, 'models');
     }
   }
   return unique;
@@ -97,25 +104,31 @@ function validateModels(models: readonly string[]): string[] {
 
 function validateIps(ranges: readonly string[]): string[] {
   const unique = [...new Set(ranges.map((r) => r.trim()).filter((r) => r.length > 0))];
-  if (unique.length > MAX_LIST_LENGTH) throw new KeyInputError(`at most ${MAX_LIST_LENGTH} IP ranges`);
+  if (unique.length > MAX_LIST_LENGTH)
+    throw new KeyInputError(`at most ${MAX_LIST_LENGTH} IP ranges`, 'allowedIps');
   try {
     return parseCidrs(unique).map((c) => c.text);
   } catch (error) {
-    throw new KeyInputError((error as Error).message);
+    throw new KeyInputError((error as Error).message, 'allowedIps');
   }
 }
 
-function validateCount(name: string, value: number | null | undefined): number | null | undefined {
+function validateCount(
+  name: string,
+  field: string,
+  value: number | null | undefined,
+): number | null | undefined {
   if (value === undefined || value === null) return value;
-  if (!Number.isSafeInteger(value) || value <= 0)
-    throw new KeyInputError(`${name} must be a positive whole number`);
+  if (!Number.isSafeInteger(value) || value <= 0) {
+    throw new KeyInputError(`${name} must be a positive whole number`, field);
+  }
   return value;
 }
 
 function validateLimits(limits: Partial<KeyLimits>): Partial<KeyLimits> {
   const out: Partial<KeyLimits> = {};
   for (const name of ['rpm', 'tpm', 'concurrency'] as const) {
-    const value = validateCount(name, limits[name]);
+    const value = validateCount(name, `limits.${name}`, limits[name]);
     if (value !== undefined) out[name] = value;
   }
   return out;
@@ -124,7 +137,7 @@ function validateLimits(limits: Partial<KeyLimits>): Partial<KeyLimits> {
 function validateBudget(budget: Partial<TokenBudget>): Partial<TokenBudget> {
   const out: Partial<TokenBudget> = {};
   for (const period of ['day', 'month'] as const) {
-    const value = validateCount(`the ${period} budget`, budget[period]);
+    const value = validateCount(`the ${period} budget`, `budget.${period}`, budget[period]);
     if (value !== undefined) out[period] = value;
   }
   return out;
@@ -148,11 +161,15 @@ async function checkLifetime(store: Store, workspaceId: string, lifetimeMs: numb
   if (max === null) return;
   if (lifetimeMs === null) {
     throw new KeyInputError(
-      `workspace ${workspaceId} requires keys to expire within ${formatMs(max)} (--expires)`,
+      `workspace ${workspaceId} requires keys to expire within ${formatMs(max)}`,
+      'expires',
     );
   }
   if (lifetimeMs > max) {
-    throw new KeyInputError(`workspace ${workspaceId} allows keys to live at most ${formatMs(max)}`);
+    throw new KeyInputError(
+      `workspace ${workspaceId} allows keys to live at most ${formatMs(max)}`,
+      'expires',
+    );
   }
 }
 
@@ -167,7 +184,7 @@ export async function createKey(deps: KeyDeps, input: CreateKeyInput): Promise<C
   const name = validateKeyName(input.name);
   const now = deps.now ?? Date.now();
   if (input.expiresInMs !== undefined && input.expiresInMs <= 0) {
-    throw new KeyInputError('an expiry must be in the future');
+    throw new KeyInputError('an expiry must be in the future', 'expires');
   }
   const workspaceId = input.workspaceId ?? DEFAULT_WORKSPACE_ID;
   await checkLifetime(deps.store, workspaceId, input.expiresInMs ?? null);
@@ -218,7 +235,7 @@ export async function updateKey(
   if (input.name !== undefined) patch.name = validateKeyName(input.name);
   if (input.expiresInMs !== undefined) {
     if (input.expiresInMs !== null && input.expiresInMs <= 0)
-      throw new KeyInputError('an expiry must be in the future');
+      throw new KeyInputError('an expiry must be in the future', 'expires');
     await checkLifetime(deps.store, existing.workspaceId, input.expiresInMs);
     patch.expiresAt = input.expiresInMs === null ? null : now + input.expiresInMs;
   }
@@ -246,7 +263,7 @@ export async function rotateKey(
 ): Promise<CreatedKey> {
   const now = deps.now ?? Date.now();
   if (!Number.isSafeInteger(graceMs) || graceMs < 0)
-    throw new KeyInputError('the grace period cannot be negative');
+    throw new KeyInputError('the grace period cannot be negative', 'grace');
   const existing = await deps.store.getKey(id);
   if (!existing) throw new KeyNotFoundError(id);
   if (existing.revokedAt !== null) throw new KeyInputError(`key ${id} is revoked; create a new key instead`);
