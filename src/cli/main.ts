@@ -166,6 +166,11 @@ async function runStart(config: Config): Promise<void> {
 }
 
 export async function main(argv: readonly string[]): Promise<void> {
+  // `keygate keys list | head` closes the pipe early: that is not an error.
+  process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code === 'EPIPE') process.exit(0);
+    throw error;
+  });
   const program = buildProgram();
   try {
     await program.parseAsync([...argv]);

@@ -10,6 +10,7 @@ import {
 } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { AuthFailureLimiter } from '../auth/failures.ts';
+import { parseCidrs } from '../auth/ip.ts';
 import { KeyVerifier } from '../auth/verifier.ts';
 import type { Config } from '../config/config.ts';
 import { ensureDataDir, loadSecrets, type ServerSecrets } from '../config/secrets.ts';
@@ -19,8 +20,9 @@ import { openStore } from '../store/index.ts';
 import type { Store } from '../store/types.ts';
 import { UsageQueue } from '../usage/queue.ts';
 import { newRequestId } from '../util/ids.ts';
+import { createAdminApi } from './admin/index.ts';
 import { sendError } from './errors.ts';
-import { Gateway } from './gateway.ts';
+import { clientAddress, Gateway } from './gateway.ts';
 import { createLogger, type Logger } from './log.ts';
 import { ensureSelfSigned, loadTls, type TlsMaterial } from './tls.ts';
 
@@ -30,6 +32,7 @@ export interface RunningGateway {
   tls: TlsMaterial | undefined;
   secrets: ServerSecrets;
   store: Store;
+  verifier: KeyVerifier;
   upstream: Upstream;
   logger: Logger;
   /** Graceful stop: refuse new connections, finish in-flight requests, flush usage, close the store. */
@@ -124,11 +127,22 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     onDrop: (count) => logger.error({ dropped: count }, 'usage queue full: records dropped'),
   });
   const limiter = createMemoryLimiter({ store });
+  const failures = new AuthFailureLimiter(config.auth.failuresPerMinute);
+  const trustedProxies = parseCidrs(config.server.trustedProxies);
+  const admin = createAdminApi({
+    store,
+    verifier,
+    pepper: secrets.pepper,
+    keyPrefix: config.keys.prefix,
+    logger,
+    failures,
+    clientAddress: (req) => clientAddress(req, trustedProxies),
+  });
   const gateway = new Gateway({
     config,
     verifier,
     limiter,
-    failures: new AuthFailureLimiter(config.auth.failuresPerMinute),
+    failures,
     upstream,
     usage,
     logger,
@@ -143,6 +157,10 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     const url = req.url ?? '/';
     if (url.startsWith('/v1/') || url === '/v1') {
       gateway.handle(req, res, requestId);
+      return;
+    }
+    if (url.startsWith('/admin/v1/') || url === '/admin/v1' || url.startsWith('/admin/v1?')) {
+      admin(req, res, requestId);
       return;
     }
     const pathname = url.split('?', 1)[0];
@@ -216,5 +234,5 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     })();
     return closing;
   };
-  return { url, port, tls, secrets, store, upstream, logger, close };
+  return { url, port, tls, secrets, store, verifier, upstream, logger, close };
 }

@@ -1,0 +1,76 @@
+/**
+ * Who may do what through the management API.
+ *
+ * - A key needs the management scope of the route; `admin` implies every management scope.
+ * - A key acts only within its own workspace: resources of other workspaces answer 404, exactly
+ *   as if they did not exist, so their ids cannot be probed. The one exception is an
+ *   `admin`-scoped key of the default workspace (`ws_default`): the operator's key, which acts
+ *   on every workspace.
+ * - A key cannot grant what it does not have: it cannot give a key (new or existing) a
+ *   management scope it lacks itself, nor change, rotate or revoke a key that holds one (rotating
+ *   would hand it that key's new secret).
+ */
+import {
+  DEFAULT_WORKSPACE_ID,
+  type KeyRecord,
+  MANAGEMENT_SCOPES,
+  type ManagementScope,
+  type Scope,
+} from '../../store/types.ts';
+import { AdminError, notFound } from './errors.ts';
+
+export function hasManagementScope(key: KeyRecord, scope: ManagementScope): boolean {
+  const scopes = key.policy.scopes;
+  return scopes.includes('admin') || scopes.includes(scope);
+}
+
+/** True for the operator's key: `admin` in the default workspace, which may act on every workspace. */
+export function actsOnAllWorkspaces(key: KeyRecord): boolean {
+  return key.workspaceId === DEFAULT_WORKSPACE_ID && key.policy.scopes.includes('admin');
+}
+
+export function canSeeWorkspace(caller: KeyRecord, workspaceId: string): boolean {
+  return actsOnAllWorkspaces(caller) || caller.workspaceId === workspaceId;
+}
+
+/** The workspace filter of a listing: the caller's own, or (for the operator) the one asked for. */
+export function workspaceFilter(caller: KeyRecord, requested: string | undefined): string | undefined {
+  if (requested !== undefined) {
+    if (!canSeeWorkspace(caller, requested)) throw notFound('workspace', requested);
+    return requested;
+  }
+  return actsOnAllWorkspaces(caller) ? undefined : caller.workspaceId;
+}
+
+function managementScopes(scopes: readonly Scope[]): ManagementScope[] {
+  return scopes.filter((s): s is ManagementScope => (MANAGEMENT_SCOPES as readonly string[]).includes(s));
+}
+
+/** Refuses (403) to grant management scopes the caller lacks. */
+export function assertCanGrant(caller: KeyRecord, scopes: readonly Scope[]): void {
+  const missing = managementScopes(scopes).filter((s) => !hasManagementScope(caller, s));
+  if (missing.length > 0) {
+    throw new AdminError(
+      'insufficient_scope',
+      `This key cannot grant ${quoteList(missing)}: a key can only grant management scopes it has itself.`,
+      { scope: missing.join(' ') },
+    );
+  }
+}
+
+/** Refuses (403) to change a key that holds management scopes the caller lacks. */
+export function assertCanModify(caller: KeyRecord, target: KeyRecord): void {
+  const missing = managementScopes(target.policy.scopes).filter((s) => !hasManagementScope(caller, s));
+  if (missing.length > 0) {
+    throw new AdminError(
+      'insufficient_scope',
+      `Key ${target.id} has ${quoteList(missing)}, which this key lacks: only a key with ${missing.length === 1 ? 'that scope' : 'those scopes'} may change, rotate or revoke it.`,
+      { scope: missing.join(' ') },
+    );
+  }
+}
+
+function quoteList(scopes: readonly string[]): string {
+  const quoted = scopes.map((s) => `"${s}"`);
+  return `the scope${quoted.length === 1 ? '' : 's'} ${quoted.join(', ')}`;
+}

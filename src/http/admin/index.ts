@@ -1,0 +1,340 @@
+/**
+ * The management API under `/admin/v1`: keys, workspaces, audit log, usage, and its OpenAPI
+ * document. Served on plain node:http like `/v1`: authenticate (RFC 6750 bearer, a Keygate key),
+ * route, check the key's management scope, read and validate the body, run the handler.
+ *
+ * Access rules (who may act on which workspace, and why a key cannot grant more than it has) are
+ * in access.ts; the routes, their scopes and schemas in routes.ts.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { z } from 'zod';
+import { parseAuthorization } from '../../auth/bearer.ts';
+import type { AuthFailureLimiter } from '../../auth/failures.ts';
+import { addressAllowed } from '../../auth/policy.ts';
+import type { KeyVerifier } from '../../auth/verifier.ts';
+import { KeyInputError, KeyNotFoundError } from '../../keys/service.ts';
+import type { Actor, KeyRecord, Store } from '../../store/types.ts';
+import { INVALID_KEY_BODY, INVALID_KEY_MESSAGE, sendError } from '../errors.ts';
+import type { Logger } from '../log.ts';
+import { hasManagementScope } from './access.ts';
+import { AdminError, invalid, scrub, sendAdminError, sendJson, zodIssues } from './errors.ts';
+import { type AnyRoute, matchRoute } from './router.ts';
+import { ROUTES } from './routes.ts';
+
+export interface AdminDeps {
+  store: Store;
+  verifier: KeyVerifier;
+  pepper: Buffer;
+  keyPrefix: string;
+  logger: Logger;
+  clientAddress(req: IncomingMessage): string;
+  /** The gateway's failed-authentication limiter, shared with /v1 (optional). */
+  failures?: AuthFailureLimiter;
+}
+
+export type { AnyRoute } from './router.ts';
+export { openApiDocument, ROUTES } from './routes.ts';
+
+/** Largest request body the management API reads. */
+export const ADMIN_BODY_LIMIT = 1_048_576;
+
+/** Query parameters through which clients sometimes (wrongly) send keys. */
+const KEY_IN_QUERY = /[?&](?:key|api_key|apikey|api-key|access_token|token)=/i;
+
+function authorizationCount(raw: readonly string[]): number {
+  let n = 0;
+  for (let i = 0; i < raw.length; i += 2) if (raw[i]?.toLowerCase() === 'authorization') n++;
+  return n;
+}
+
+/** Query parameters as an object; a repeated parameter becomes an array (which validation refuses). */
+function queryObject(search: string): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  for (const [name, value] of new URLSearchParams(search)) {
+    const seen = out[name];
+    out[name] = seen === undefined ? value : Array.isArray(seen) ? [...seen, value] : [seen, value];
+  }
+  return out;
+}
+
+/** Where in the body a key-service input error points (the service names its own fields). */
+const FIELD_LOC: Record<string, string[]> = {
+  name: ['name'],
+  scopes: ['scopes'],
+  models: ['models'],
+  allowedIps: ['allowed_ips'],
+  expires: ['expires_in'],
+  limits: ['limits'],
+  'limits.rpm': ['limits', 'requests_per_minute'],
+  'limits.tpm': ['limits', 'tokens_per_minute'],
+  'limits.concurrency': ['limits', 'concurrent_requests'],
+  budget: ['budget'],
+  'budget.day': ['budget', 'tokens_per_day'],
+  'budget.month': ['budget', 'tokens_per_month'],
+};
+
+function inputErrorLoc(error: KeyInputError): string[] {
+  const field = (error as { field?: unknown }).field;
+  return ['body', ...((typeof field === 'string' ? FIELD_LOC[field] : undefined) ?? [])];
+}
+
+interface Exchange {
+  requestId: string;
+  ip: string;
+  method: string;
+  pathname: string;
+  started: number;
+  keyId?: string;
+  failure?: string;
+}
+
+export function createAdminApi(
+  deps: AdminDeps,
+): (req: IncomingMessage, res: ServerResponse, requestId: string) => void {
+  const { logger } = deps;
+
+  async function authenticate(
+    req: IncomingMessage,
+    res: ServerResponse,
+    exchange: Exchange,
+    hasQuery: boolean,
+    query: string,
+  ): Promise<KeyRecord | undefined> {
+    const failures = deps.failures;
+    if (hasQuery && KEY_IN_QUERY.test(query)) {
+      failures?.recordFailure(exchange.ip);
+      exchange.failure = 'key_in_url';
+      sendError(
+        res,
+        'key_in_url',
+        'API keys are not accepted in the URL: send the key in the Authorization header as "Bearer <key>".',
+      );
+      return undefined;
+    }
+    const retryAfter = failures?.retryAfter(exchange.ip) ?? 0;
+    if (retryAfter > 0) {
+      exchange.failure = 'too_many_auth_failures';
+      sendError(
+        res,
+        'too_many_auth_failures',
+        'Too many failed authentication attempts from this address; try again later.',
+        { retryAfter },
+      );
+      return undefined;
+    }
+    const auth =
+      authorizationCount(req.rawHeaders) > 1
+        ? ({ kind: 'malformed', reason: 'more than one Authorization header' } as const)
+        : parseAuthorization(req.headers.authorization);
+    if (auth.kind === 'missing') {
+      exchange.failure = 'missing_api_key';
+      sendError(
+        res,
+        'missing_api_key',
+        'No API key provided. Send a key with a management scope in the Authorization header: "Authorization: Bearer <key>".',
+      );
+      return undefined;
+    }
+    if (auth.kind === 'malformed') {
+      failures?.recordFailure(exchange.ip);
+      exchange.failure = 'invalid_authorization';
+      sendError(
+        res,
+        'invalid_authorization',
+        `Malformed Authorization header: ${auth.reason}. Expected "Authorization: Bearer <key>".`,
+      );
+      return undefined;
+    }
+    const pending = deps.verifier.verify(auth.token);
+    const verdict = pending instanceof Promise ? await pending : pending;
+    if (!verdict.ok) {
+      failures?.recordFailure(exchange.ip);
+      exchange.failure = `key_${verdict.reason}`;
+      sendError(res, 'invalid_api_key', INVALID_KEY_MESSAGE, { body: INVALID_KEY_BODY });
+      return undefined;
+    }
+    const key = verdict.key;
+    exchange.keyId = key.id;
+    if (!addressAllowed(key, exchange.ip)) {
+      exchange.failure = 'ip_not_allowed';
+      sendError(res, 'ip_not_allowed', `This key may not be used from ${exchange.ip}.`);
+      return undefined;
+    }
+    return key;
+  }
+
+  /** Reads the body within the limit; undefined when an error was sent (or the client went away). */
+  async function readBody(req: IncomingMessage, res: ServerResponse): Promise<Buffer | undefined> {
+    const tooLarge = () => {
+      res.setHeader('connection', 'close');
+      sendError(
+        res,
+        'payload_too_large',
+        `The request body is larger than the management API's limit of ${ADMIN_BODY_LIMIT} bytes.`,
+      );
+    };
+    if (Number(req.headers['content-length']) > ADMIN_BODY_LIMIT) {
+      tooLarge();
+      return undefined;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    try {
+      for await (const chunk of req as AsyncIterable<Buffer>) {
+        size += chunk.length;
+        if (size > ADMIN_BODY_LIMIT) {
+          tooLarge();
+          return undefined;
+        }
+        chunks.push(chunk);
+      }
+    } catch {
+      res.destroy();
+      return undefined;
+    }
+    return Buffer.concat(chunks, size);
+  }
+
+  function parse<S extends z.ZodType>(where: 'body' | 'query', schema: S, value: unknown): z.output<S> {
+    const result = schema.safeParse(value);
+    if (!result.success) {
+      const issues = zodIssues(where, result.error);
+      throw new AdminError('validation_error', issues[0]?.msg ?? 'invalid request', { issues });
+    }
+    return result.data;
+  }
+
+  async function run(
+    route: AnyRoute,
+    params: Record<string, string>,
+    req: IncomingMessage,
+    res: ServerResponse,
+    exchange: Exchange,
+    caller: KeyRecord | undefined,
+    search: string,
+  ): Promise<void> {
+    const query = parse('query', route.query, queryObject(search));
+    let body: unknown;
+    if (route.body) {
+      const raw = await readBody(req, res);
+      if (raw === undefined) return;
+      const text = raw.toString('utf8');
+      if (text.trim().length === 0) {
+        body = {};
+      } else {
+        try {
+          body = JSON.parse(text);
+        } catch {
+          exchange.failure = 'invalid_json';
+          sendError(res, 'invalid_json', 'The request body is not valid JSON.');
+          return;
+        }
+      }
+      body = parse('body', route.body, body);
+    }
+    const actor: Actor = { type: 'key', id: caller?.id ?? null, ip: exchange.ip };
+    const ctx: Parameters<AnyRoute['handle']>[0] = {
+      deps,
+      req,
+      requestId: exchange.requestId,
+      caller: caller as KeyRecord,
+      actor,
+      params,
+      query,
+      body,
+    };
+    const reply = await route.handle(ctx);
+    sendJson(res, route.status, reply.body, reply.headers);
+  }
+
+  async function serve(req: IncomingMessage, res: ServerResponse, exchange: Exchange): Promise<void> {
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    const search = q === -1 ? '' : url.slice(q);
+    const match = matchRoute(ROUTES, exchange.method, exchange.pathname);
+    if (match.kind === 'route' && match.route.scope === null) {
+      await run(match.route, match.params, req, res, exchange, undefined, search);
+      return;
+    }
+    const caller = await authenticate(req, res, exchange, q !== -1, search);
+    if (!caller) return;
+    if (match.kind === 'not_found') {
+      exchange.failure = 'not_found';
+      sendError(
+        res,
+        'not_found',
+        `No such endpoint: ${exchange.method} ${scrub(exchange.pathname)}. See /admin/v1/openapi.json.`,
+      );
+      return;
+    }
+    if (match.kind === 'method_not_allowed') {
+      exchange.failure = 'method_not_allowed';
+      res.setHeader('allow', match.allow.join(', '));
+      sendError(
+        res,
+        'method_not_allowed',
+        `${scrub(exchange.pathname)} accepts ${match.allow.join(', ')} only.`,
+      );
+      return;
+    }
+    const { route, params } = match;
+    if (route.scope !== null && !hasManagementScope(caller, route.scope)) {
+      exchange.failure = 'insufficient_scope';
+      sendError(
+        res,
+        'insufficient_scope',
+        `This key lacks the scope "${route.scope}" needed for ${route.method} ${route.path} (a key with "admin" has every management scope).`,
+        { scope: route.scope },
+      );
+      return;
+    }
+    await run(route, params, req, res, exchange, caller, search);
+  }
+
+  return (req, res, requestId) => {
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    const exchange: Exchange = {
+      requestId,
+      ip: deps.clientAddress(req),
+      method: req.method ?? 'GET',
+      pathname: q === -1 ? url : url.slice(0, q),
+      started: performance.now(),
+    };
+    res.once('close', () => {
+      logger.info(
+        {
+          reqId: requestId,
+          method: exchange.method,
+          path: scrub(exchange.pathname),
+          status: res.writableFinished ? res.statusCode : 499,
+          keyId: exchange.keyId,
+          ip: exchange.ip,
+          failure: exchange.failure,
+          ms: Math.round((performance.now() - exchange.started) * 1000) / 1000,
+        },
+        'admin request',
+      );
+    });
+    serve(req, res, exchange).catch((error: unknown) => {
+      if (error instanceof AdminError) {
+        exchange.failure = error.code;
+        sendAdminError(res, error);
+        return;
+      }
+      if (error instanceof KeyInputError) {
+        exchange.failure = 'validation_error';
+        sendAdminError(res, invalid(inputErrorLoc(error), error.message));
+        return;
+      }
+      if (error instanceof KeyNotFoundError) {
+        exchange.failure = 'not_found';
+        sendError(res, 'not_found', error.message);
+        return;
+      }
+      exchange.failure = 'internal_error';
+      logger.error({ reqId: requestId, err: error }, 'unhandled error in the admin API');
+      sendError(res, 'internal_error', 'Internal error. The request id identifies it in the gateway log.');
+    });
+  };
+}

@@ -1,0 +1,484 @@
+/**
+ * The management API's route table: one entry per operation, with its scope, its schemas and its
+ * handler. Dispatch (index.ts), 405 Allow headers (router.ts) and the OpenAPI document
+ * (openapi.ts) all read this table, so they cannot disagree.
+ */
+import { parseCidrs } from '../../auth/ip.ts';
+import { createKey, formatMs, type KeyDeps, rotateKey, updateKey } from '../../keys/service.ts';
+import {
+  DEFAULT_KEY_POLICY,
+  type KeyLimits,
+  type KeyRecord,
+  type TokenBudget,
+  type WorkspacePatch,
+} from '../../store/types.ts';
+import {
+  actsOnAllWorkspaces,
+  assertCanGrant,
+  assertCanModify,
+  canSeeWorkspace,
+  workspaceFilter,
+} from './access.ts';
+import { AdminError, invalid, notFound } from './errors.ts';
+import { buildOpenApi, type OpenApiDoc } from './openapi.ts';
+import { type AnyRoute, type Context, defineRoute } from './router.ts';
+import {
+  AuditList,
+  CreatedKey,
+  CreateKeyRequest,
+  durationMs,
+  Key,
+  KeyList,
+  ListAuditQuery,
+  ListKeysQuery,
+  NoQuery,
+  OpenApiDocument,
+  RevokeKeyRequest,
+  RotatedKey,
+  RotateKeyRequest,
+  UpdateKeyRequest,
+  UpdateWorkspaceRequest,
+  UsageList,
+  UsageQuery,
+  Workspace,
+  WorkspaceList,
+} from './schemas.ts';
+import { auditView, keyView, usageView, workspaceView } from './views.ts';
+
+const DEFAULT_PAGE = 50;
+const DEFAULT_GRACE_MS = 24 * 3_600_000;
+const BASE = '/admin/v1';
+
+// ---- helpers ---------------------------------------------------------------------------------
+
+function keyDeps(ctx: Context<unknown, unknown>, now: number): KeyDeps {
+  return { store: ctx.deps.store, pepper: ctx.deps.pepper, prefix: ctx.deps.keyPrefix, now };
+}
+
+/** The key with this id, if the caller may see it; 404 otherwise (whether or not it exists). */
+async function visibleKey(ctx: Context<unknown, unknown>, id: string): Promise<KeyRecord> {
+  const key = await ctx.deps.store.getKey(id);
+  if (!key || !canSeeWorkspace(ctx.caller, key.workspaceId)) throw notFound('key', id);
+  return key;
+}
+
+async function visibleWorkspace(ctx: Context<unknown, unknown>, id: string) {
+  const ws = canSeeWorkspace(ctx.caller, id) ? await ctx.deps.store.getWorkspace(id) : undefined;
+  if (!ws) throw notFound('workspace', id);
+  return ws;
+}
+
+/** Applies a change to this instance's key cache now, rather than at the next change-feed poll. */
+async function applyChanges(ctx: Context<unknown, unknown>): Promise<void> {
+  await ctx.deps.verifier.syncChanges();
+}
+
+type LimitsInput = {
+  requests_per_minute?: number | null | undefined;
+  tokens_per_minute?: number | null | undefined;
+  concurrent_requests?: number | null | undefined;
+} | null;
+type BudgetInput = {
+  tokens_per_day?: number | null | undefined;
+  tokens_per_month?: number | null | undefined;
+} | null;
+
+function limitsFrom(input: LimitsInput | undefined): Partial<KeyLimits> | undefined {
+  if (input === undefined) return undefined;
+  if (input === null) return { ...DEFAULT_KEY_POLICY.limits };
+  const out: Partial<KeyLimits> = {};
+  if (input.requests_per_minute !== undefined) out.rpm = input.requests_per_minute;
+  if (input.tokens_per_minute !== undefined) out.tpm = input.tokens_per_minute;
+  if (input.concurrent_requests !== undefined) out.concurrency = input.concurrent_requests;
+  return out;
+}
+
+function budgetFrom(input: BudgetInput | undefined): Partial<TokenBudget> | undefined {
+  if (input === undefined) return undefined;
+  if (input === null) return { day: null, month: null };
+  const out: Partial<TokenBudget> = {};
+  if (input.tokens_per_day !== undefined) out.day = input.tokens_per_day;
+  if (input.tokens_per_month !== undefined) out.month = input.tokens_per_month;
+  return out;
+}
+
+function lifetimeFrom(input: string | number | null | undefined): number | null | undefined {
+  return input === undefined || input === null ? input : durationMs(input);
+}
+
+/** The workspace's longest key lifetime, checked here so the error can name the field. */
+async function checkLifetime(
+  ctx: Context<unknown, unknown>,
+  workspaceId: string,
+  lifetimeMs: number | null,
+): Promise<void> {
+  const max = (await ctx.deps.store.getWorkspace(workspaceId))?.policy.maxKeyLifetimeMs ?? null;
+  if (max === null) return;
+  if (lifetimeMs === null)
+    throw invalid(
+      ['body', 'expires_in'],
+      `workspace ${workspaceId} requires keys to expire within ${formatMs(max)}`,
+    );
+  if (lifetimeMs > max)
+    throw invalid(
+      ['body', 'expires_in'],
+      `workspace ${workspaceId} allows keys to live at most ${formatMs(max)}`,
+    );
+}
+
+function iso(ms: number): string {
+  return new Date(ms).toISOString();
+}
+
+// ---- the table -------------------------------------------------------------------------------
+
+export const ROUTES: readonly AnyRoute[] = [
+  defineRoute({
+    method: 'GET',
+    path: `${BASE}/keys`,
+    operationId: 'listKeys',
+    summary: 'List keys',
+    description: 'Keys of the calling key’s workspace (all workspaces for the operator key), oldest first.',
+    tag: 'keys',
+    scope: 'keys:read',
+    query: ListKeysQuery,
+    status: 200,
+    response: KeyList,
+    async handle(ctx) {
+      const { query, caller, deps } = ctx;
+      const limit = query.limit ?? DEFAULT_PAGE;
+      const keys = await deps.store.listKeys({
+        workspaceId: workspaceFilter(caller, query.workspace_id),
+        status: query.status,
+        search: query.search,
+        after: query.after,
+        limit: limit + 1,
+      });
+      const page = keys.slice(0, limit);
+      const now = Date.now();
+      return {
+        body: {
+          data: page.map((k) => keyView(k, now)),
+          next_after: keys.length > limit ? (page.at(-1)?.id ?? null) : null,
+        },
+      };
+    },
+  }),
+
+  defineRoute({
+    method: 'POST',
+    path: `${BASE}/keys`,
+    operationId: 'createKey',
+    summary: 'Create a key',
+    description:
+      'Creates a key and returns its secret, once. The calling key cannot grant management scopes it lacks.',
+    tag: 'keys',
+    scope: 'keys:write',
+    query: NoQuery,
+    body: CreateKeyRequest,
+    status: 201,
+    response: CreatedKey,
+    async handle(ctx) {
+      const { body, caller, deps } = ctx;
+      const workspaceId = body.workspace_id ?? caller.workspaceId;
+      await visibleWorkspace(ctx, workspaceId);
+      assertCanGrant(caller, body.scopes ?? DEFAULT_KEY_POLICY.scopes);
+      const expiresInMs = lifetimeFrom(body.expires_in) ?? null;
+      await checkLifetime(ctx, workspaceId, expiresInMs);
+      const now = Date.now();
+      const created = await createKey(keyDeps(ctx, now), {
+        name: body.name,
+        workspaceId,
+        scopes: body.scopes,
+        models: body.models,
+        allowedIps: body.allowed_ips,
+        limits: limitsFrom(body.limits),
+        budget: budgetFrom(body.budget),
+        expiresInMs: expiresInMs ?? undefined,
+        createdBy: caller.id,
+        actor: ctx.actor,
+      });
+      await applyChanges(ctx);
+      deps.logger.info(
+        { reqId: ctx.requestId, keyId: created.record.id, by: caller.id },
+        'key created through the admin API',
+      );
+      return {
+        body: { ...keyView(created.record, now), key: created.key },
+        headers: { location: `${BASE}/keys/${encodeURIComponent(created.record.id)}` },
+      };
+    },
+  }),
+
+  defineRoute({
+    method: 'GET',
+    path: `${BASE}/keys/{id}`,
+    operationId: 'getKey',
+    summary: 'Get a key',
+    tag: 'keys',
+    scope: 'keys:read',
+    query: NoQuery,
+    status: 200,
+    response: Key,
+    async handle(ctx) {
+      return { body: keyView(await visibleKey(ctx, ctx.params.id ?? '')) };
+    },
+  }),
+
+  defineRoute({
+    method: 'PATCH',
+    path: `${BASE}/keys/{id}`,
+    operationId: 'updateKey',
+    summary: 'Update a key',
+    description:
+      'Changes the given fields; null removes a limit, budget or expiry. Every change is in the audit log with its values before and after.',
+    tag: 'keys',
+    scope: 'keys:write',
+    query: NoQuery,
+    body: UpdateKeyRequest,
+    status: 200,
+    response: Key,
+    async handle(ctx) {
+      const { body, caller } = ctx;
+      const target = await visibleKey(ctx, ctx.params.id ?? '');
+      assertCanModify(caller, target);
+      if (body.scopes !== undefined) assertCanGrant(caller, body.scopes);
+      const expiresInMs = lifetimeFrom(body.expires_in);
+      if (expiresInMs !== undefined) await checkLifetime(ctx, target.workspaceId, expiresInMs);
+      const now = Date.now();
+      const updated = await updateKey(
+        keyDeps(ctx, now),
+        target.id,
+        {
+          name: body.name,
+          scopes: body.scopes,
+          models: body.models,
+          allowedIps: body.allowed_ips,
+          limits: limitsFrom(body.limits),
+          budget: budgetFrom(body.budget),
+          expiresInMs,
+        },
+        ctx.actor,
+      );
+      await applyChanges(ctx);
+      return { body: keyView(updated, now) };
+    },
+  }),
+
+  defineRoute({
+    method: 'POST',
+    path: `${BASE}/keys/{id}/revoke`,
+    operationId: 'revokeKey',
+    summary: 'Revoke a key',
+    description:
+      'Revokes the key at once, on every gateway within one poll of the change feed. Revoking a revoked key changes nothing.',
+    tag: 'keys',
+    scope: 'keys:write',
+    query: NoQuery,
+    body: RevokeKeyRequest,
+    status: 200,
+    response: Key,
+    async handle(ctx) {
+      const target = await visibleKey(ctx, ctx.params.id ?? '');
+      assertCanModify(ctx.caller, target);
+      const now = Date.now();
+      const revoked = await ctx.deps.store.revokeKey(target.id, now, ctx.actor);
+      if (!revoked) throw notFound('key', target.id);
+      await applyChanges(ctx);
+      ctx.deps.logger.info(
+        { reqId: ctx.requestId, keyId: target.id, by: ctx.caller.id },
+        'key revoked through the admin API',
+      );
+      return { body: keyView(revoked, now) };
+    },
+  }),
+
+  defineRoute({
+    method: 'POST',
+    path: `${BASE}/keys/{id}/rotate`,
+    operationId: 'rotateKey',
+    summary: 'Rotate a key',
+    description:
+      'Issues a new secret for the same key (id, restrictions and history stay); the previous secret keeps working for the grace period (default 24h).',
+    tag: 'keys',
+    scope: 'keys:write',
+    query: NoQuery,
+    body: RotateKeyRequest,
+    status: 200,
+    conflict: 'The key is revoked: a revoked key cannot be rotated.',
+    response: RotatedKey,
+    async handle(ctx) {
+      const target = await visibleKey(ctx, ctx.params.id ?? '');
+      assertCanModify(ctx.caller, target);
+      if (target.revokedAt !== null) {
+        throw new AdminError(
+          'conflict',
+          `Key ${target.id} is revoked and cannot be rotated; create a new key.`,
+        );
+      }
+      const graceMs = ctx.body.grace === undefined ? DEFAULT_GRACE_MS : durationMs(ctx.body.grace);
+      const now = Date.now();
+      const rotated = await rotateKey(keyDeps(ctx, now), target.id, graceMs, ctx.actor);
+      await applyChanges(ctx);
+      ctx.deps.logger.info(
+        { reqId: ctx.requestId, keyId: target.id, by: ctx.caller.id, graceMs },
+        'key rotated through the admin API',
+      );
+      return {
+        body: {
+          ...keyView(rotated.record, now),
+          key: rotated.key,
+          previous_secret_valid_until: iso(now + graceMs),
+        },
+      };
+    },
+  }),
+
+  defineRoute({
+    method: 'GET',
+    path: `${BASE}/workspaces`,
+    operationId: 'listWorkspaces',
+    summary: 'List workspaces',
+    description: 'The calling key’s workspace (every workspace for the operator key).',
+    tag: 'workspaces',
+    scope: 'workspaces:read',
+    query: NoQuery,
+    status: 200,
+    response: WorkspaceList,
+    async handle(ctx) {
+      const { store } = ctx.deps;
+      const list = actsOnAllWorkspaces(ctx.caller)
+        ? await store.listWorkspaces()
+        : [await store.getWorkspace(ctx.caller.workspaceId)].filter((w) => w !== undefined);
+      return { body: { data: list.map(workspaceView) } };
+    },
+  }),
+
+  defineRoute({
+    method: 'GET',
+    path: `${BASE}/workspaces/{id}`,
+    operationId: 'getWorkspace',
+    summary: 'Get a workspace',
+    tag: 'workspaces',
+    scope: 'workspaces:read',
+    query: NoQuery,
+    status: 200,
+    response: Workspace,
+    async handle(ctx) {
+      return { body: workspaceView(await visibleWorkspace(ctx, ctx.params.id ?? '')) };
+    },
+  }),
+
+  defineRoute({
+    method: 'PATCH',
+    path: `${BASE}/workspaces/{id}`,
+    operationId: 'updateWorkspace',
+    summary: 'Update a workspace',
+    description:
+      'Sets the workspace policy: the longest lifetime of new keys, the default IP allowlist, the shared budget.',
+    tag: 'workspaces',
+    scope: 'workspaces:write',
+    query: NoQuery,
+    body: UpdateWorkspaceRequest,
+    status: 200,
+    response: Workspace,
+    async handle(ctx) {
+      const { body } = ctx;
+      const ws = await visibleWorkspace(ctx, ctx.params.id ?? '');
+      const patch: WorkspacePatch = {};
+      if (body.name !== undefined) patch.name = body.name.trim();
+      if (body.max_key_lifetime !== undefined) patch.maxKeyLifetimeMs = lifetimeFrom(body.max_key_lifetime);
+      if (body.allowed_ips !== undefined)
+        patch.allowedIps = [...new Set(parseCidrs(body.allowed_ips).map((c) => c.text))];
+      const budget = budgetFrom(body.budget);
+      if (budget !== undefined) patch.budget = budget;
+      const updated = await ctx.deps.store.updateWorkspace(ws.id, patch, ctx.actor, Date.now());
+      if (!updated) throw notFound('workspace', ws.id);
+      await applyChanges(ctx);
+      return { body: workspaceView(updated) };
+    },
+  }),
+
+  defineRoute({
+    method: 'GET',
+    path: `${BASE}/audit`,
+    operationId: 'listAuditEvents',
+    summary: 'Read the audit log',
+    description: 'Who changed what, when and from where; newest first.',
+    tag: 'audit',
+    scope: 'audit:read',
+    query: ListAuditQuery,
+    status: 200,
+    response: AuditList,
+    async handle(ctx) {
+      const { query } = ctx;
+      const limit = query.limit ?? DEFAULT_PAGE;
+      const events = await ctx.deps.store.listAudit({
+        workspaceId: workspaceFilter(ctx.caller, query.workspace_id),
+        targetId: query.target_id,
+        action: query.action,
+        since: query.since === undefined ? undefined : Date.parse(query.since),
+        before: query.before,
+        limit: limit + 1,
+      });
+      const page = events.slice(0, limit);
+      return {
+        body: {
+          data: page.map(auditView),
+          next_before: events.length > limit ? (page.at(-1)?.seq ?? null) : null,
+        },
+      };
+    },
+  }),
+
+  defineRoute({
+    method: 'GET',
+    path: `${BASE}/usage`,
+    operationId: 'getUsage',
+    summary: 'Usage per key',
+    description: 'Requests, errors and tokens per key, since a time (default: all recorded usage).',
+    tag: 'usage',
+    scope: 'usage:read',
+    query: UsageQuery,
+    status: 200,
+    response: UsageList,
+    async handle(ctx) {
+      const { query, deps } = ctx;
+      const workspaceId = workspaceFilter(ctx.caller, query.workspace_id);
+      if (query.key_id !== undefined) await visibleKey(ctx, query.key_id);
+      let totals = await deps.store.usageTotals({
+        keyId: query.key_id,
+        since: query.since === undefined ? undefined : Date.parse(query.since),
+      });
+      if (workspaceId !== undefined) {
+        const ids = new Set((await deps.store.listKeys({ workspaceId })).map((k) => k.id));
+        totals = totals.filter((t) => ids.has(t.keyId));
+      }
+      return { body: { data: totals.map(usageView) } };
+    },
+  }),
+
+  defineRoute({
+    method: 'GET',
+    path: `${BASE}/openapi.json`,
+    operationId: 'getOpenApiDocument',
+    summary: 'This API’s OpenAPI 3.1 document',
+    description: 'Needs no key.',
+    tag: 'meta',
+    scope: null,
+    query: NoQuery,
+    status: 200,
+    response: OpenApiDocument,
+    async handle() {
+      return { body: openApiDocument() };
+    },
+  }),
+];
+
+let document: OpenApiDoc | undefined;
+
+/** The OpenAPI document of ROUTES, built once. */
+export function openApiDocument(): OpenApiDoc {
+  document ??= buildOpenApi(ROUTES);
+  return document;
+}

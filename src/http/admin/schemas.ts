@@ -1,0 +1,389 @@
+/**
+ * Every request and response body of the management API, defined once. The same definitions
+ * validate requests, type the handlers' results, and generate the OpenAPI document (openapi.ts):
+ * each schema registered in `components` becomes `#/components/schemas/<id>`.
+ */
+import { z } from 'zod';
+import { parseCidr } from '../../auth/ip.ts';
+import { parseDuration } from '../../config/duration.ts';
+import { INFERENCE_SCOPES, MANAGEMENT_SCOPES } from '../../store/types.ts';
+
+/** The named schemas that appear under `components.schemas` in the OpenAPI document. */
+export const components = z.registry<{ id: string }>();
+
+function named<T extends z.ZodType>(id: string, schema: T): T {
+  components.add(schema, { id });
+  return schema;
+}
+
+// ---- building blocks -------------------------------------------------------------------------
+
+/** Longest duration accepted anywhere (expiry, grace, workspace lifetime): 100 years. */
+export const MAX_DURATION_MS = 36_500 * 86_400_000;
+const DURATION_HINT = 'a duration such as "90d", "24h", "30m" or "45s", or a number of seconds';
+
+/** `"90d"` → ms, `3600` (seconds) → ms. */
+export function durationMs(value: string | number): number {
+  return typeof value === 'number' ? value * 1000 : (parseDuration(value) ?? Number.NaN);
+}
+
+function duration(allowZero: boolean, description: string) {
+  const text = allowZero
+    ? z.string().regex(/^(?:0|\d{1,9}[smhd])$/, { error: `expected ${DURATION_HINT}` })
+    : z.string().regex(/^(?!0+[smhd]$)\d{1,9}[smhd]$/, {
+        error: `expected ${DURATION_HINT}, greater than zero`,
+      });
+  const seconds = allowZero
+    ? z.int({ error: `expected ${DURATION_HINT}` }).min(0, { error: 'cannot be negative' })
+    : z.int({ error: `expected ${DURATION_HINT}` }).positive({ error: 'must be greater than zero' });
+  return z
+    .union([text, seconds])
+    .refine((value) => durationMs(value) <= MAX_DURATION_MS, { error: 'at most 36500d (100 years)' })
+    .describe(description);
+}
+
+export const scopeSchema = z
+  .enum([...INFERENCE_SCOPES, ...MANAGEMENT_SCOPES], {
+    error: (issue) =>
+      `unknown scope ${JSON.stringify(issue.input)}; scopes are ${[...INFERENCE_SCOPES, ...MANAGEMENT_SCOPES].join(', ')}`,
+  })
+  .describe('Inference scopes (chat, fim, embeddings, models) or management scopes (admin implies all).');
+
+const cidrSchema = z
+  .string()
+  .max(64)
+  .refine(
+    (text) => {
+      try {
+        parseCidr(text);
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    { error: (issue) => `${JSON.stringify(issue.input)} is not an IP address or CIDR range` },
+  );
+
+const idSchema = z.string().min(1).max(128);
+const nameSchema = z
+  .string()
+  .trim()
+  .min(1, { error: 'cannot be empty' })
+  .max(128)
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: rejecting control characters is the point
+  .regex(/^[^\u0000-\u001f\u007f]*$/, { error: 'cannot contain control characters' });
+const count = z.int().positive({ error: 'must be a positive whole number' });
+const timestamp = z.iso.datetime({ offset: true });
+
+// ---- keys ------------------------------------------------------------------------------------
+
+export const KeyLimits = named(
+  'KeyLimits',
+  z
+    .strictObject({
+      requests_per_minute: count.nullable(),
+      tokens_per_minute: count.nullable(),
+      concurrent_requests: count.nullable(),
+    })
+    .describe('Per-key rate limits; null means no limit.'),
+);
+
+export const TokenBudget = named(
+  'TokenBudget',
+  z
+    .strictObject({ tokens_per_day: count.nullable(), tokens_per_month: count.nullable() })
+    .describe('Token budgets per UTC day and UTC calendar month; null means no budget.'),
+);
+
+export const KeyLimitsInput = named(
+  'KeyLimitsInput',
+  z
+    .strictObject({
+      requests_per_minute: count.nullable().optional(),
+      tokens_per_minute: count.nullable().optional(),
+      concurrent_requests: count.nullable().optional(),
+    })
+    .describe('Rate limits to set; an absent field is unchanged, null removes the limit.'),
+);
+
+export const TokenBudgetInput = named(
+  'TokenBudgetInput',
+  z
+    .strictObject({
+      tokens_per_day: count.nullable().optional(),
+      tokens_per_month: count.nullable().optional(),
+    })
+    .describe('Budgets to set; an absent field is unchanged, null removes the budget.'),
+);
+
+const keyFields = {
+  scopes: z.array(scopeSchema).min(1).max(20).describe('Default: chat, fim, embeddings, models.'),
+  models: z
+    .array(z.string().min(1).max(200))
+    .max(100)
+    .describe('Allowed model ids or patterns such as "mistral-small-*"; empty allows every model.'),
+  allowed_ips: z
+    .array(cidrSchema)
+    .max(100)
+    .describe('Allowed client addresses (CIDR); empty falls back to the workspace allowlist.'),
+  limits: KeyLimitsInput.nullable().describe('null removes every rate limit.'),
+  budget: TokenBudgetInput.nullable().describe('null removes both budgets.'),
+};
+
+export const CreateKeyRequest = named(
+  'CreateKeyRequest',
+  z
+    .strictObject({
+      name: nameSchema.describe('Who or what uses the key.'),
+      workspace_id: idSchema
+        .optional()
+        .describe('Workspace of the new key; default: the workspace of the calling key.'),
+      scopes: keyFields.scopes.optional(),
+      models: keyFields.models.optional(),
+      allowed_ips: keyFields.allowed_ips.optional(),
+      limits: keyFields.limits.optional(),
+      budget: keyFields.budget.optional(),
+      expires_in: duration(false, 'Lifetime from now; absent or null: no expiry (if the workspace allows).')
+        .nullable()
+        .optional(),
+    })
+    .describe('A new key. The calling key cannot grant management scopes it does not have itself.'),
+);
+
+export const UpdateKeyRequest = named(
+  'UpdateKeyRequest',
+  z
+    .strictObject({
+      name: nameSchema.optional(),
+      scopes: keyFields.scopes.optional(),
+      models: keyFields.models.optional(),
+      allowed_ips: keyFields.allowed_ips.optional(),
+      limits: keyFields.limits.optional(),
+      budget: keyFields.budget.optional(),
+      expires_in: duration(false, 'New lifetime from now; null removes the expiry.').nullable().optional(),
+    })
+    .describe('Fields to change; absent fields stay as they are. A key cannot move between workspaces.'),
+);
+
+export const RotateKeyRequest = named(
+  'RotateKeyRequest',
+  z
+    .strictObject({
+      grace: duration(
+        true,
+        'How long the previous secret keeps working; default "24h", 0 ends it at once.',
+      ).optional(),
+    })
+    .describe('The body may be empty.'),
+);
+
+export const RevokeKeyRequest = named(
+  'RevokeKeyRequest',
+  z.strictObject({}).describe('No fields; the body may be empty.'),
+);
+
+const keyStatus = z.enum(['active', 'revoked', 'expired']);
+
+export const Key = named(
+  'Key',
+  z
+    .strictObject({
+      id: z.string(),
+      name: z.string(),
+      workspace_id: z.string(),
+      display: z.string().describe('Non-secret hint: the first and last characters of the secret.'),
+      status: keyStatus,
+      scopes: z.array(scopeSchema),
+      models: z.array(z.string()),
+      allowed_ips: z.array(z.string()),
+      limits: KeyLimits,
+      budget: TokenBudget,
+      created_at: timestamp.nullable(),
+      created_by: z.string().nullable(),
+      updated_at: timestamp.nullable(),
+      rotated_at: timestamp.nullable(),
+      expires_at: timestamp.nullable(),
+      revoked_at: timestamp.nullable(),
+      last_used_at: timestamp.nullable(),
+      last_used_ip: z.string().nullable(),
+    })
+    .describe('A key without its secret (the same view as `keygate keys show --json`).'),
+);
+
+const secretField = z.string().describe('The secret. Shown once, in this response only; never stored.');
+
+export const CreatedKey = named(
+  'CreatedKey',
+  Key.extend({ key: secretField }).describe('The new key with its secret.'),
+);
+
+export const RotatedKey = named(
+  'RotatedKey',
+  Key.extend({
+    key: secretField,
+    previous_secret_valid_until: timestamp.describe('Until when the previous secret keeps working.'),
+  }).describe('The key with its new secret.'),
+);
+
+export const KeyList = named(
+  'KeyList',
+  z.strictObject({
+    data: z.array(Key),
+    next_after: z.string().nullable().describe('Pass as `after` for the next page; null on the last page.'),
+  }),
+);
+
+export const ListKeysQuery = z.strictObject({
+  status: keyStatus.optional().describe('Only keys with this status.'),
+  search: z
+    .string()
+    .max(200)
+    .optional()
+    .describe('Case-insensitive substring of the name, or an exact id or display prefix.'),
+  workspace_id: idSchema.optional().describe('Only keys of this workspace.'),
+  limit: z.coerce.number().int().min(1).max(500).optional().describe('Page size, 1 to 500 (default 50).'),
+  after: idSchema.optional().describe('The `next_after` of the previous page.'),
+});
+
+// ---- workspaces ------------------------------------------------------------------------------
+
+export const Workspace = named(
+  'Workspace',
+  z
+    .strictObject({
+      id: z.string(),
+      name: z.string(),
+      created_at: timestamp.nullable(),
+      policy: z.strictObject({
+        max_key_lifetime: z
+          .string()
+          .nullable()
+          .describe('Longest lifetime of a new key, e.g. "90d"; null: unlimited.'),
+        allowed_ips: z.array(z.string()).describe('IP allowlist of keys that have none of their own.'),
+        budget: TokenBudget.describe('Budget shared by all keys of the workspace.'),
+      }),
+    })
+    .describe('A workspace (the same view as `keygate workspaces show --json`).'),
+);
+
+export const WorkspaceList = named('WorkspaceList', z.strictObject({ data: z.array(Workspace) }));
+
+export const UpdateWorkspaceRequest = named(
+  'UpdateWorkspaceRequest',
+  z
+    .strictObject({
+      name: nameSchema.optional(),
+      max_key_lifetime: duration(false, 'Longest lifetime of a new key; null: unlimited.')
+        .nullable()
+        .optional(),
+      allowed_ips: keyFields.allowed_ips
+        .optional()
+        .describe('Default allowlist for keys without their own; empty: anywhere.'),
+      budget: TokenBudgetInput.nullable().optional().describe('Workspace budget; null removes both.'),
+    })
+    .describe('Fields to change; absent fields stay as they are.'),
+);
+
+// ---- audit and usage -------------------------------------------------------------------------
+
+export const AuditEvent = named(
+  'AuditEvent',
+  z.strictObject({
+    id: z.string(),
+    seq: z.int().describe('Position in the log; pass as `before` to page backwards.'),
+    at: timestamp,
+    workspace_id: z.string().nullable(),
+    actor: z.strictObject({
+      type: z.enum(['user', 'key', 'cli', 'system']),
+      id: z.string().nullable(),
+      ip: z.string().nullable(),
+    }),
+    action: z.string().describe('e.g. key.create, key.update, key.rotate, key.revoke, workspace.update'),
+    target: z.strictObject({
+      type: z.enum(['key', 'workspace', 'user', 'membership']),
+      id: z.string().nullable(),
+    }),
+    changes: z
+      .record(z.string(), z.strictObject({ before: z.unknown().optional(), after: z.unknown().optional() }))
+      .describe('Each changed field with its value before and after (never a secret).'),
+  }),
+);
+
+export const AuditList = named(
+  'AuditList',
+  z.strictObject({
+    data: z.array(AuditEvent).describe('Newest first.'),
+    next_before: z.int().nullable().describe('Pass as `before` for the next (older) page; null on the last.'),
+  }),
+);
+
+export const ListAuditQuery = z.strictObject({
+  target_id: idSchema.optional().describe('Only events about this key or workspace.'),
+  action: z.string().max(64).optional().describe('Only this action, e.g. key.revoke.'),
+  since: timestamp.optional().describe('Only events at or after this time (ISO 8601).'),
+  workspace_id: idSchema.optional().describe('Only events of this workspace.'),
+  limit: z.coerce.number().int().min(1).max(500).optional().describe('Page size, 1 to 500 (default 50).'),
+  before: z.coerce.number().int().min(1).optional().describe('The `next_before` of the previous page.'),
+});
+
+export const UsageTotals = named(
+  'UsageTotals',
+  z.strictObject({
+    key_id: z.string(),
+    name: z.string().nullable(),
+    requests: z.int(),
+    errors: z.int(),
+    prompt_tokens: z.int(),
+    completion_tokens: z.int(),
+    total_tokens: z.int(),
+  }),
+);
+
+export const UsageList = named('UsageList', z.strictObject({ data: z.array(UsageTotals) }));
+
+export const UsageQuery = z.strictObject({
+  key_id: idSchema.optional().describe('Only this key.'),
+  since: timestamp.optional().describe('Only requests at or after this time (ISO 8601).'),
+  workspace_id: idSchema.optional().describe('Only keys of this workspace.'),
+});
+
+export const NoQuery = z.strictObject({});
+
+// ---- errors and the document itself ----------------------------------------------------------
+
+const errorFields = {
+  message: z.string(),
+  type: z.string(),
+  param: z.string().nullable(),
+  code: z.string(),
+};
+
+export const ErrorResponse = named(
+  'Error',
+  z
+    .strictObject({
+      object: z.literal('error'),
+      ...errorFields,
+      error: z.strictObject(errorFields),
+    })
+    .describe('An error, in the shape of the upstream API (and readable by the OpenAI SDKs).'),
+);
+
+export const ValidationError = named(
+  'ValidationError',
+  ErrorResponse.extend({
+    detail: z.array(
+      z.strictObject({
+        loc: z
+          .array(z.union([z.string(), z.int()]))
+          .describe('e.g. ["body", "limits", "requests_per_minute"]'),
+        msg: z.string(),
+        type: z.string(),
+      }),
+    ),
+  }).describe('A request that failed validation (code validation_error).'),
+);
+
+export const OpenApiDocument = z
+  .looseObject({ openapi: z.string(), info: z.looseObject({}), paths: z.looseObject({}) })
+  .describe('This document.');
