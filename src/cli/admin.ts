@@ -1,24 +1,11 @@
 /** `keygate audit` and `keygate workspaces`. */
 import type { Command } from 'commander';
 import { parseCidrs } from '../auth/ip.ts';
-import { formatMs } from '../keys/service.ts';
-import { CLI_ACTOR, type Workspace, type WorkspacePatch } from '../store/types.ts';
+import { CLI_ACTOR, type WorkspacePatch } from '../store/types.ts';
+import { auditView, workspaceView } from '../views.ts';
 import { addStoreOptions, print, printJson, type StoreOptions, UserError, withStore } from './common.ts';
-import { fieldRows, iso, table } from './format.ts';
+import { fieldRows, table } from './format.ts';
 import { budgets, collect, count, duration, list, optionalDuration } from './parse.ts';
-
-function workspaceView(ws: Workspace) {
-  return {
-    id: ws.id,
-    name: ws.name,
-    created_at: iso(ws.createdAt),
-    policy: {
-      max_key_lifetime: ws.policy.maxKeyLifetimeMs === null ? null : formatMs(ws.policy.maxKeyLifetimeMs),
-      allowed_ips: ws.policy.allowedIps,
-      budget: { tokens_per_day: ws.policy.budget.day, tokens_per_month: ws.policy.budget.month },
-    },
-  };
-}
 
 export function registerAdminCommands(program: Command): Command {
   addStoreOptions(
@@ -52,15 +39,7 @@ export function registerAdminCommands(program: Command): Command {
           since,
           limit,
         });
-        const views = events.map((e) => ({
-          id: e.id,
-          at: iso(e.at),
-          workspace_id: e.workspaceId,
-          actor: e.actor,
-          action: e.action,
-          target: { type: e.targetType, id: e.targetId },
-          changes: e.changes,
-        }));
+        const views = events.map(auditView);
         if (options.json) {
           printJson(views);
           return;

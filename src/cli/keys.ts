@@ -2,8 +2,9 @@
 import { type Command, Option } from 'commander';
 import { createKey, type KeyRestrictions, rotateKey, updateKey } from '../keys/service.ts';
 import { CLI_ACTOR, type KeyStatus, type Store } from '../store/types.ts';
+import { iso, keyView } from '../views.ts';
 import { addStoreOptions, print, printJson, type StoreOptions, UserError, withStore } from './common.ts';
-import { fieldRows, iso, keyView, table } from './format.ts';
+import { fieldRows, table } from './format.ts';
 import { budgets, collect, count, duration, list, optionalDuration } from './parse.ts';
 
 interface RestrictionOptions {

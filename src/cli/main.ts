@@ -4,6 +4,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { type Config, type ConfigFlags, isLoopback } from '../config/config.ts';
 import { StartError, startGateway } from '../http/server.ts';
+import { usageView } from '../views.ts';
 import { registerAdminCommands } from './admin.ts';
 import {
   addStoreOptions,
@@ -57,15 +58,7 @@ function buildProgram(): Command {
     const since = options.since === undefined ? undefined : Date.now() - duration('--since', options.since);
     await withStore(options, async ({ store }) => {
       const totals = await store.usageTotals({ keyId: options.key, since });
-      const rows = totals.map((t) => ({
-        key_id: t.keyId,
-        name: t.name,
-        requests: t.requests,
-        errors: t.errors,
-        prompt_tokens: t.promptTokens,
-        completion_tokens: t.completionTokens,
-        total_tokens: t.totalTokens,
-      }));
+      const rows = totals.map(usageView);
       if (options.json) {
         printJson(rows);
         return;

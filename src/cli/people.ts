@@ -3,8 +3,9 @@ import { createInterface } from 'node:readline';
 import { type Command, Option } from 'commander';
 import { CLI_ACTOR, ROLES, type Role } from '../store/types.ts';
 import { createUser, createWorkspace, removeMember, setRole } from '../users/service.ts';
+import { iso } from '../views.ts';
 import { addStoreOptions, print, printJson, type StoreOptions, UserError, withStore } from './common.ts';
-import { iso, table } from './format.ts';
+import { table } from './format.ts';
 
 async function readPassword(fromStdin: boolean): Promise<string> {
   if (fromStdin || !process.stdin.isTTY) {
