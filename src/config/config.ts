@@ -76,6 +76,8 @@ export const configSchema = z
         cacheMaxEntries: positiveInt.default(100_000),
         /** How often the store's change feed is read, bounding revoke latency. @default 250 ms */
         changePollMs: positiveInt.default(250),
+        /** How often expired keys are recorded in the audit log (they are refused at once regardless). @default 60 s */
+        expirySweepMs: positiveInt.default(60_000),
       })
       .strict()
       .prefault({}),

@@ -148,6 +148,18 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     logger,
   });
 
+  // Expired keys are refused by the clock on every request; this records each expiry in the audit log.
+  const recordExpiries = () =>
+    store.recordExpiries(Date.now()).then(
+      (ids) => {
+        if (ids.length > 0) logger.info({ keyIds: ids }, 'keys expired');
+      },
+      (error: unknown) => logger.error({ err: error }, 'recording key expiries failed'),
+    );
+  await recordExpiries();
+  const expiryTimer = setInterval(() => void recordExpiries(), config.auth.expirySweepMs);
+  expiryTimer.unref();
+
   const hsts = tls ? 'max-age=31536000' : undefined;
   const handler = (req: IncomingMessage, res: ServerResponse) => {
     // Always the gateway's own id: it keys the usage record, so a client cannot choose it.
@@ -206,6 +218,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
   try {
     port = await listen(server, config.server.port, config.server.host);
   } catch (error) {
+    clearInterval(expiryTimer);
     verifier.close();
     await usage.close();
     await store.close();
@@ -219,6 +232,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     closing ??= (async () => {
       gateway.draining = true;
       verifier.close();
+      clearInterval(expiryTimer);
       const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
       const timer = setTimeout(() => server.closeAllConnections(), config.server.shutdownTimeoutMs);

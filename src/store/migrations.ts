@@ -90,6 +90,9 @@ export const MIGRATIONS: readonly Migration[] = [
       ALTER TABLE api_keys ADD COLUMN budget_month INTEGER;
       ALTER TABLE api_keys ADD COLUMN updated_at INTEGER;
       ALTER TABLE api_keys ADD COLUMN rotated_at INTEGER;
+      -- Set once, when the expiry is recorded in the audit log.
+      ALTER TABLE api_keys ADD COLUMN expiry_recorded_at INTEGER;
+      CREATE INDEX api_keys_expiry ON api_keys (expires_at) WHERE expiry_recorded_at IS NULL AND expires_at IS NOT NULL;
 
       -- Append-only: the store never updates or deletes a row of it.
       CREATE TABLE audit_events (

@@ -647,6 +647,28 @@ export class SqliteStore implements Store {
     ).map(toMembership);
   }
 
+  async recordExpiries(now: number): Promise<string[]> {
+    return this.#transaction(() => {
+      const rows = this.#stmt(
+        `UPDATE api_keys SET expiry_recorded_at = ?
+         WHERE expires_at <= ? AND expiry_recorded_at IS NULL AND revoked_at IS NULL
+         RETURNING id, workspace_id, expires_at`,
+      ).all(now, now) as Row[];
+      for (const row of rows) {
+        this.#audit({
+          at: Number(row.expires_at),
+          workspaceId: String(row.workspace_id),
+          actor: { type: 'system', id: null, ip: null },
+          action: 'key.expire',
+          targetType: 'key',
+          targetId: String(row.id),
+          changes: { status: { before: 'active', after: 'expired' } },
+        });
+      }
+      return rows.map((row) => String(row.id));
+    });
+  }
+
   async appendAudit(event: AuditEvent): Promise<void> {
     this.#audit(event);
   }

@@ -333,6 +333,11 @@ export interface Store {
   ): Promise<Membership>;
   removeMembership(workspaceId: string, userId: string, actor: Actor, at: number): Promise<boolean>;
   listMembers(workspaceId: string): Promise<Membership[]>;
+  /**
+   * Records in the audit log (once each, whichever process gets there first) the keys whose expiry
+   * has passed; returns their ids.
+   */
+  recordExpiries(now: number): Promise<string[]>;
   appendAudit(event: AuditEvent): Promise<void>;
   listAudit(filter: AuditFilter): Promise<(AuditEvent & { seq: number })[]>;
   recordUsage(records: readonly UsageRecord[]): Promise<void>;

@@ -158,3 +158,30 @@ test('the usage queue drops the oldest records past its bound and counts them', 
   );
   await queue.flush();
 });
+
+test('expiries are recorded in the audit log once, by whichever process gets there first', async () => {
+  const now = Date.now();
+  const { record: soon } = await createKey(
+    { store, pepper, prefix: 'kg', now: now - 2000 },
+    { name: 'soon', expiresInMs: 1000 },
+  );
+  const { record: later } = await createKey(
+    { store, pepper, prefix: 'kg' },
+    { name: 'later', expiresInMs: 3_600_000 },
+  );
+  const second = new SqliteStore(join(dir, 'keygate.db'));
+  try {
+    const [a, b] = await Promise.all([store.recordExpiries(now), second.recordExpiries(now)]);
+    const recorded = [...a, ...b];
+    assert.ok(recorded.includes(soon.id));
+    assert.ok(!recorded.includes(later.id));
+    assert.equal(recorded.filter((id) => id === soon.id).length, 1);
+    const events = await store.listAudit({ targetId: soon.id, action: 'key.expire' });
+    assert.equal(events.length, 1);
+    assert.equal(events[0]?.actor.type, 'system');
+    assert.equal(events[0]?.at, soon.expiresAt);
+    assert.deepEqual(await store.recordExpiries(now), []);
+  } finally {
+    await second.close();
+  }
+});
