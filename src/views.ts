@@ -7,6 +7,7 @@ import {
   type AuditEvent,
   type KeyRecord,
   keyStatus,
+  type Membership,
   type TokenBudget,
   type UsageTotals,
   type Workspace,
@@ -86,4 +87,8 @@ export function usageView(totals: UsageTotals) {
     completion_tokens: totals.completionTokens,
     total_tokens: totals.totalTokens,
   };
+}
+
+export function memberView(member: Membership) {
+  return { user_id: member.userId, email: member.email, role: member.role, since: iso(member.createdAt) };
 }

@@ -12,6 +12,12 @@ import { hashPassword, passwordProblem } from './passwords.ts';
 
 export class UserInputError extends Error {
   override name = 'UserInputError';
+  /** What kind of refusal: bad input, something named that does not exist, or a broken invariant. */
+  readonly kind: 'invalid' | 'not_found' | 'conflict';
+  constructor(message: string, kind: 'invalid' | 'not_found' | 'conflict' = 'invalid') {
+    super(message);
+    this.kind = kind;
+  }
 }
 
 const EMAIL = /^[^\s@]{1,64}@[^\s@]{1,253}\.[^\s@]{2,}$/;
@@ -31,7 +37,8 @@ export async function createUser(
   const email = normaliseEmail(input.email);
   const problem = passwordProblem(input.password);
   if (problem) throw new UserInputError(problem);
-  if (await store.getUser(email)) throw new UserInputError(`a user with the email ${email} exists already`);
+  if (await store.getUser(email))
+    throw new UserInputError(`a user with the email ${email} exists already`, 'conflict');
   return store.createUser(
     {
       id: newId('usr'),
@@ -50,13 +57,14 @@ export async function setRole(
   actor: Actor,
 ): Promise<Membership> {
   if (!(await store.getWorkspace(input.workspaceId)))
-    throw new UserInputError(`no workspace with id ${input.workspaceId}`);
+    throw new UserInputError(`no workspace with id ${input.workspaceId}`, 'not_found');
   const user = await store.getUser(input.user.includes('@') ? input.user.trim().toLowerCase() : input.user);
-  if (!user) throw new UserInputError(`no user ${input.user} (create one with keygate users create)`);
+  if (!user)
+    throw new UserInputError(`no user ${input.user} (create one with keygate users create)`, 'not_found');
   try {
     return await store.setMembership(input.workspaceId, user.id, input.role, actor, Date.now());
   } catch (error) {
-    if (error instanceof StoreConflictError) throw new UserInputError(error.message);
+    if (error instanceof StoreConflictError) throw new UserInputError(error.message, 'conflict');
     throw error;
   }
 }
@@ -67,15 +75,16 @@ export async function removeMember(
   actor: Actor,
 ): Promise<void> {
   const user = await store.getUser(input.user.includes('@') ? input.user.trim().toLowerCase() : input.user);
-  if (!user) throw new UserInputError(`no user ${input.user}`);
+  if (!user) throw new UserInputError(`no user ${input.user}`, 'not_found');
   let removed: boolean;
   try {
     removed = await store.removeMembership(input.workspaceId, user.id, actor, Date.now());
   } catch (error) {
-    if (error instanceof StoreConflictError) throw new UserInputError(error.message);
+    if (error instanceof StoreConflictError) throw new UserInputError(error.message, 'conflict');
     throw error;
   }
-  if (!removed) throw new UserInputError(`${user.email} is not a member of ${input.workspaceId}`);
+  if (!removed)
+    throw new UserInputError(`${user.email} is not a member of ${input.workspaceId}`, 'not_found');
 }
 
 export async function createWorkspace(store: Store, name: string, actor: Actor) {

@@ -12,6 +12,7 @@ import { ROUTES } from '../../src/http/admin/index.ts';
 import * as S from '../../src/http/admin/schemas.ts';
 import { createKey } from '../../src/keys/service.ts';
 import { CLI_ACTOR, DEFAULT_WORKSPACE_ID, type Scope, type Store } from '../../src/store/types.ts';
+import { createUser, setRole } from '../../src/users/service.ts';
 import { startTestGateway } from '../support/gateway.ts';
 
 const KEY_SHAPED = /kg_[0-9A-Za-z]{38}/;
@@ -572,6 +573,35 @@ describe('who may call what', () => {
       request: () => ({ path: `/admin/v1/workspaces/${DEFAULT_WORKSPACE_ID}`, body: { name: 'Default' } }),
     },
     {
+      op: 'POST /admin/v1/workspaces',
+      scope: 'workspaces:write',
+      success: 201,
+      request: () => ({ path: '/admin/v1/workspaces', body: { name: 'table workspace' } }),
+    },
+    {
+      op: 'GET /admin/v1/workspaces/{id}/members',
+      scope: 'workspaces:read',
+      success: 200,
+      request: () => ({ path: `/admin/v1/workspaces/${DEFAULT_WORKSPACE_ID}/members` }),
+    },
+    {
+      op: 'PUT /admin/v1/workspaces/{id}/members/{user}',
+      scope: 'workspaces:write',
+      success: 200,
+      request: () => ({
+        path: `/admin/v1/workspaces/${DEFAULT_WORKSPACE_ID}/members/table-put@example.com`,
+        body: { role: 'viewer' },
+      }),
+    },
+    {
+      op: 'DELETE /admin/v1/workspaces/{id}/members/{user}',
+      scope: 'workspaces:write',
+      success: 200,
+      request: () => ({
+        path: `/admin/v1/workspaces/${DEFAULT_WORKSPACE_ID}/members/table-delete@example.com`,
+      }),
+    },
+    {
       op: 'GET /admin/v1/audit',
       scope: 'audit:read',
       success: 200,
@@ -590,6 +620,17 @@ describe('who may call what', () => {
       request: () => ({ path: '/admin/v1/openapi.json' }),
     },
   ];
+
+  before(async () => {
+    for (const email of ['table-put@example.com', 'table-delete@example.com']) {
+      await createUser(h.store, { email, password: 'a long enough password' }, CLI_ACTOR);
+    }
+    await setRole(
+      h.store,
+      { workspaceId: DEFAULT_WORKSPACE_ID, user: 'table-delete@example.com', role: 'viewer' },
+      CLI_ACTOR,
+    );
+  });
 
   test('the table covers every served route', () => {
     assert.deepEqual(TABLE.map((r) => r.op).sort(), ROUTES.map((r) => `${r.method} ${r.path}`).sort());
@@ -625,6 +666,85 @@ describe('who may call what', () => {
       }
     });
   }
+});
+
+describe('workspaces and members', () => {
+  test('create a workspace, add members, change roles, keep the last owner', async () => {
+    const created = expectBody(
+      await h.call('POST', '/admin/v1/workspaces', { key: admin.key, body: { name: 'Research' } }),
+      201,
+      S.Workspace,
+    );
+    assert.match(created.id, /^ws_/);
+    const base = `/admin/v1/workspaces/${created.id}/members`;
+    await createUser(h.store, { email: 'lead@example.com', password: 'lead password 123' }, CLI_ACTOR);
+    await createUser(h.store, { email: 'dev@example.com', password: 'dev password 1234' }, CLI_ACTOR);
+    const lead = expectBody(
+      await h.call('PUT', `${base}/lead@example.com`, { key: admin.key, body: { role: 'owner' } }),
+      200,
+      S.Member,
+    );
+    assert.equal(lead.role, 'owner');
+    expectBody(
+      await h.call('PUT', `${base}/DEV@example.com`, { key: admin.key, body: { role: 'member' } }),
+      200,
+      S.Member,
+    );
+    expectBody(
+      await h.call('PUT', `${base}/dev@example.com`, { key: admin.key, body: { role: 'viewer' } }),
+      200,
+      S.Member,
+    );
+    const list = expectBody(await h.call('GET', base, { key: admin.key }), 200, S.MemberList);
+    assert.deepEqual(
+      list.data.map((m) => [m.email, m.role]),
+      [
+        ['lead@example.com', 'owner'],
+        ['dev@example.com', 'viewer'],
+      ],
+    );
+    expectError(
+      await h.call('PUT', `${base}/lead@example.com`, { key: admin.key, body: { role: 'admin' } }),
+      409,
+      'conflict',
+    );
+    expectError(await h.call('DELETE', `${base}/lead@example.com`, { key: admin.key }), 409, 'conflict');
+    expectError(
+      await h.call('PUT', `${base}/nobody@example.com`, { key: admin.key, body: { role: 'viewer' } }),
+      404,
+      'not_found',
+    );
+    expectValidation(
+      await h.call('PUT', `${base}/dev@example.com`, { key: admin.key, body: { role: 'god' } }),
+      ['body', 'role'],
+      /./,
+    );
+    expectBody(await h.call('DELETE', `${base}/dev@example.com`, { key: admin.key }), 200, S.Removed);
+    expectError(await h.call('DELETE', `${base}/dev@example.com`, { key: admin.key }), 404, 'not_found');
+    const actions = expectBody(
+      await h.call('GET', `/admin/v1/audit?workspace_id=${created.id}`, { key: admin.key }),
+      200,
+      S.AuditList,
+    ).data.map((e) => e.action);
+    assert.deepEqual(actions.reverse(), [
+      'workspace.create',
+      'member.add',
+      'member.add',
+      'member.role',
+      'member.remove',
+    ]);
+  });
+
+  test("a workspace key cannot create workspaces or touch another workspace's members", async () => {
+    const local = await h.mint(['admin'], OTHER_WS);
+    const refused = await h.call('POST', '/admin/v1/workspaces', { key: local.key, body: { name: 'nope' } });
+    assert.equal(refused.status, 403);
+    expectError(
+      await h.call('GET', `/admin/v1/workspaces/${DEFAULT_WORKSPACE_ID}/members`, { key: local.key }),
+      404,
+      'not_found',
+    );
+  });
 });
 
 describe('authentication', () => {

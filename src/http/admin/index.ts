@@ -14,6 +14,7 @@ import { addressAllowed } from '../../auth/policy.ts';
 import type { KeyVerifier } from '../../auth/verifier.ts';
 import { KeyInputError, KeyNotFoundError } from '../../keys/service.ts';
 import type { Actor, KeyRecord, Store } from '../../store/types.ts';
+import { UserInputError } from '../../users/service.ts';
 import { INVALID_KEY_BODY, INVALID_KEY_MESSAGE, sendError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { hasManagementScope } from './access.ts';
@@ -325,6 +326,14 @@ export function createAdminApi(
       if (error instanceof KeyInputError) {
         exchange.failure = 'validation_error';
         sendAdminError(res, invalid(inputErrorLoc(error), error.message));
+        return;
+      }
+      if (error instanceof UserInputError) {
+        exchange.failure = error.kind;
+        const message = `${error.message.charAt(0).toUpperCase()}${error.message.slice(1)}.`;
+        if (error.kind === 'not_found') sendError(res, 'not_found', message);
+        else if (error.kind === 'conflict') sendAdminError(res, new AdminError('conflict', message));
+        else sendAdminError(res, invalid(['body'], error.message));
         return;
       }
       if (error instanceof KeyNotFoundError) {

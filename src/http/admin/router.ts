@@ -10,7 +10,7 @@ import type { AdminDeps } from './index.ts';
 /** Query parameters are always an object schema (strict: unknown parameters are refused). */
 export type QuerySchema = z.ZodObject<z.core.$ZodShape, z.core.$ZodObjectConfig>;
 
-export type Method = 'GET' | 'POST' | 'PATCH';
+export type Method = 'GET' | 'POST' | 'PATCH' | 'PUT' | 'DELETE';
 
 export interface Context<Query, Body> {
   deps: AdminDeps;
@@ -69,8 +69,8 @@ export type Match =
   | { kind: 'not_found' };
 
 const PARAM = /^\{(\w+)\}$/;
-/** Ids are short and plain; anything else cannot name a resource. */
-const SEGMENT_VALUE = /^[\w.:-]{1,128}$/;
+/** Ids (and email addresses) are short and plain; anything else cannot name a resource. */
+const SEGMENT_VALUE = /^[\w.:@+-]{1,254}$/;
 
 function matchPath(template: string, segments: readonly string[]): Record<string, string> | undefined {
   const parts = template.split('/');

@@ -12,6 +12,7 @@ import {
   type TokenBudget,
   type WorkspacePatch,
 } from '../../store/types.ts';
+import { createWorkspace, removeMember, setRole } from '../../users/service.ts';
 import {
   actsOnAllWorkspaces,
   assertCanGrant,
@@ -26,16 +27,21 @@ import {
   AuditList,
   CreatedKey,
   CreateKeyRequest,
+  CreateWorkspaceRequest,
   durationMs,
   Key,
   KeyList,
   ListAuditQuery,
   ListKeysQuery,
+  Member,
+  MemberList,
   NoQuery,
   OpenApiDocument,
+  Removed,
   RevokeKeyRequest,
   RotatedKey,
   RotateKeyRequest,
+  SetRoleRequest,
   UpdateKeyRequest,
   UpdateWorkspaceRequest,
   UsageList,
@@ -43,7 +49,7 @@ import {
   Workspace,
   WorkspaceList,
 } from './schemas.ts';
-import { auditView, keyView, usageView, workspaceView } from './views.ts';
+import { auditView, keyView, memberView, usageView, workspaceView } from './views.ts';
 
 const DEFAULT_PAGE = 50;
 const DEFAULT_GRACE_MS = 24 * 3_600_000;
@@ -396,6 +402,86 @@ export const ROUTES: readonly AnyRoute[] = [
       if (!updated) throw notFound('workspace', ws.id);
       await applyChanges(ctx);
       return { body: workspaceView(updated) };
+    },
+  }),
+
+  defineRoute({
+    method: 'POST',
+    path: `${BASE}/workspaces`,
+    operationId: 'createWorkspace',
+    summary: 'Create a workspace',
+    description: 'Only the operator key (an admin key of ws_default) may create workspaces.',
+    tag: 'workspaces',
+    scope: 'workspaces:write',
+    query: NoQuery,
+    body: CreateWorkspaceRequest,
+    status: 201,
+    response: Workspace,
+    async handle(ctx) {
+      if (!actsOnAllWorkspaces(ctx.caller)) {
+        throw new AdminError('insufficient_scope', 'Only an admin key of ws_default can create workspaces.', {
+          scope: 'admin',
+        });
+      }
+      const created = await createWorkspace(ctx.deps.store, ctx.body.name, ctx.actor);
+      return { body: workspaceView(created), headers: { location: `${BASE}/workspaces/${created.id}` } };
+    },
+  }),
+
+  defineRoute({
+    method: 'GET',
+    path: `${BASE}/workspaces/{id}/members`,
+    operationId: 'listMembers',
+    summary: 'List the members of a workspace',
+    tag: 'workspaces',
+    scope: 'workspaces:read',
+    query: NoQuery,
+    status: 200,
+    response: MemberList,
+    async handle(ctx) {
+      const ws = await visibleWorkspace(ctx, ctx.params.id ?? '');
+      return { body: { data: (await ctx.deps.store.listMembers(ws.id)).map(memberView) } };
+    },
+  }),
+
+  defineRoute({
+    method: 'PUT',
+    path: `${BASE}/workspaces/{id}/members/{user}`,
+    operationId: 'setMemberRole',
+    summary: 'Add a member, or change their role',
+    description: '`user` is a user id or an email address. A workspace always keeps one owner.',
+    tag: 'workspaces',
+    scope: 'workspaces:write',
+    query: NoQuery,
+    body: SetRoleRequest,
+    status: 200,
+    response: Member,
+    async handle(ctx) {
+      const ws = await visibleWorkspace(ctx, ctx.params.id ?? '');
+      const member = await setRole(
+        ctx.deps.store,
+        { workspaceId: ws.id, user: ctx.params.user ?? '', role: ctx.body.role },
+        ctx.actor,
+      );
+      return { body: memberView(member) };
+    },
+  }),
+
+  defineRoute({
+    method: 'DELETE',
+    path: `${BASE}/workspaces/{id}/members/{user}`,
+    operationId: 'removeMember',
+    summary: 'Remove a member',
+    description: 'The last owner cannot be removed.',
+    tag: 'workspaces',
+    scope: 'workspaces:write',
+    query: NoQuery,
+    status: 200,
+    response: Removed,
+    async handle(ctx) {
+      const ws = await visibleWorkspace(ctx, ctx.params.id ?? '');
+      await removeMember(ctx.deps.store, { workspaceId: ws.id, user: ctx.params.user ?? '' }, ctx.actor);
+      return { body: { removed: true as const } };
     },
   }),
 

@@ -387,3 +387,29 @@ export const ValidationError = named(
 export const OpenApiDocument = z
   .looseObject({ openapi: z.string(), info: z.looseObject({}), paths: z.looseObject({}) })
   .describe('This document.');
+
+export const CreateWorkspaceRequest = named(
+  'CreateWorkspaceRequest',
+  z.strictObject({ name: nameSchema }).describe('A new workspace; its policy starts empty (see PATCH).'),
+);
+
+const role = z.enum(['owner', 'admin', 'member', 'viewer']);
+
+export const Member = named(
+  'Member',
+  z.strictObject({
+    user_id: z.string(),
+    email: z.string(),
+    role,
+    since: timestamp.nullable(),
+  }),
+);
+
+export const MemberList = named('MemberList', z.strictObject({ data: z.array(Member) }));
+
+export const SetRoleRequest = named(
+  'SetRoleRequest',
+  z.strictObject({ role: role.describe('owner, admin, member or viewer') }),
+);
+
+export const Removed = named('Removed', z.strictObject({ removed: z.literal(true) }));
