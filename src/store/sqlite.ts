@@ -335,6 +335,10 @@ export class SqliteStore implements Store {
       );
       params.push(filter.search, filter.search, filter.search, filter.search);
     }
+    if (filter.createdBy !== undefined) {
+      where.push('k.created_by = ?');
+      params.push(filter.createdBy);
+    }
     if (filter.after !== undefined) {
       where.push('(k.created_at, k.id) > (SELECT created_at, id FROM api_keys WHERE id = ?)');
       params.push(filter.after);
@@ -636,6 +640,10 @@ export class SqliteStore implements Store {
       });
       return true;
     });
+  }
+
+  async getMembership(workspaceId: string, userId: string): Promise<Membership | undefined> {
+    return this.#membership(workspaceId, userId);
   }
 
   async listMembers(workspaceId: string): Promise<Membership[]> {

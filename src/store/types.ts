@@ -185,6 +185,8 @@ export interface KeyFilter {
   status?: KeyStatus | undefined;
   /** Case-insensitive substring of the name, or an exact id or display prefix. */
   search?: string | undefined;
+  /** Only keys created by this user (or key) id. */
+  createdBy?: string | undefined;
   /** Only keys created after this key id in the listing order (cursor paging). */
   after?: string | undefined;
   limit?: number | undefined;
@@ -333,6 +335,7 @@ export interface Store {
   ): Promise<Membership>;
   removeMembership(workspaceId: string, userId: string, actor: Actor, at: number): Promise<boolean>;
   listMembers(workspaceId: string): Promise<Membership[]>;
+  getMembership(workspaceId: string, userId: string): Promise<Membership | undefined>;
   /**
    * Records in the audit log (once each, whichever process gets there first) the keys whose expiry
    * has passed; returns their ids.

@@ -9,13 +9,21 @@
  * - A key cannot grant what it does not have: it cannot give a key (new or existing) a
  *   management scope it lacks itself, nor change, rotate or revoke a key that holds one (rotating
  *   would hand it that key's new secret).
+ * - A key that belongs to a user (`created_by` is a user id) acts with that user's role: its
+ *   management scopes are narrowed to what the role allows in the key's workspace (ROLE_SCOPES),
+ *   it loses them all when the user leaves the workspace, and a `member` sees and manages only
+ *   the keys that belong to them. Keys it creates belong to the same user.
  */
 import {
   DEFAULT_WORKSPACE_ID,
+  INFERENCE_SCOPES,
   type KeyRecord,
   MANAGEMENT_SCOPES,
   type ManagementScope,
+  ROLE_SCOPES,
+  type Role,
   type Scope,
+  type Store,
 } from '../../store/types.ts';
 import { AdminError, notFound } from './errors.ts';
 
@@ -73,4 +81,44 @@ export function assertCanModify(caller: KeyRecord, target: KeyRecord): void {
 function quoteList(scopes: readonly string[]): string {
   const quoted = scopes.map((s) => `"${s}"`);
   return `the scope${quoted.length === 1 ? '' : 's'} ${quoted.join(', ')}`;
+}
+
+/** Expands `admin` into every management scope. */
+function expand(scopes: readonly Scope[]): Set<ManagementScope> {
+  const management = managementScopes(scopes);
+  return new Set(management.includes('admin') ? MANAGEMENT_SCOPES : management);
+}
+
+/**
+ * The caller as it may act: a key owned by a user gets the intersection of its own management
+ * scopes and its owner's role (owner: everything). Inference scopes are kept as they are.
+ */
+export async function actingAs(
+  store: Pick<Store, 'getMembership'>,
+  caller: KeyRecord,
+): Promise<{ caller: KeyRecord; owner: { userId: string; role: Role } | undefined }> {
+  const userId = caller.createdBy;
+  if (userId === null || !userId.startsWith('usr_')) return { caller, owner: undefined };
+  const membership = await store.getMembership(caller.workspaceId, userId);
+  const inference = caller.policy.scopes.filter((s) => (INFERENCE_SCOPES as readonly string[]).includes(s));
+  if (!membership) {
+    // The owner left the workspace: the key keeps no management power at all.
+    return { caller: { ...caller, policy: { ...caller.policy, scopes: inference } }, owner: undefined };
+  }
+  const allowed = expand(ROLE_SCOPES[membership.role]);
+  const own = expand(caller.policy.scopes);
+  const effective = [...own].filter((s) => allowed.has(s));
+  const scopes: Scope[] =
+    allowed.size === MANAGEMENT_SCOPES.length && own.size === MANAGEMENT_SCOPES.length
+      ? [...inference, 'admin']
+      : [...inference, ...effective.filter((s) => s !== 'admin')];
+  return {
+    caller: { ...caller, policy: { ...caller.policy, scopes } },
+    owner: { userId, role: membership.role },
+  };
+}
+
+/** A `member` manages only their own keys; everyone else every key of the workspaces they see. */
+export function ownsOrManages(owner: { userId: string; role: Role } | undefined, key: KeyRecord): boolean {
+  return owner?.role !== 'member' || key.createdBy === owner.userId;
 }

@@ -13,11 +13,11 @@ import type { AuthFailureLimiter } from '../../auth/failures.ts';
 import { addressAllowed } from '../../auth/policy.ts';
 import type { KeyVerifier } from '../../auth/verifier.ts';
 import { KeyInputError, KeyNotFoundError } from '../../keys/service.ts';
-import type { Actor, KeyRecord, Store } from '../../store/types.ts';
+import type { Actor, KeyRecord, Role, Store } from '../../store/types.ts';
 import { UserInputError } from '../../users/service.ts';
 import { INVALID_KEY_BODY, INVALID_KEY_MESSAGE, sendError } from '../errors.ts';
 import type { Logger } from '../log.ts';
-import { hasManagementScope } from './access.ts';
+import { actingAs, hasManagementScope } from './access.ts';
 import { AdminError, invalid, scrub, sendAdminError, sendJson, zodIssues } from './errors.ts';
 import { type AnyRoute, matchRoute } from './router.ts';
 import { ROUTES } from './routes.ts';
@@ -213,6 +213,7 @@ export function createAdminApi(
     exchange: Exchange,
     caller: KeyRecord | undefined,
     search: string,
+    owner?: { userId: string; role: Role },
   ): Promise<void> {
     const query = parse('query', route.query, queryObject(search));
     let body: unknown;
@@ -240,6 +241,7 @@ export function createAdminApi(
       requestId: exchange.requestId,
       caller: caller as KeyRecord,
       actor,
+      owner,
       params,
       query,
       body,
@@ -257,8 +259,9 @@ export function createAdminApi(
       await run(match.route, match.params, req, res, exchange, undefined, search);
       return;
     }
-    const caller = await authenticate(req, res, exchange, q !== -1, search);
-    if (!caller) return;
+    const verified = await authenticate(req, res, exchange, q !== -1, search);
+    if (!verified) return;
+    const { caller, owner } = await actingAs(deps.store, verified);
     if (match.kind === 'not_found') {
       exchange.failure = 'not_found';
       sendError(
@@ -289,7 +292,7 @@ export function createAdminApi(
       );
       return;
     }
-    await run(route, params, req, res, exchange, caller, search);
+    await run(route, params, req, res, exchange, caller, search, owner);
   }
 
   return (req, res, requestId) => {

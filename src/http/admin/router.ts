@@ -4,7 +4,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import type { z } from 'zod';
-import type { Actor, KeyRecord, ManagementScope } from '../../store/types.ts';
+import type { Actor, KeyRecord, ManagementScope, Role } from '../../store/types.ts';
 import type { AdminDeps } from './index.ts';
 
 /** Query parameters are always an object schema (strict: unknown parameters are refused). */
@@ -20,6 +20,11 @@ export interface Context<Query, Body> {
   caller: KeyRecord;
   /** Who the audit log records: the calling key and the client address. */
   actor: Actor;
+  /**
+   * For a key that belongs to a user (created for or by them): that user and their role in the
+   * key's workspace. The key's management scopes are already narrowed to what the role allows.
+   */
+  owner: { userId: string; role: Role } | undefined;
   /** Path parameters, by the name in the template (`{id}` → `params.id`), decoded. */
   params: Readonly<Record<string, string>>;
   query: Query;

@@ -18,6 +18,7 @@ import {
   assertCanGrant,
   assertCanModify,
   canSeeWorkspace,
+  ownsOrManages,
   workspaceFilter,
 } from './access.ts';
 import { AdminError, invalid, notFound } from './errors.ts';
@@ -64,7 +65,9 @@ function keyDeps(ctx: Context<unknown, unknown>, now: number): KeyDeps {
 /** The key with this id, if the caller may see it; 404 otherwise (whether or not it exists). */
 async function visibleKey(ctx: Context<unknown, unknown>, id: string): Promise<KeyRecord> {
   const key = await ctx.deps.store.getKey(id);
-  if (!key || !canSeeWorkspace(ctx.caller, key.workspaceId)) throw notFound('key', id);
+  if (!key || !canSeeWorkspace(ctx.caller, key.workspaceId) || !ownsOrManages(ctx.owner, key)) {
+    throw notFound('key', id);
+  }
   return key;
 }
 
@@ -155,6 +158,7 @@ export const ROUTES: readonly AnyRoute[] = [
       const limit = query.limit ?? DEFAULT_PAGE;
       const keys = await deps.store.listKeys({
         workspaceId: workspaceFilter(caller, query.workspace_id),
+        createdBy: ctx.owner?.role === 'member' ? ctx.owner.userId : undefined,
         status: query.status,
         search: query.search,
         after: query.after,
@@ -201,7 +205,8 @@ export const ROUTES: readonly AnyRoute[] = [
         limits: limitsFrom(body.limits),
         budget: budgetFrom(body.budget),
         expiresInMs: expiresInMs ?? undefined,
-        createdBy: caller.id,
+        // A key made by a user's key belongs to that user, so it acts with their role too.
+        createdBy: ctx.owner?.userId ?? caller.id,
         actor: ctx.actor,
       });
       await applyChanges(ctx);

@@ -1,0 +1,230 @@
+/**
+ * Roles through the management API: a key that belongs to a user acts with that user's role in
+ * its workspace. A table of every role × every route, written out here (not derived from the
+ * code's role table), plus what happens when the user's role changes or they leave.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { setGlobalDispatcher } from 'undici';
+import { ROUTES } from '../../src/http/admin/index.ts';
+import { createKey } from '../../src/keys/service.ts';
+import { CLI_ACTOR, DEFAULT_WORKSPACE_ID, type Role } from '../../src/store/types.ts';
+import { createUser, removeMember, setRole } from '../../src/users/service.ts';
+import { startTestGateway, type TestGateway } from '../support/gateway.ts';
+
+let t: TestGateway;
+const userIds: Partial<Record<Role, string>> = {};
+const keys: Partial<Record<Role, string>> = {};
+
+async function mintFor(userId: string, scopes: string[] = ['admin']) {
+  const created = await createKey(
+    { store: t.gateway.store, pepper: t.gateway.secrets.pepper, prefix: t.config.keys.prefix },
+    { name: `key of ${userId}`, scopes, createdBy: userId },
+  );
+  return { id: created.record.id, key: created.key };
+}
+
+async function call(method: string, path: string, key: string, body?: unknown) {
+  const res = await fetch(t.url + path, {
+    method,
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return { status: res.status, text: await res.text() };
+}
+
+before(async () => {
+  t = await startTestGateway();
+  setGlobalDispatcher(t.dispatcher);
+  for (const role of ['owner', 'admin', 'member', 'viewer'] as const) {
+    const user = await createUser(
+      t.gateway.store,
+      { email: `${role}@example.com`, password: 'a long enough password' },
+      CLI_ACTOR,
+    );
+    await setRole(t.gateway.store, { workspaceId: DEFAULT_WORKSPACE_ID, user: user.id, role }, CLI_ACTOR);
+    userIds[role] = user.id;
+    // Every user's key asks for everything; the role decides what it gets.
+    keys[role] = (await mintFor(user.id)).key;
+  }
+  await createUser(
+    t.gateway.store,
+    { email: 'someone@example.com', password: 'a long enough password' },
+    CLI_ACTOR,
+  );
+});
+after(async () => {
+  await t.close();
+});
+
+type Outcome = 200 | 201 | 403 | 404;
+interface Row {
+  op: string;
+  /** What each role gets. For key routes the target is a key that belongs to nobody in particular. */
+  expect: Record<Role, Outcome>;
+  request(target: string): { path: string; body?: unknown };
+}
+
+const TABLE: Row[] = [
+  {
+    op: 'GET /admin/v1/keys',
+    expect: { owner: 200, admin: 200, member: 200, viewer: 200 },
+    request: () => ({ path: '/admin/v1/keys' }),
+  },
+  {
+    op: 'POST /admin/v1/keys',
+    expect: { owner: 201, admin: 201, member: 201, viewer: 403 },
+    request: () => ({ path: '/admin/v1/keys', body: { name: 'made by role' } }),
+  },
+  {
+    op: 'GET /admin/v1/keys/{id}',
+    expect: { owner: 200, admin: 200, member: 404, viewer: 200 },
+    request: (k) => ({ path: `/admin/v1/keys/${k}` }),
+  },
+  {
+    op: 'PATCH /admin/v1/keys/{id}',
+    expect: { owner: 200, admin: 200, member: 404, viewer: 403 },
+    request: (k) => ({ path: `/admin/v1/keys/${k}`, body: { name: 'renamed' } }),
+  },
+  {
+    op: 'POST /admin/v1/keys/{id}/revoke',
+    expect: { owner: 200, admin: 200, member: 404, viewer: 403 },
+    request: (k) => ({ path: `/admin/v1/keys/${k}/revoke` }),
+  },
+  {
+    op: 'POST /admin/v1/keys/{id}/rotate',
+    expect: { owner: 200, admin: 200, member: 404, viewer: 403 },
+    request: (k) => ({ path: `/admin/v1/keys/${k}/rotate`, body: { grace: '1m' } }),
+  },
+  {
+    op: 'GET /admin/v1/workspaces',
+    expect: { owner: 200, admin: 200, member: 200, viewer: 200 },
+    request: () => ({ path: '/admin/v1/workspaces' }),
+  },
+  {
+    op: 'POST /admin/v1/workspaces',
+    expect: { owner: 201, admin: 403, member: 403, viewer: 403 },
+    request: () => ({ path: '/admin/v1/workspaces', body: { name: 'by role' } }),
+  },
+  {
+    op: 'GET /admin/v1/workspaces/{id}',
+    expect: { owner: 200, admin: 200, member: 200, viewer: 200 },
+    request: () => ({ path: `/admin/v1/workspaces/${DEFAULT_WORKSPACE_ID}` }),
+  },
+  {
+    op: 'PATCH /admin/v1/workspaces/{id}',
+    expect: { owner: 200, admin: 200, member: 403, viewer: 403 },
+    request: () => ({ path: `/admin/v1/workspaces/${DEFAULT_WORKSPACE_ID}`, body: { name: 'Default' } }),
+  },
+  {
+    op: 'GET /admin/v1/workspaces/{id}/members',
+    expect: { owner: 200, admin: 200, member: 200, viewer: 200 },
+    request: () => ({ path: `/admin/v1/workspaces/${DEFAULT_WORKSPACE_ID}/members` }),
+  },
+  {
+    op: 'PUT /admin/v1/workspaces/{id}/members/{user}',
+    expect: { owner: 200, admin: 200, member: 403, viewer: 403 },
+    request: () => ({
+      path: `/admin/v1/workspaces/${DEFAULT_WORKSPACE_ID}/members/someone@example.com`,
+      body: { role: 'viewer' },
+    }),
+  },
+  {
+    op: 'DELETE /admin/v1/workspaces/{id}/members/{user}',
+    expect: { owner: 200, admin: 200, member: 403, viewer: 403 },
+    request: () => ({ path: `/admin/v1/workspaces/${DEFAULT_WORKSPACE_ID}/members/someone@example.com` }),
+  },
+  {
+    op: 'GET /admin/v1/audit',
+    expect: { owner: 200, admin: 200, member: 403, viewer: 200 },
+    request: () => ({ path: '/admin/v1/audit' }),
+  },
+  {
+    op: 'GET /admin/v1/usage',
+    expect: { owner: 200, admin: 200, member: 200, viewer: 200 },
+    request: () => ({ path: '/admin/v1/usage' }),
+  },
+  {
+    op: 'GET /admin/v1/openapi.json',
+    expect: { owner: 200, admin: 200, member: 200, viewer: 200 },
+    request: () => ({ path: '/admin/v1/openapi.json' }),
+  },
+];
+
+describe('each role × each route', () => {
+  test('the table covers every route', () => {
+    assert.deepEqual(TABLE.map((r) => r.op).sort(), ROUTES.map((r) => `${r.method} ${r.path}`).sort());
+  });
+
+  for (const row of TABLE) {
+    test(row.op, async () => {
+      for (const role of ['owner', 'admin', 'member', 'viewer'] as const) {
+        // A fresh target each time, owned by nobody (created by the CLI).
+        const target = (await t.createKey('target')).id;
+        if (row.op.includes('/members/')) {
+          await setRole(
+            t.gateway.store,
+            { workspaceId: DEFAULT_WORKSPACE_ID, user: 'someone@example.com', role: 'viewer' },
+            CLI_ACTOR,
+          );
+        }
+        const { path, body } = row.request(target);
+        const res = await call(row.op.split(' ')[0] ?? 'GET', path, keys[role] ?? '', body);
+        assert.equal(res.status, row.expect[role], `${row.op} as ${role}: ${res.text}`);
+      }
+    });
+  }
+});
+
+describe('ownership', () => {
+  test('a member sees and manages only their own keys, and keys they create are theirs', async () => {
+    const mine = await call('POST', '/admin/v1/keys', keys.member ?? '', { name: 'member key' });
+    assert.equal(mine.status, 201);
+    const created = JSON.parse(mine.text) as { id: string; created_by: string };
+    assert.equal(created.created_by, userIds.member);
+    assert.equal(
+      (await call('PATCH', `/admin/v1/keys/${created.id}`, keys.member ?? '', { name: 'still mine' })).status,
+      200,
+    );
+    const list = JSON.parse((await call('GET', '/admin/v1/keys?limit=500', keys.member ?? '')).text) as {
+      data: { created_by: string }[];
+    };
+    assert.ok(list.data.length > 0);
+    assert.ok(list.data.every((k) => k.created_by === userIds.member));
+    assert.equal((await call('POST', `/admin/v1/keys/${created.id}/revoke`, keys.member ?? '')).status, 200);
+  });
+
+  test('a member cannot grant management scopes their role lacks', async () => {
+    const res = await call('POST', '/admin/v1/keys', keys.member ?? '', {
+      name: 'escalate',
+      scopes: ['audit:read'],
+    });
+    assert.equal(res.status, 403);
+  });
+
+  test("a role change applies to the user's keys at once; leaving the workspace takes their power away", async () => {
+    const user = await createUser(
+      t.gateway.store,
+      { email: 'mover@example.com', password: 'a long enough password' },
+      CLI_ACTOR,
+    );
+    await setRole(
+      t.gateway.store,
+      { workspaceId: DEFAULT_WORKSPACE_ID, user: user.id, role: 'admin' },
+      CLI_ACTOR,
+    );
+    const { key } = await mintFor(user.id, ['admin', 'chat']);
+    assert.equal((await call('GET', '/admin/v1/audit', key)).status, 200);
+    await setRole(
+      t.gateway.store,
+      { workspaceId: DEFAULT_WORKSPACE_ID, user: user.id, role: 'member' },
+      CLI_ACTOR,
+    );
+    assert.equal((await call('GET', '/admin/v1/audit', key)).status, 403);
+    await removeMember(t.gateway.store, { workspaceId: DEFAULT_WORKSPACE_ID, user: user.id }, CLI_ACTOR);
+    assert.equal((await call('GET', '/admin/v1/keys', key)).status, 403);
+    // Its inference scopes are untouched.
+    const chat = await t.call('/v1/models', { headers: { authorization: `Bearer ${key}` } });
+    assert.equal(chat.status, 403, 'the key has chat but not models');
+  });
+});
