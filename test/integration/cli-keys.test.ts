@@ -8,23 +8,12 @@
  * tests of a file one after another): the audit test at the end reads what the others did.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Agent, request } from 'undici';
-import { DEFAULT_STUB_API_KEY, startUpstreamStub, type UpstreamStub } from '../support/upstream-stub.ts';
+import { request } from 'undici';
+import type { CliResult, Gateway, HttpResult } from '../support/cli.ts';
+import { ANY_KEY_RE, createCliHarness, KEY_RE, pollStatus, STACK_LINE, stopGateway } from '../support/cli.ts';
 
-const ROOT = join(import.meta.dirname, '..', '..');
-const KEY_RE = /^kg_[0-9A-Za-z]{38}$/;
-const ANY_KEY_RE = /kg_[0-9A-Za-z]{38}/;
-const STACK_LINE = /^\s+at\s/m;
-const LISTENING = /Keygate \S+ is listening on (https?:\/\/\S+)/;
-const CLI_TIMEOUT_MS = 20_000;
-const START_TIMEOUT_MS = 20_000;
-const STOP_TIMEOUT_MS = 10_000;
 const DAY_MS = 86_400_000;
 const DEFAULT_SCOPES = ['chat', 'fim', 'embeddings', 'models'];
 const MANAGEMENT_SCOPES = [
@@ -37,38 +26,6 @@ const MANAGEMENT_SCOPES = [
   'workspaces:write',
   'metrics',
 ];
-
-interface Exit {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-}
-
-interface Proc {
-  readonly args: readonly string[];
-  readonly child: ChildProcess;
-  stdout: string;
-  stderr: string;
-  exit: Exit | undefined;
-  readonly exited: Promise<Exit>;
-}
-
-interface CliResult extends Exit {
-  args: readonly string[];
-  stdout: string;
-  stderr: string;
-}
-
-interface Gateway {
-  proc: Proc;
-  url: string;
-  agent: Agent;
-}
-
-interface HttpResult {
-  status: number;
-  headers: Record<string, string | string[] | undefined>;
-  text: string;
-}
 
 interface KeyView {
   id: string;
@@ -128,127 +85,33 @@ interface ErrorBody {
   message?: string;
 }
 
-/** Every process started in this file that is still running. */
-const live = new Set<Proc>();
+/** The upstream stub, processes, data directories and agents of this file. */
+const harness = createCliHarness({ tempPrefix: 'keygate-cli-keys-test-' });
+const { newDataDir } = harness;
 /** Every finished CLI run, for the secrets scan at the end. */
 const runs: CliResult[] = [];
 /** Every secret printed by `keys create` / `keys rotate` in this file. */
 const secrets: string[] = [];
-const tempDirs: string[] = [];
-const agents: Agent[] = [];
-let stub: UpstreamStub;
 /** The data directory most tests share. */
 let shared: string;
 /** The key of test 1, carried through update, rotate and revoke, and read back from the audit log. */
 let fullKey: CreatedKey | undefined;
 
 before(async () => {
-  stub = await startUpstreamStub();
+  await harness.start();
   shared = newDataDir();
 });
 
-after(async () => {
-  await Promise.all([...live].map((proc) => stopProc(proc)));
-  await Promise.all(agents.map((agent) => agent.destroy().catch(() => {})));
-  await stub?.close();
-  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
-});
+after(() => harness.cleanup());
 
 // ---------------------------------------------------------------------------------------------
 // helpers
 
-/** The caller's environment without anything Keygate reads, so that each test says what it sets. */
-function baseEnv(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [name, value] of Object.entries(process.env)) {
-    if (name.startsWith('KEYGATE_') || name === 'MISTRAL_API_KEY' || name === 'DATABASE_URL') continue;
-    if (name === 'REDIS_URL' || name === 'NODE_TEST_CONTEXT') continue;
-    env[name] = value;
-  }
-  return env;
-}
-
-function upstreamEnv(): NodeJS.ProcessEnv {
-  return { ...baseEnv(), KEYGATE_UPSTREAM_URL: stub.url, KEYGATE_UPSTREAM_KEY: DEFAULT_STUB_API_KEY };
-}
-
-function newDataDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'keygate-cli-keys-test-'));
-  tempDirs.push(dir);
-  return dir;
-}
-
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-function spawnKeygate(args: readonly string[], env: NodeJS.ProcessEnv): Proc {
-  const child = spawn(process.execPath, ['bin/keygate.js', ...args], {
-    cwd: ROOT,
-    env,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let settle: (exit: Exit) => void = () => {};
-  const exited = new Promise<Exit>((resolve) => {
-    settle = resolve;
-  });
-  const proc: Proc = { args, child, stdout: '', stderr: '', exit: undefined, exited };
-  child.stdout?.setEncoding('utf8');
-  child.stderr?.setEncoding('utf8');
-  child.stdout?.on('data', (text: string) => {
-    proc.stdout += text;
-  });
-  child.stderr?.on('data', (text: string) => {
-    proc.stderr += text;
-  });
-  const done = (exit: Exit) => {
-    if (proc.exit) return;
-    proc.exit = exit;
-    live.delete(proc);
-    settle(exit);
-  };
-  child.once('error', (error) => {
-    proc.stderr += `\n[spawn error: ${error.message}]`;
-    done({ code: null, signal: null });
-  });
-  child.once('close', (code, signal) => done({ code, signal }));
-  live.add(proc);
-  return proc;
-}
-
-/** SIGTERM, then SIGKILL if it does not exit in time. Never throws. */
-async function stopProc(proc: Proc, ms = STOP_TIMEOUT_MS): Promise<Exit | undefined> {
-  if (proc.exit) return proc.exit;
-  proc.child.kill('SIGTERM');
-  try {
-    return await within(proc.exited, ms, `${proc.args.join(' ')} to stop`);
-  } catch {
-    proc.child.kill('SIGKILL');
-    return within(proc.exited, 5000, 'SIGKILL').catch(() => undefined);
-  }
-}
-
 /** Runs `keygate ARGS --data-dir DIR` to completion (bounded). */
 async function cli(args: readonly string[], dir: string = shared): Promise<CliResult> {
-  const full = [...args, '--data-dir', dir];
-  const proc = spawnKeygate(full, baseEnv());
-  try {
-    const exit = await within(proc.exited, CLI_TIMEOUT_MS, `keygate ${full.join(' ')}`);
-    const result: CliResult = { ...exit, args: full, stdout: proc.stdout, stderr: proc.stderr };
-    runs.push(result);
-    return result;
-  } catch (error) {
-    await stopProc(proc, 1000);
-    throw new Error(`${(error as Error).message}\nstdout: ${proc.stdout}\nstderr: ${proc.stderr}`);
-  }
+  const result = await harness.runCli([...args, '--data-dir', dir]);
+  runs.push(result);
+  return result;
 }
 
 function describe(result: CliResult): string {
@@ -346,40 +209,10 @@ function assertNoSecret(text: string, where: string): void {
   for (const secret of secrets) assert.ok(!text.includes(secret), `${where} printed a key's secret`);
 }
 
-async function waitForOutput(proc: Proc, pattern: RegExp, ms: number): Promise<RegExpExecArray> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const match = pattern.exec(proc.stderr);
-    if (match) return match;
-    if (proc.exit)
-      throw new Error(
-        `keygate ${proc.args.join(' ')} exited (${proc.exit.code}) before printing ${pattern}\nstderr: ${proc.stderr}`,
-      );
-    if (Date.now() > deadline)
-      throw new Error(`no ${pattern} on stderr within ${ms} ms\nstderr: ${proc.stderr}`);
-    await sleep(20);
-  }
-}
-
 async function startGateway(dataDir: string): Promise<Gateway> {
-  const proc = spawnKeygate(['start', '--port', '0', '--data-dir', dataDir], upstreamEnv());
-  const match = await waitForOutput(proc, LISTENING, START_TIMEOUT_MS);
-  const url = match[1]!;
-  assert.match(url, /^https:\/\//, 'the gateway serves HTTPS by default');
-  const ca = readFileSync(join(dataDir, 'tls', 'cert.pem'), 'utf8');
-  const agent = new Agent({
-    connect: { ca },
-    keepAliveTimeout: 1000,
-    headersTimeout: 10_000,
-    bodyTimeout: 10_000,
-  });
-  agents.push(agent);
-  return { proc, url, agent };
-}
-
-async function stopGateway(gw: Gateway): Promise<void> {
-  await stopProc(gw.proc);
-  await gw.agent.destroy().catch(() => {});
+  const gw = await harness.startGateway(dataDir, harness.upstreamEnv());
+  assert.match(gw.url, /^https:\/\//, 'the gateway serves HTTPS by default');
+  return gw;
 }
 
 async function post(gw: Gateway, path: string, key: string, body: unknown): Promise<HttpResult> {
@@ -403,29 +236,6 @@ function errorMessage(res: HttpResult): string {
   } catch {
     return res.text;
   }
-}
-
-/** Polls `probe` every 50 ms until it returns `want`; the ms elapsed since `since`, or undefined. */
-async function pollStatus(
-  probe: () => Promise<number>,
-  want: number,
-  since: number,
-  limitMs: number,
-): Promise<{ elapsed: number | undefined; seen: number[] }> {
-  const seen: number[] = [];
-  while (Date.now() - since < limitMs) {
-    const started = Date.now();
-    let status: number;
-    try {
-      status = await probe();
-    } catch {
-      status = -1;
-    }
-    seen.push(status);
-    if (status === want) return { elapsed: Date.now() - since, seen };
-    await sleep(Math.max(0, 50 - (Date.now() - started)));
-  }
-  return { elapsed: undefined, seen };
 }
 
 // ---------------------------------------------------------------------------------------------

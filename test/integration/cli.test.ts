@@ -3,54 +3,30 @@
  * a fresh data directory per test, and the local upstream stub as the model provider.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { createServer, connect as netConnect, type Server } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { connect as tlsConnect } from 'node:tls';
-import { Agent, request } from 'undici';
-import { DEFAULT_STUB_API_KEY, startUpstreamStub, type UpstreamStub } from '../support/upstream-stub.ts';
-
-const ROOT = join(import.meta.dirname, '..', '..');
-const KEY_RE = /^kg_[0-9A-Za-z]{38}$/;
-const ANY_KEY_RE = /kg_[0-9A-Za-z]{38}/;
-const STACK_LINE = /^\s+at\s/m;
-const LISTENING = /Keygate \S+ is listening on (https?:\/\/\S+)/;
-const CLI_TIMEOUT_MS = 20_000;
-const START_TIMEOUT_MS = 20_000;
-const STOP_TIMEOUT_MS = 10_000;
-
-interface Exit {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-}
-
-interface Proc {
-  readonly args: readonly string[];
-  readonly child: ChildProcess;
-  stdout: string;
-  stderr: string;
-  exit: Exit | undefined;
-  readonly exited: Promise<Exit>;
-}
-
-interface CliResult extends Exit {
-  stdout: string;
-  stderr: string;
-}
-
-interface Gateway {
-  proc: Proc;
-  url: string;
-  port: number;
-  dataDir: string;
-  ca: string | undefined;
-  agent: Agent;
-}
+import { request } from 'undici';
+import type { CliResult, Gateway, HttpResult } from '../support/cli.ts';
+import {
+  ANY_KEY_RE,
+  baseEnv,
+  CLI_TIMEOUT_MS,
+  createCliHarness,
+  KEY_RE,
+  pollStatus,
+  STACK_LINE,
+  STOP_TIMEOUT_MS,
+  stopGateway,
+  stopProc,
+  waitForOutput,
+  within,
+} from '../support/cli.ts';
+import { DEFAULT_STUB_API_KEY, type UpstreamStub } from '../support/upstream-stub.ts';
 
 interface KeyView {
   id: string;
@@ -91,174 +67,39 @@ interface ChatChunk {
   usage?: Usage;
 }
 
-interface HttpResult {
-  status: number;
-  headers: Record<string, string | string[] | undefined>;
-  text: string;
-}
-
-/** Every process started in this file that is still running. */
-const live = new Set<Proc>();
-/** Every `keygate start` process (including the ones that refused to start), for the secrets scan. */
-const gatewayProcs: Proc[] = [];
+/** The upstream stub, processes, data directories and agents of this file. */
+const harness = createCliHarness({ tempPrefix: 'keygate-cli-test-' });
+const { newDataDir, dataDirs } = harness;
 /** Every Keygate key created in this file. */
 const createdKeys: string[] = [];
-const dataDirs: string[] = [];
-const agents: Agent[] = [];
 let stub: UpstreamStub;
 
 before(async () => {
-  stub = await startUpstreamStub();
+  stub = await harness.start();
 });
 
-after(async () => {
-  await Promise.all([...live].map((proc) => stopProc(proc)));
-  await Promise.all(agents.map((agent) => agent.destroy().catch(() => {})));
-  await stub?.close();
-  for (const dir of dataDirs) rmSync(dir, { recursive: true, force: true });
-});
+after(() => harness.cleanup());
 
 // ---------------------------------------------------------------------------------------------
 // helpers
 
-/** The caller's environment without anything Keygate reads, so that each test says what it sets. */
-function baseEnv(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [name, value] of Object.entries(process.env)) {
-    if (name.startsWith('KEYGATE_') || name === 'MISTRAL_API_KEY' || name === 'DATABASE_URL') continue;
-    if (name === 'REDIS_URL' || name === 'NODE_TEST_CONTEXT') continue;
-    env[name] = value;
-  }
-  return env;
-}
-
-function upstreamEnv(): NodeJS.ProcessEnv {
-  return { ...baseEnv(), KEYGATE_UPSTREAM_URL: stub.url, KEYGATE_UPSTREAM_KEY: DEFAULT_STUB_API_KEY };
-}
-
-function newDataDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'keygate-cli-test-'));
-  dataDirs.push(dir);
-  return dir;
-}
-
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-function spawnKeygate(args: readonly string[], env: NodeJS.ProcessEnv): Proc {
-  const child = spawn(process.execPath, ['bin/keygate.js', ...args], {
-    cwd: ROOT,
-    env,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let settle: (exit: Exit) => void = () => {};
-  const exited = new Promise<Exit>((resolve) => {
-    settle = resolve;
-  });
-  const proc: Proc = { args, child, stdout: '', stderr: '', exit: undefined, exited };
-  child.stdout?.setEncoding('utf8');
-  child.stderr?.setEncoding('utf8');
-  child.stdout?.on('data', (text: string) => {
-    proc.stdout += text;
-  });
-  child.stderr?.on('data', (text: string) => {
-    proc.stderr += text;
-  });
-  const done = (exit: Exit) => {
-    if (proc.exit) return;
-    proc.exit = exit;
-    live.delete(proc);
-    settle(exit);
-  };
-  child.once('error', (error) => {
-    proc.stderr += `\n[spawn error: ${error.message}]`;
-    done({ code: null, signal: null });
-  });
-  child.once('close', (code, signal) => done({ code, signal }));
-  live.add(proc);
-  return proc;
-}
-
-/** SIGTERM, then SIGKILL if it does not exit in time. Never throws. */
-async function stopProc(proc: Proc, ms = STOP_TIMEOUT_MS): Promise<Exit | undefined> {
-  if (proc.exit) return proc.exit;
-  proc.child.kill('SIGTERM');
-  try {
-    return await within(proc.exited, ms, `${proc.args.join(' ')} to stop`);
-  } catch {
-    proc.child.kill('SIGKILL');
-    return within(proc.exited, 5000, 'SIGKILL').catch(() => undefined);
-  }
-}
-
-async function runCli(
+function runCli(
   args: readonly string[],
-  env: NodeJS.ProcessEnv = upstreamEnv(),
+  env: NodeJS.ProcessEnv = harness.upstreamEnv(),
   ms = CLI_TIMEOUT_MS,
 ): Promise<CliResult> {
-  const proc = spawnKeygate(args, env);
-  if (args[0] === 'start') gatewayProcs.push(proc);
-  try {
-    const exit = await within(proc.exited, ms, `keygate ${args.join(' ')}`);
-    return { ...exit, stdout: proc.stdout, stderr: proc.stderr };
-  } catch (error) {
-    await stopProc(proc, 1000);
-    throw new Error(`${(error as Error).message}\nstdout: ${proc.stdout}\nstderr: ${proc.stderr}`);
-  }
+  return harness.runCli(args, env, ms);
 }
 
 function describe(result: CliResult): string {
   return `exit ${result.code} (signal ${result.signal})\nstdout: ${result.stdout}\nstderr: ${result.stderr}`;
 }
 
-async function waitForOutput(proc: Proc, pattern: RegExp, ms: number): Promise<RegExpExecArray> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const match = pattern.exec(proc.stderr);
-    if (match) return match;
-    if (proc.exit)
-      throw new Error(
-        `keygate ${proc.args.join(' ')} exited (${proc.exit.code}) before printing ${pattern}\nstderr: ${proc.stderr}`,
-      );
-    if (Date.now() > deadline)
-      throw new Error(`no ${pattern} on stderr within ${ms} ms\nstderr: ${proc.stderr}`);
-    await sleep(20);
-  }
-}
-
-async function startGateway(
+function startGateway(
   dataDir: string,
   options: { env?: NodeJS.ProcessEnv; args?: readonly string[] } = {},
 ): Promise<Gateway> {
-  const args = ['start', '--port', '0', '--data-dir', dataDir, ...(options.args ?? [])];
-  const proc = spawnKeygate(args, options.env ?? upstreamEnv());
-  gatewayProcs.push(proc);
-  const match = await waitForOutput(proc, LISTENING, START_TIMEOUT_MS);
-  const url = match[1]!;
-  const port = Number(new URL(url).port);
-  const ca = url.startsWith('https:') ? readFileSync(join(dataDir, 'tls', 'cert.pem'), 'utf8') : undefined;
-  const agent = new Agent({
-    connect: ca ? { ca } : {},
-    keepAliveTimeout: 1000,
-    headersTimeout: 10_000,
-    bodyTimeout: 10_000,
-  });
-  agents.push(agent);
-  return { proc, url, port, dataDir, ca, agent };
-}
-
-async function stopGateway(gw: Gateway): Promise<void> {
-  await stopProc(gw.proc);
-  await gw.agent.destroy().catch(() => {});
+  return harness.startGateway(dataDir, options.env ?? harness.upstreamEnv(), options.args);
 }
 
 async function call(
@@ -309,29 +150,6 @@ async function usageRows(dataDir: string, extra: readonly string[] = []): Promis
   const result = await runCli(['usage', '--json', '--data-dir', dataDir, ...extra]);
   assert.equal(result.code, 0, describe(result));
   return JSON.parse(result.stdout) as UsageRow[];
-}
-
-/** Polls `probe` every 50 ms until it returns `want`; returns the ms elapsed since `since`, or undefined. */
-async function pollStatus(
-  probe: () => Promise<number>,
-  want: number,
-  since: number,
-  limitMs: number,
-): Promise<{ elapsed: number | undefined; seen: number[] }> {
-  const seen: number[] = [];
-  while (Date.now() - since < limitMs) {
-    const started = Date.now();
-    let status: number;
-    try {
-      status = await probe();
-    } catch {
-      status = -1;
-    }
-    seen.push(status);
-    if (status === want) return { elapsed: Date.now() - since, seen };
-    await sleep(Math.max(0, 50 - (Date.now() - started)));
-  }
-  return { elapsed: undefined, seen };
 }
 
 type ConnectOutcome = 'connected' | string;
@@ -857,6 +675,8 @@ test('usage --json adds up exactly what the upstream reported', { timeout: 60_00
 // 10. secrets hygiene (runs last: it inspects everything the tests above produced)
 
 test('no Keygate key or provider key appears in gateway output or in plaintext on disk', () => {
+  /** Every `keygate start` process (including the ones that refused to start). */
+  const gatewayProcs = harness.procs.filter((proc) => proc.args[0] === 'start');
   assert.ok(createdKeys.length >= 5, `expected keys from the tests above, got ${createdKeys.length}`);
   assert.ok(
     gatewayProcs.length >= 5,

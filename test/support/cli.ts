@@ -1,0 +1,277 @@
+/**
+ * Test harness for the `keygate` command as a user runs it: real child processes (`bin/keygate.js`
+ * on this Node) in a clean environment, temporary data directories, and gateways started with
+ * `keygate start` and reached through an undici Agent that trusts their certificate.
+ *
+ * Helpers that keep no state are exported as they are; the ones that keep track of what a test file
+ * started (the upstream stub, processes, data directories, agents) come from `createCliHarness()`,
+ * one per file: `before(() => harness.start())` and `after(() => harness.cleanup())`.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Agent } from 'undici';
+import { DEFAULT_STUB_API_KEY, startUpstreamStub, type UpstreamStub } from './upstream-stub.ts';
+
+const ROOT = join(import.meta.dirname, '..', '..');
+export const KEY_RE = /^kg_[0-9A-Za-z]{38}$/;
+export const ANY_KEY_RE = /kg_[0-9A-Za-z]{38}/;
+export const STACK_LINE = /^\s+at\s/m;
+const LISTENING = /Keygate \S+ is listening on (https?:\/\/\S+)/;
+export const CLI_TIMEOUT_MS = 20_000;
+const START_TIMEOUT_MS = 20_000;
+export const STOP_TIMEOUT_MS = 10_000;
+
+export interface Exit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+export interface Proc {
+  readonly args: readonly string[];
+  readonly child: ChildProcess;
+  stdout: string;
+  stderr: string;
+  exit: Exit | undefined;
+  readonly exited: Promise<Exit>;
+}
+
+/** A finished CLI run. */
+export interface CliResult extends Exit {
+  args: readonly string[];
+  stdout: string;
+  stderr: string;
+}
+
+export interface Gateway {
+  proc: Proc;
+  url: string;
+  port: number;
+  dataDir: string;
+  ca: string | undefined;
+  /** Trusts the gateway's generated certificate. */
+  agent: Agent;
+}
+
+export interface HttpResult {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  text: string;
+}
+
+/** The caller's environment without anything Keygate reads, so that each test says what it sets. */
+export function baseEnv(): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [name, value] of Object.entries(process.env)) {
+    if (name.startsWith('KEYGATE_') || name === 'MISTRAL_API_KEY' || name === 'DATABASE_URL') continue;
+    if (name === 'REDIS_URL' || name === 'NODE_TEST_CONTEXT') continue;
+    env[name] = value;
+  }
+  return env;
+}
+
+export async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** SIGTERM, then SIGKILL if it does not exit in time. Never throws. */
+export async function stopProc(proc: Proc, ms = STOP_TIMEOUT_MS): Promise<Exit | undefined> {
+  if (proc.exit) return proc.exit;
+  proc.child.kill('SIGTERM');
+  try {
+    return await within(proc.exited, ms, `${proc.args.join(' ')} to stop`);
+  } catch {
+    proc.child.kill('SIGKILL');
+    return within(proc.exited, 5000, 'SIGKILL').catch(() => undefined);
+  }
+}
+
+export async function waitForOutput(proc: Proc, pattern: RegExp, ms: number): Promise<RegExpExecArray> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const match = pattern.exec(proc.stderr);
+    if (match) return match;
+    if (proc.exit)
+      throw new Error(
+        `keygate ${proc.args.join(' ')} exited (${proc.exit.code}) before printing ${pattern}\nstderr: ${proc.stderr}`,
+      );
+    if (Date.now() > deadline)
+      throw new Error(`no ${pattern} on stderr within ${ms} ms\nstderr: ${proc.stderr}`);
+    await sleep(20);
+  }
+}
+
+export async function stopGateway(gw: Gateway): Promise<void> {
+  await stopProc(gw.proc);
+  await gw.agent.destroy().catch(() => {});
+}
+
+/** Polls `probe` every 50 ms until it returns `want`; returns the ms elapsed since `since`, or undefined. */
+export async function pollStatus(
+  probe: () => Promise<number>,
+  want: number,
+  since: number,
+  limitMs: number,
+): Promise<{ elapsed: number | undefined; seen: number[] }> {
+  const seen: number[] = [];
+  while (Date.now() - since < limitMs) {
+    const started = Date.now();
+    let status: number;
+    try {
+      status = await probe();
+    } catch {
+      status = -1;
+    }
+    seen.push(status);
+    if (status === want) return { elapsed: Date.now() - since, seen };
+    await sleep(Math.max(0, 50 - (Date.now() - started)));
+  }
+  return { elapsed: undefined, seen };
+}
+
+export interface CliHarness {
+  /** Starts the local upstream stub that stands for the model provider; returns it. */
+  start(): Promise<UpstreamStub>;
+  /** `baseEnv()` with the stub as the model provider. */
+  upstreamEnv(): NodeJS.ProcessEnv;
+  /** Every process started through this harness, in order, whether it still runs or not. */
+  readonly procs: readonly Proc[];
+  /** Every data directory made by `newDataDir()`, in order. */
+  readonly dataDirs: readonly string[];
+  /** A new empty temporary directory, removed by `cleanup()`. */
+  newDataDir(): string;
+  spawnKeygate(args: readonly string[], env: NodeJS.ProcessEnv): Proc;
+  /**
+   * Runs `keygate ARGS` (in `baseEnv()` unless told) to completion, bounded by `ms`; on timeout stops
+   * it and throws with its output.
+   */
+  runCli(args: readonly string[], env?: NodeJS.ProcessEnv, ms?: number): Promise<CliResult>;
+  /** `keygate start --port 0 --data-dir DIR ARGS`, once its banner says where it listens. */
+  startGateway(dataDir: string, env: NodeJS.ProcessEnv, args?: readonly string[]): Promise<Gateway>;
+  /** Stops every process still running, closes every agent and the stub, removes every data directory. */
+  cleanup(): Promise<void>;
+}
+
+export function createCliHarness(options: { tempPrefix: string }): CliHarness {
+  /** Every process started by this harness that is still running. */
+  const live = new Set<Proc>();
+  const procs: Proc[] = [];
+  const dataDirs: string[] = [];
+  const agents: Agent[] = [];
+  let stub: UpstreamStub | undefined;
+
+  async function start(): Promise<UpstreamStub> {
+    stub = await startUpstreamStub();
+    return stub;
+  }
+
+  function upstreamEnv(): NodeJS.ProcessEnv {
+    if (!stub) throw new Error('the upstream stub is not started: call start() in before()');
+    return { ...baseEnv(), KEYGATE_UPSTREAM_URL: stub.url, KEYGATE_UPSTREAM_KEY: DEFAULT_STUB_API_KEY };
+  }
+
+  function newDataDir(): string {
+    const dir = mkdtempSync(join(tmpdir(), options.tempPrefix));
+    dataDirs.push(dir);
+    return dir;
+  }
+
+  function spawnKeygate(args: readonly string[], env: NodeJS.ProcessEnv): Proc {
+    const child = spawn(process.execPath, ['bin/keygate.js', ...args], {
+      cwd: ROOT,
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let settle: (exit: Exit) => void = () => {};
+    const exited = new Promise<Exit>((resolve) => {
+      settle = resolve;
+    });
+    const proc: Proc = { args, child, stdout: '', stderr: '', exit: undefined, exited };
+    child.stdout?.setEncoding('utf8');
+    child.stderr?.setEncoding('utf8');
+    child.stdout?.on('data', (text: string) => {
+      proc.stdout += text;
+    });
+    child.stderr?.on('data', (text: string) => {
+      proc.stderr += text;
+    });
+    const done = (exit: Exit) => {
+      if (proc.exit) return;
+      proc.exit = exit;
+      live.delete(proc);
+      settle(exit);
+    };
+    child.once('error', (error) => {
+      proc.stderr += `\n[spawn error: ${error.message}]`;
+      done({ code: null, signal: null });
+    });
+    child.once('close', (code, signal) => done({ code, signal }));
+    live.add(proc);
+    procs.push(proc);
+    return proc;
+  }
+
+  async function runCli(
+    args: readonly string[],
+    env: NodeJS.ProcessEnv = baseEnv(),
+    ms = CLI_TIMEOUT_MS,
+  ): Promise<CliResult> {
+    const proc = spawnKeygate(args, env);
+    try {
+      const exit = await within(proc.exited, ms, `keygate ${args.join(' ')}`);
+      return { ...exit, args, stdout: proc.stdout, stderr: proc.stderr };
+    } catch (error) {
+      await stopProc(proc, 1000);
+      throw new Error(`${(error as Error).message}\nstdout: ${proc.stdout}\nstderr: ${proc.stderr}`);
+    }
+  }
+
+  async function startGateway(
+    dataDir: string,
+    env: NodeJS.ProcessEnv,
+    args: readonly string[] = [],
+  ): Promise<Gateway> {
+    const proc = spawnKeygate(['start', '--port', '0', '--data-dir', dataDir, ...args], env);
+    const match = await waitForOutput(proc, LISTENING, START_TIMEOUT_MS);
+    const url = match[1]!;
+    const port = Number(new URL(url).port);
+    const ca = url.startsWith('https:') ? readFileSync(join(dataDir, 'tls', 'cert.pem'), 'utf8') : undefined;
+    const agent = new Agent({
+      connect: ca ? { ca } : {},
+      keepAliveTimeout: 1000,
+      headersTimeout: 10_000,
+      bodyTimeout: 10_000,
+    });
+    agents.push(agent);
+    return { proc, url, port, dataDir, ca, agent };
+  }
+
+  async function cleanup(): Promise<void> {
+    await Promise.all([...live].map((proc) => stopProc(proc)));
+    await Promise.all(agents.map((agent) => agent.destroy().catch(() => {})));
+    await stub?.close();
+    for (const dir of dataDirs) rmSync(dir, { recursive: true, force: true });
+  }
+
+  return {
+    start,
+    upstreamEnv,
+    procs,
+    dataDirs,
+    newDataDir,
+    spawnKeygate,
+    runCli,
+    startGateway,
+    cleanup,
+  };
+}
