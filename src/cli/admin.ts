@@ -1,14 +1,14 @@
 /** `keygate audit` and `keygate workspaces`. */
 import type { Command } from 'commander';
 import { parseCidrs } from '../auth/ip.ts';
-import { CLI_ACTOR, type WorkspacePatch } from '../store/types.ts';
-import { auditView, workspaceView } from '../views.ts';
-import { addStoreOptions, print, printJson, type StoreOptions, UserError, withStore } from './common.ts';
+import type { WorkspacePatch } from '../store/types.ts';
+import { withBackend } from './backend.ts';
+import { addTargetOptions, print, printJson, type TargetOptions, UserError } from './common.ts';
 import { fieldRows, table } from './format.ts';
 import { budgets, collect, count, duration, list, optionalDuration } from './parse.ts';
 
 export function registerAdminCommands(program: Command): Command {
-  addStoreOptions(
+  addTargetOptions(
     program
       .command('audit')
       .description('show the audit log: who changed what, when, from where (newest first)')
@@ -20,7 +20,7 @@ export function registerAdminCommands(program: Command): Command {
       .option('--json', 'print JSON'),
   ).action(
     async (
-      options: StoreOptions & {
+      options: TargetOptions & {
         key?: string;
         workspace?: string;
         action?: string;
@@ -31,15 +31,14 @@ export function registerAdminCommands(program: Command): Command {
     ) => {
       const since = options.since === undefined ? undefined : Date.now() - duration('--since', options.since);
       const limit = options.limit === undefined ? 50 : (count('--limit', options.limit) ?? 50);
-      await withStore(options, async ({ store }) => {
-        const events = await store.listAudit({
+      await withBackend(options, async (backend) => {
+        const views = await backend.listAudit({
           targetId: options.key,
           workspaceId: options.workspace,
           action: options.action,
           since,
           limit,
         });
-        const views = events.map(auditView);
         if (options.json) {
           printJson(views);
           return;
@@ -65,11 +64,11 @@ export function registerAdminCommands(program: Command): Command {
   );
 
   const workspaces = program.command('workspaces').description('list workspaces and set their key policy');
-  addStoreOptions(
+  addTargetOptions(
     workspaces.command('list').description('list workspaces').option('--json', 'print JSON'),
-  ).action(async (options: StoreOptions & { json?: boolean }) => {
-    await withStore(options, async ({ store }) => {
-      const views = (await store.listWorkspaces()).map(workspaceView);
+  ).action(async (options: TargetOptions & { json?: boolean }) => {
+    await withBackend(options, async (backend) => {
+      const views = await backend.listWorkspaces();
       if (options.json) printJson(views);
       else
         print(
@@ -88,22 +87,21 @@ export function registerAdminCommands(program: Command): Command {
     });
   });
 
-  addStoreOptions(
+  addTargetOptions(
     workspaces
       .command('show')
       .description('show one workspace')
       .argument('<id>', 'workspace id')
       .option('--json', 'print JSON'),
-  ).action(async (id: string, options: StoreOptions & { json?: boolean }) => {
-    await withStore(options, async ({ store }) => {
-      const ws = await store.getWorkspace(id);
-      if (!ws) throw new UserError(`no workspace with id ${id} (see \`keygate workspaces list\`)`);
-      if (options.json) printJson(workspaceView(ws));
-      else print(table(['FIELD', 'VALUE'], fieldRows(workspaceView(ws))));
+  ).action(async (id: string, options: TargetOptions & { json?: boolean }) => {
+    await withBackend(options, async (backend) => {
+      const view = await backend.getWorkspace(id);
+      if (options.json) printJson(view);
+      else print(table(['FIELD', 'VALUE'], fieldRows(view)));
     });
   });
 
-  addStoreOptions(
+  addTargetOptions(
     workspaces
       .command('update')
       .description('set the workspace policy: longest key lifetime, default IP allowlist, shared budget')
@@ -119,7 +117,7 @@ export function registerAdminCommands(program: Command): Command {
   ).action(
     async (
       id: string,
-      options: StoreOptions & {
+      options: TargetOptions & {
         name?: string;
         maxKeyLifetime?: string;
         allowIp?: string;
@@ -147,10 +145,9 @@ export function registerAdminCommands(program: Command): Command {
       if (options.budget !== undefined) patch.budget = budgets(options.budget);
       if (Object.keys(patch).length === 0)
         throw new UserError('nothing to change (see keygate workspaces update --help)', 2);
-      await withStore(options, async ({ store }) => {
-        const updated = await store.updateWorkspace(id, patch, CLI_ACTOR, Date.now());
-        if (!updated) throw new UserError(`no workspace with id ${id} (see \`keygate workspaces list\`)`);
-        if (options.json) printJson(workspaceView(updated));
+      await withBackend(options, async (backend) => {
+        const updated = await backend.updateWorkspace(id, patch);
+        if (options.json) printJson(updated);
         else print(`Updated workspace ${id}.`);
       });
     },

@@ -1,5 +1,5 @@
 /** What every CLI command shares: errors for the user, printing, and opening the data directory. */
-import type { Command } from 'commander';
+import { type Command, Option } from 'commander';
 import { type Config, ConfigError, type ConfigFlags, loadConfig } from '../config/config.ts';
 import { ensureDataDir, loadSecrets } from '../config/secrets.ts';
 import { type KeyDeps, KeyInputError, KeyNotFoundError } from '../keys/service.ts';
@@ -79,17 +79,79 @@ export async function withStore<T>(
   try {
     return await work(ctx);
   } catch (error) {
-    if (error instanceof KeyInputError) {
-      const option = error.field === undefined ? undefined : OPTION_OF_FIELD[error.field];
-      throw new UserError(option ? `${option}: ${error.message}` : error.message, 2);
-    }
-    if (error instanceof UserInputError) throw new UserError(error.message, 2);
-    if (error instanceof KeyNotFoundError)
-      throw new UserError(`${error.message} (see \`keygate keys list\`)`);
-    throw error;
+    throw userErrorOf(error);
   } finally {
     await store.close();
   }
+}
+
+/** Input errors of the services as user errors (naming the option at fault); anything else as it is. */
+export function userErrorOf(error: unknown): unknown {
+  if (error instanceof KeyInputError) {
+    const option = error.field === undefined ? undefined : OPTION_OF_FIELD[error.field];
+    return new UserError(option ? `${option}: ${error.message}` : error.message, 2);
+  }
+  if (error instanceof UserInputError) return new UserError(error.message, 2);
+  if (error instanceof KeyNotFoundError) return new UserError(`${error.message} (see \`keygate keys list\`)`);
+  return error;
+}
+
+/** The options of a command that works on the local data directory or, with --url, on a gateway. */
+export interface TargetOptions extends StoreOptions {
+  url?: string;
+  caFile?: string;
+}
+
+export function addTargetOptions(command: Command): Command {
+  return addStoreOptions(command)
+    .option(
+      '--url <url>',
+      'work on the gateway at this URL through its management API, not on a data directory ' +
+        '(env KEYGATE_URL; the key is read from env KEYGATE_ADMIN_KEY)',
+    )
+    .option(
+      '--ca-file <file>',
+      "PEM certificate to trust for --url, e.g. a gateway's <data-dir>/tls/cert.pem (env KEYGATE_CA_FILE)",
+    );
+}
+
+/**
+ * Options of a command that the management API does not offer: --url (and --ca-file) are accepted,
+ * unlisted, only to refuse them with a message that says why (see `refuseRemote`).
+ */
+export function addLocalOnlyOptions(command: Command): Command {
+  return addStoreOptions(command)
+    .addOption(new Option('--url <url>').hideHelp())
+    .addOption(new Option('--ca-file <file>').hideHelp());
+}
+
+/** The value of an environment variable, or undefined when it is unset or empty. */
+export function envValue(name: string, env: NodeJS.ProcessEnv = process.env): string | undefined {
+  const value = env[name];
+  return value === undefined || value.trim() === '' ? undefined : value;
+}
+
+/** What --url can do, for the refusals of the commands that work on the data directory only. */
+const REMOTE_COMMANDS = 'keys, usage, audit and workspaces';
+
+/**
+ * Refuses --url (or KEYGATE_URL, unless `flagOnly`) for `command`, which works on the local data
+ * directory only: the management API does not offer it.
+ */
+export function refuseRemote(command: string, options: TargetOptions, { flagOnly = false } = {}): void {
+  if (command === 'start') {
+    if (options.url !== undefined)
+      throw new UserError(
+        `\`start\` runs a gateway on this machine and takes no --url (--url is for ${REMOTE_COMMANDS})`,
+        2,
+      );
+    return;
+  }
+  const local = `\`${command}\` works on the local data directory only: the management API does not offer it (--url works for ${REMOTE_COMMANDS})`;
+  if (options.url !== undefined)
+    throw new UserError(`${local}; run it on the gateway's host without --url`, 2);
+  if (!flagOnly && envValue('KEYGATE_URL') !== undefined)
+    throw new UserError(`${local}; KEYGATE_URL is set: unset it to work on the local data directory`, 2);
 }
 
 export function print(text: string): void {

@@ -1,9 +1,9 @@
 /** `keygate keys …`: the key lifecycle from the command line. */
 import { type Command, Option } from 'commander';
-import { createKey, type KeyRestrictions, rotateKey, updateKey } from '../keys/service.ts';
-import { CLI_ACTOR, type KeyStatus, type Store } from '../store/types.ts';
-import { iso, keyView } from '../views.ts';
-import { addStoreOptions, print, printJson, type StoreOptions, UserError, withStore } from './common.ts';
+import type { KeyRestrictions } from '../keys/service.ts';
+import type { KeyStatus } from '../store/types.ts';
+import { withBackend } from './backend.ts';
+import { addTargetOptions, print, printJson, type TargetOptions, UserError } from './common.ts';
 import { fieldRows, table } from './format.ts';
 import { budgets, collect, count, duration, list, optionalDuration } from './parse.ts';
 
@@ -53,12 +53,6 @@ function restrictionsFrom(options: RestrictionOptions): KeyRestrictions {
   return restrictions;
 }
 
-async function findKey(store: Store, id: string) {
-  const key = await store.getKey(id);
-  if (!key) throw new UserError(`no key with id ${id} (see \`keygate keys list\`)`);
-  return key;
-}
-
 function printSecret(id: string, name: string, key: string, what: string): void {
   print(`${what} key ${id} "${name}".`);
   print('');
@@ -74,7 +68,7 @@ export function registerKeyCommands(program: Command): void {
   const keys = program.command('keys').description('create, list, show, update, rotate and revoke API keys');
 
   addRestrictionOptions(
-    addStoreOptions(
+    addTargetOptions(
       keys
         .command('create')
         .description('create a key and print its secret (shown once)')
@@ -85,31 +79,29 @@ export function registerKeyCommands(program: Command): void {
     ),
   ).action(
     async (
-      options: StoreOptions &
+      options: TargetOptions &
         RestrictionOptions & { name: string; expires?: string; workspace?: string; json?: boolean },
     ) => {
       const expiresInMs = options.expires === undefined ? undefined : duration('--expires', options.expires);
       const restrictions = restrictionsFrom(options);
-      await withStore(options, async (ctx) => {
-        const created = await createKey(ctx.keys(), {
+      await withBackend(options, async (backend) => {
+        const created = await backend.createKey({
           name: options.name,
           expiresInMs,
-          createdBy: 'cli',
           workspaceId: options.workspace,
-          actor: CLI_ACTOR,
           ...restrictions,
         });
         if (options.json) {
-          printJson({ ...keyView(created.record), key: created.key });
+          printJson(created);
           return;
         }
-        printSecret(created.record.id, created.record.name, created.key, 'Created');
-        if (created.record.expiresAt !== null) print(`It expires at ${iso(created.record.expiresAt)}.`);
+        printSecret(created.id, created.name, created.key, 'Created');
+        if (created.expires_at !== null) print(`It expires at ${created.expires_at}.`);
       });
     },
   );
 
-  addStoreOptions(
+  addTargetOptions(
     keys
       .command('list')
       .description('list keys (never their secrets)')
@@ -121,7 +113,7 @@ export function registerKeyCommands(program: Command): void {
       .option('--json', 'print JSON'),
   ).action(
     async (
-      options: StoreOptions & {
+      options: TargetOptions & {
         workspace?: string;
         status?: KeyStatus;
         search?: string;
@@ -131,16 +123,14 @@ export function registerKeyCommands(program: Command): void {
       },
     ) => {
       const limit = options.limit === undefined ? undefined : (count('--limit', options.limit) ?? undefined);
-      await withStore(options, async ({ store }) => {
-        const now = Date.now();
-        const found = await store.listKeys({
+      await withBackend(options, async (backend) => {
+        const views = await backend.listKeys({
           workspaceId: options.workspace,
           status: options.status,
           search: options.search,
           after: options.after,
           limit,
         });
-        const views = found.map((k) => keyView(k, now));
         if (options.json) {
           printJson(views);
           return;
@@ -168,22 +158,22 @@ export function registerKeyCommands(program: Command): void {
     },
   );
 
-  addStoreOptions(
+  addTargetOptions(
     keys
       .command('show')
       .description('show one key')
       .argument('<id>', 'key id')
       .option('--json', 'print JSON'),
-  ).action(async (id: string, options: StoreOptions & { json?: boolean }) => {
-    await withStore(options, async ({ store }) => {
-      const view = keyView(await findKey(store, id));
+  ).action(async (id: string, options: TargetOptions & { json?: boolean }) => {
+    await withBackend(options, async (backend) => {
+      const view = await backend.getKey(id);
       if (options.json) printJson(view);
       else print(table(['FIELD', 'VALUE'], fieldRows(view)));
     });
   });
 
   addRestrictionOptions(
-    addStoreOptions(
+    addTargetOptions(
       keys
         .command('update')
         .description(
@@ -197,7 +187,7 @@ export function registerKeyCommands(program: Command): void {
   ).action(
     async (
       id: string,
-      options: StoreOptions & RestrictionOptions & { name?: string; expires?: string; json?: boolean },
+      options: TargetOptions & RestrictionOptions & { name?: string; expires?: string; json?: boolean },
     ) => {
       const restrictions = restrictionsFrom(options);
       const expiresInMs =
@@ -208,62 +198,50 @@ export function registerKeyCommands(program: Command): void {
           2,
         );
       }
-      await withStore(options, async (ctx) => {
-        const updated = await updateKey(
-          ctx.keys(),
-          id,
-          { name: options.name, expiresInMs, ...restrictions },
-          CLI_ACTOR,
-        );
-        if (options.json) printJson(keyView(updated));
+      await withBackend(options, async (backend) => {
+        const updated = await backend.updateKey(id, { name: options.name, expiresInMs, ...restrictions });
+        if (options.json) printJson(updated);
         else print(`Updated key ${id} "${updated.name}".`);
       });
     },
   );
 
-  addStoreOptions(
+  addTargetOptions(
     keys
       .command('rotate')
       .description('issue a new secret for a key; the old one keeps working for the grace period')
       .argument('<id>', 'key id')
       .option('--grace <duration>', 'how long the old secret keeps working (0 ends it now)', '24h')
       .option('--json', 'print JSON'),
-  ).action(async (id: string, options: StoreOptions & { grace: string; json?: boolean }) => {
+  ).action(async (id: string, options: TargetOptions & { grace: string; json?: boolean }) => {
     const graceMs = duration('--grace', options.grace, { allowZero: true });
-    await withStore(options, async (ctx) => {
-      const rotated = await rotateKey(ctx.keys(), id, graceMs, CLI_ACTOR);
-      const graceUntil = (rotated.record.rotatedAt ?? Date.now()) + graceMs;
+    await withBackend(options, async (backend) => {
+      const rotated = await backend.rotateKey(id, graceMs);
       if (options.json) {
-        printJson({
-          ...keyView(rotated.record),
-          key: rotated.key,
-          previous_secret_valid_until: iso(graceUntil),
-        });
+        printJson(rotated);
         return;
       }
-      printSecret(id, rotated.record.name, rotated.key, 'Rotated');
+      printSecret(id, rotated.name, rotated.key, 'Rotated');
       print(
         graceMs === 0
           ? 'The previous secret no longer works.'
-          : `The previous secret keeps working until ${iso(graceUntil)}.`,
+          : `The previous secret keeps working until ${rotated.previous_secret_valid_until}.`,
       );
     });
   });
 
-  addStoreOptions(
+  addTargetOptions(
     keys
       .command('revoke')
       .description('revoke a key at once (a running gateway refuses it within a second)')
       .argument('<id>', 'key id')
       .option('--json', 'print JSON'),
-  ).action(async (id: string, options: StoreOptions & { json?: boolean }) => {
-    await withStore(options, async ({ store }) => {
-      const before = await findKey(store, id);
-      const after = await store.revokeKey(id, Date.now(), CLI_ACTOR);
-      if (!after) throw new UserError(`no key with id ${id}`);
-      if (options.json) printJson(keyView(after));
-      else if (before.revokedAt !== null) print(`Key ${id} was already revoked at ${iso(before.revokedAt)}.`);
-      else print(`Revoked key ${id} "${after.name}". Requests with it are refused from now on.`);
+  ).action(async (id: string, options: TargetOptions & { json?: boolean }) => {
+    await withBackend(options, async (backend) => {
+      const { key, alreadyRevokedAt } = await backend.revokeKey(id);
+      if (options.json) printJson(key);
+      else if (alreadyRevokedAt !== null) print(`Key ${id} was already revoked at ${alreadyRevokedAt}.`);
+      else print(`Revoked key ${id} "${key.name}". Requests with it are refused from now on.`);
     });
   });
 }

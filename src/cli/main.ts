@@ -4,16 +4,16 @@
 import { Command, CommanderError, Option } from 'commander';
 import { type Config, type ConfigFlags, isLoopback } from '../config/config.ts';
 import { StartError, startGateway } from '../http/server.ts';
-import { usageView } from '../views.ts';
 import { registerAdminCommands } from './admin.ts';
+import { withBackend } from './backend.ts';
 import {
-  addStoreOptions,
+  addTargetOptions,
   configFrom,
   print,
   printJson,
-  type StoreOptions,
+  refuseRemote,
+  type TargetOptions,
   UserError,
-  withStore,
 } from './common.ts';
 import { table } from './format.ts';
 import { registerKeyCommands } from './keys.ts';
@@ -41,24 +41,25 @@ function buildProgram(): Command {
     .option('--tls-cert <file>', 'PEM certificate to serve instead of the generated self-signed one')
     .option('--tls-key <file>', 'PEM private key for --tls-cert')
     .addOption(new Option('--http', 'serve plain HTTP (only behind a TLS-terminating proxy)'))
-    .action(async (options: ConfigFlags) => {
+    .addOption(new Option('--url <url>').hideHelp())
+    .action(async (options: ConfigFlags & { url?: string }) => {
+      refuseRemote('start', options, { flagOnly: true });
       await runStart(configFrom(options));
     });
 
   registerKeyCommands(program);
 
-  addStoreOptions(
+  addTargetOptions(
     program
       .command('usage')
       .description('show usage totals per key: requests, prompt, completion and total tokens')
       .option('--key <id>', 'only this key')
       .option('--since <duration>', 'only the last period, e.g. 7d, 24h')
       .option('--json', 'print JSON'),
-  ).action(async (options: StoreOptions & { key?: string; since?: string; json?: boolean }) => {
+  ).action(async (options: TargetOptions & { key?: string; since?: string; json?: boolean }) => {
     const since = options.since === undefined ? undefined : Date.now() - duration('--since', options.since);
-    await withStore(options, async ({ store }) => {
-      const totals = await store.usageTotals({ keyId: options.key, since });
-      const rows = totals.map(usageView);
+    await withBackend(options, async (backend) => {
+      const rows = await backend.usage({ keyId: options.key, since });
       if (options.json) {
         printJson(rows);
         return;

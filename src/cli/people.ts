@@ -1,10 +1,22 @@
-/** `keygate users …` and the membership commands of `keygate workspaces …`. */
+/**
+ * `keygate users …` (on the local data directory only: the management API has no users) and the
+ * membership commands of `keygate workspaces …` (local, or a gateway's API with --url).
+ */
 import { createInterface } from 'node:readline';
 import { type Command, Option } from 'commander';
 import { CLI_ACTOR, ROLES, type Role } from '../store/types.ts';
-import { createUser, createWorkspace, removeMember, setRole } from '../users/service.ts';
+import { createUser, setRole } from '../users/service.ts';
 import { iso } from '../views.ts';
-import { addStoreOptions, print, printJson, type StoreOptions, UserError, withStore } from './common.ts';
+import { withBackend } from './backend.ts';
+import {
+  addLocalOnlyOptions,
+  addTargetOptions,
+  print,
+  printJson,
+  refuseRemote,
+  type TargetOptions,
+  withStore,
+} from './common.ts';
 import { table } from './format.ts';
 
 async function readPassword(fromStdin: boolean): Promise<string> {
@@ -29,7 +41,7 @@ export function registerPeopleCommands(program: Command, workspaces: Command): v
   const users = program
     .command('users')
     .description('user accounts (for the console and the management API)');
-  addStoreOptions(
+  addLocalOnlyOptions(
     users
       .command('create')
       .description('create a user; the password is read from stdin (or prompted for)')
@@ -40,7 +52,7 @@ export function registerPeopleCommands(program: Command, workspaces: Command): v
       .option('--json', 'print JSON'),
   ).action(
     async (
-      options: StoreOptions & {
+      options: TargetOptions & {
         email: string;
         passwordStdin?: boolean;
         workspace?: string;
@@ -48,6 +60,7 @@ export function registerPeopleCommands(program: Command, workspaces: Command): v
         json?: boolean;
       },
     ) => {
+      refuseRemote('users create', options);
       const password = await readPassword(options.passwordStdin === true);
       await withStore(options, async ({ store }) => {
         const user = await createUser(store, { email: options.email, password }, CLI_ACTOR);
@@ -72,8 +85,9 @@ export function registerPeopleCommands(program: Command, workspaces: Command): v
       });
     },
   );
-  addStoreOptions(users.command('list').description('list users').option('--json', 'print JSON')).action(
-    async (options: StoreOptions & { json?: boolean }) => {
+  addLocalOnlyOptions(users.command('list').description('list users').option('--json', 'print JSON')).action(
+    async (options: TargetOptions & { json?: boolean }) => {
+      refuseRemote('users list', options);
       await withStore(options, async ({ store }) => {
         const views = (await store.listUsers()).map((u) => ({
           id: u.id,
@@ -95,35 +109,29 @@ export function registerPeopleCommands(program: Command, workspaces: Command): v
     },
   );
 
-  addStoreOptions(
+  addTargetOptions(
     workspaces
       .command('create')
       .description('create a workspace')
       .requiredOption('--name <name>', 'its name')
       .option('--json', 'print JSON'),
-  ).action(async (options: StoreOptions & { name: string; json?: boolean }) => {
-    await withStore(options, async ({ store }) => {
-      const ws = await createWorkspace(store, options.name, CLI_ACTOR);
-      if (options.json) printJson({ id: ws.id, name: ws.name, created_at: iso(ws.createdAt) });
+  ).action(async (options: TargetOptions & { name: string; json?: boolean }) => {
+    await withBackend(options, async (backend) => {
+      const ws = await backend.createWorkspace(options.name);
+      if (options.json) printJson({ id: ws.id, name: ws.name, created_at: ws.created_at });
       else print(`Created workspace ${ws.id} "${ws.name}".`);
     });
   });
 
-  addStoreOptions(
+  addTargetOptions(
     workspaces
       .command('members')
       .description("list a workspace's members and their roles")
       .argument('<id>', 'workspace id')
       .option('--json', 'print JSON'),
-  ).action(async (id: string, options: StoreOptions & { json?: boolean }) => {
-    await withStore(options, async ({ store }) => {
-      if (!(await store.getWorkspace(id))) throw new UserError(`no workspace with id ${id}`);
-      const views = (await store.listMembers(id)).map((m) => ({
-        user_id: m.userId,
-        email: m.email,
-        role: m.role,
-        since: iso(m.createdAt),
-      }));
+  ).action(async (id: string, options: TargetOptions & { json?: boolean }) => {
+    await withBackend(options, async (backend) => {
+      const views = await backend.listMembers(id);
       if (options.json) printJson(views);
       else if (views.length === 0)
         print(`No members yet. Add one with: keygate workspaces set-role ${id} --user <email> --role owner`);
@@ -137,7 +145,7 @@ export function registerPeopleCommands(program: Command, workspaces: Command): v
     });
   });
 
-  addStoreOptions(
+  addTargetOptions(
     workspaces
       .command('set-role')
       .description('add a member to a workspace, or change their role')
@@ -147,24 +155,23 @@ export function registerPeopleCommands(program: Command, workspaces: Command): v
         new Option('--role <role>', 'owner, admin, member or viewer').choices(ROLES).makeOptionMandatory(),
       )
       .option('--json', 'print JSON'),
-  ).action(async (id: string, options: StoreOptions & { user: string; role: Role; json?: boolean }) => {
-    await withStore(options, async ({ store }) => {
-      const m = await setRole(store, { workspaceId: id, user: options.user, role: options.role }, CLI_ACTOR);
-      if (options.json)
-        printJson({ user_id: m.userId, email: m.email, role: m.role, workspace_id: m.workspaceId });
-      else print(`${m.email} is now ${m.role} of ${m.workspaceId}.`);
+  ).action(async (id: string, options: TargetOptions & { user: string; role: Role; json?: boolean }) => {
+    await withBackend(options, async (backend) => {
+      const m = await backend.setRole(id, options.user, options.role);
+      if (options.json) printJson({ user_id: m.user_id, email: m.email, role: m.role, workspace_id: id });
+      else print(`${m.email} is now ${m.role} of ${id}.`);
     });
   });
 
-  addStoreOptions(
+  addTargetOptions(
     workspaces
       .command('remove-member')
       .description('remove a member from a workspace (the last owner cannot be removed)')
       .argument('<id>', 'workspace id')
       .requiredOption('--user <email-or-id>', 'the user'),
-  ).action(async (id: string, options: StoreOptions & { user: string }) => {
-    await withStore(options, async ({ store }) => {
-      await removeMember(store, { workspaceId: id, user: options.user }, CLI_ACTOR);
+  ).action(async (id: string, options: TargetOptions & { user: string }) => {
+    await withBackend(options, async (backend) => {
+      await backend.removeMember(id, options.user);
       print(`Removed ${options.user} from ${id}.`);
     });
   });

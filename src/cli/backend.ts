@@ -1,0 +1,189 @@
+/**
+ * What the management commands act on: the local data directory (the store, as the gateway itself
+ * uses it) or a running gateway's management API (`--url`, see remote.ts). Each command is written
+ * once against `Backend` and prints the same JSON and tables either way, because both sides
+ * produce the shared views of src/views.ts.
+ */
+import {
+  createKey,
+  type KeyRestrictions,
+  rotateKey,
+  type UpdateKeyInput,
+  updateKey,
+} from '../keys/service.ts';
+import { CLI_ACTOR, type KeyStatus, type Role, type WorkspacePatch } from '../store/types.ts';
+import { createWorkspace, removeMember, setRole } from '../users/service.ts';
+import { auditView, type KeyView, keyView, memberView, usageView, workspaceView } from '../views.ts';
+import { type CommandContext, envValue, type TargetOptions, UserError, withStore } from './common.ts';
+import { openRemote, remoteTarget } from './remote.ts';
+
+export type { KeyView } from '../views.ts';
+export type CreatedKeyView = KeyView & { key: string };
+export type RotatedKeyView = CreatedKeyView & { previous_secret_valid_until: string };
+export type WorkspaceView = ReturnType<typeof workspaceView>;
+export type AuditEventView = ReturnType<typeof auditView>;
+export type UsageView = ReturnType<typeof usageView>;
+export type MemberView = ReturnType<typeof memberView>;
+
+export interface KeyListQuery {
+  workspaceId?: string | undefined;
+  status?: KeyStatus | undefined;
+  search?: string | undefined;
+  after?: string | undefined;
+  /** At most this many; undefined: all. */
+  limit?: number | undefined;
+}
+
+export interface NewKeyInput extends KeyRestrictions {
+  name: string;
+  workspaceId?: string | undefined;
+  expiresInMs?: number | undefined;
+}
+
+export interface AuditQuery {
+  targetId?: string | undefined;
+  workspaceId?: string | undefined;
+  action?: string | undefined;
+  /** Epoch milliseconds. */
+  since?: number | undefined;
+  limit: number;
+}
+
+export interface UsageQuery {
+  keyId?: string | undefined;
+  /** Epoch milliseconds. */
+  since?: number | undefined;
+}
+
+export interface RevokedKey {
+  key: KeyView;
+  /** When the key had already been revoked before this call (nothing changed then); null otherwise. */
+  alreadyRevokedAt: string | null;
+}
+
+/** Every management action a command can take, on the data directory or through the API. */
+export interface Backend {
+  listKeys(query: KeyListQuery): Promise<KeyView[]>;
+  getKey(id: string): Promise<KeyView>;
+  createKey(input: NewKeyInput): Promise<CreatedKeyView>;
+  updateKey(id: string, input: UpdateKeyInput): Promise<KeyView>;
+  rotateKey(id: string, graceMs: number): Promise<RotatedKeyView>;
+  revokeKey(id: string): Promise<RevokedKey>;
+  listWorkspaces(): Promise<WorkspaceView[]>;
+  getWorkspace(id: string): Promise<WorkspaceView>;
+  updateWorkspace(id: string, patch: WorkspacePatch): Promise<WorkspaceView>;
+  createWorkspace(name: string): Promise<WorkspaceView>;
+  listMembers(workspaceId: string): Promise<MemberView[]>;
+  /** Adds `user` (an id or an email address) to the workspace, or changes their role. */
+  setRole(workspaceId: string, user: string, role: Role): Promise<MemberView>;
+  removeMember(workspaceId: string, user: string): Promise<void>;
+  listAudit(query: AuditQuery): Promise<AuditEventView[]>;
+  usage(query: UsageQuery): Promise<UsageView[]>;
+}
+
+function noKey(id: string): UserError {
+  return new UserError(`no key with id ${id} (see \`keygate keys list\`)`);
+}
+
+function noWorkspace(id: string): UserError {
+  return new UserError(`no workspace with id ${id} (see \`keygate workspaces list\`)`);
+}
+
+/** The data directory's store, changed as the CLI always has: with the key service, as actor `cli`. */
+export function localBackend(ctx: CommandContext): Backend {
+  const { store } = ctx;
+  return {
+    async listKeys(query) {
+      const now = Date.now();
+      const found = await store.listKeys(query);
+      return found.map((k) => keyView(k, now));
+    },
+    async getKey(id) {
+      const key = await store.getKey(id);
+      if (!key) throw noKey(id);
+      return keyView(key);
+    },
+    async createKey(input) {
+      const created = await createKey(ctx.keys(), { ...input, createdBy: 'cli', actor: CLI_ACTOR });
+      return { ...keyView(created.record), key: created.key };
+    },
+    async updateKey(id, input) {
+      return keyView(await updateKey(ctx.keys(), id, input, CLI_ACTOR));
+    },
+    async rotateKey(id, graceMs) {
+      const rotated = await rotateKey(ctx.keys(), id, graceMs, CLI_ACTOR);
+      const graceUntil = (rotated.record.rotatedAt ?? Date.now()) + graceMs;
+      return {
+        ...keyView(rotated.record),
+        key: rotated.key,
+        previous_secret_valid_until: new Date(graceUntil).toISOString(),
+      };
+    },
+    async revokeKey(id) {
+      const before = await store.getKey(id);
+      if (!before) throw noKey(id);
+      const after = await store.revokeKey(id, Date.now(), CLI_ACTOR);
+      if (!after) throw new UserError(`no key with id ${id}`);
+      const alreadyRevokedAt = before.revokedAt === null ? null : new Date(before.revokedAt).toISOString();
+      return { key: keyView(after), alreadyRevokedAt };
+    },
+    async listWorkspaces() {
+      return (await store.listWorkspaces()).map(workspaceView);
+    },
+    async getWorkspace(id) {
+      const ws = await store.getWorkspace(id);
+      if (!ws) throw noWorkspace(id);
+      return workspaceView(ws);
+    },
+    async updateWorkspace(id, patch) {
+      const updated = await store.updateWorkspace(id, patch, CLI_ACTOR, Date.now());
+      if (!updated) throw noWorkspace(id);
+      return workspaceView(updated);
+    },
+    async createWorkspace(name) {
+      return workspaceView(await createWorkspace(store, name, CLI_ACTOR));
+    },
+    async listMembers(workspaceId) {
+      if (!(await store.getWorkspace(workspaceId)))
+        throw new UserError(`no workspace with id ${workspaceId}`);
+      return (await store.listMembers(workspaceId)).map(memberView);
+    },
+    async setRole(workspaceId, user, role) {
+      return memberView(await setRole(store, { workspaceId, user, role }, CLI_ACTOR));
+    },
+    async removeMember(workspaceId, user) {
+      await removeMember(store, { workspaceId, user }, CLI_ACTOR);
+    },
+    async listAudit(query) {
+      return (await store.listAudit(query)).map(auditView);
+    },
+    async usage(query) {
+      return (await store.usageTotals(query)).map(usageView);
+    },
+  };
+}
+
+/**
+ * Runs `work` against the gateway of --url / KEYGATE_URL when one is given (nothing local is read
+ * or written then), or else against the data directory.
+ */
+export async function withBackend<T>(
+  options: TargetOptions,
+  work: (backend: Backend) => Promise<T>,
+): Promise<T> {
+  const url = options.url ?? envValue('KEYGATE_URL');
+  if (url === undefined) {
+    if (options.caFile !== undefined)
+      throw new UserError('--ca-file is for a gateway given with --url (or KEYGATE_URL)', 2);
+    return withStore(options, (ctx) => work(localBackend(ctx)));
+  }
+  const source = options.url === undefined ? 'KEYGATE_URL' : '--url';
+  const remote = openRemote(remoteTarget(url, options.caFile, process.env, source));
+  try {
+    return await work(remote);
+  } catch (error) {
+    throw remote.userErrorOf(error);
+  } finally {
+    await remote.close();
+  }
+}
