@@ -11,7 +11,13 @@ import {
   type UpdateKeyInput,
   updateKey,
 } from '../keys/service.ts';
-import { CLI_ACTOR, type KeyStatus, type Role, type WorkspacePatch } from '../store/types.ts';
+import {
+  CLI_ACTOR,
+  DEFAULT_WORKSPACE_ID,
+  type KeyStatus,
+  type Role,
+  type WorkspacePatch,
+} from '../store/types.ts';
 import { createWorkspace, removeMember, setRole } from '../users/service.ts';
 import { auditView, type KeyView, keyView, memberView, usageView, workspaceView } from '../views.ts';
 import { type CommandContext, envValue, type TargetOptions, UserError, withStore } from './common.ts';
@@ -38,6 +44,8 @@ export interface NewKeyInput extends KeyRestrictions {
   name: string;
   workspaceId?: string | undefined;
   expiresInMs?: number | undefined;
+  /** The user (id or email) the key belongs to: it then acts with their role in the workspace. */
+  owner?: string | undefined;
 }
 
 export interface AuditQuery {
@@ -104,7 +112,19 @@ export function localBackend(ctx: CommandContext): Backend {
       return keyView(key);
     },
     async createKey(input) {
-      const created = await createKey(ctx.keys(), { ...input, createdBy: 'cli', actor: CLI_ACTOR });
+      let createdBy = 'cli';
+      if (input.owner !== undefined) {
+        const user = await store.getUser(
+          input.owner.includes('@') ? input.owner.trim().toLowerCase() : input.owner,
+        );
+        if (!user) throw new UserError(`--owner: no user ${input.owner} (see \`keygate users list\`)`, 2);
+        const workspaceId = input.workspaceId ?? DEFAULT_WORKSPACE_ID;
+        if (!(await store.getMembership(workspaceId, user.id))) {
+          throw new UserError(`--owner: ${user.email} is not a member of ${workspaceId}`, 2);
+        }
+        createdBy = user.id;
+      }
+      const created = await createKey(ctx.keys(), { ...input, createdBy, actor: CLI_ACTOR });
       return { ...keyView(created.record), key: created.key };
     },
     async updateKey(id, input) {

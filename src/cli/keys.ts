@@ -75,12 +75,22 @@ export function registerKeyCommands(program: Command): void {
         .requiredOption('--name <name>', 'a name that says who or what uses the key')
         .option('--expires <duration>', 'lifetime, e.g. 90d, 12h, 30m')
         .option('--workspace <id>', 'workspace (default: ws_default)')
+        .option(
+          '--owner <email-or-id>',
+          'the user the key belongs to: it acts with their role (management scopes)',
+        )
         .option('--json', 'print JSON'),
     ),
   ).action(
     async (
       options: TargetOptions &
-        RestrictionOptions & { name: string; expires?: string; workspace?: string; json?: boolean },
+        RestrictionOptions & {
+          name: string;
+          expires?: string;
+          workspace?: string;
+          owner?: string;
+          json?: boolean;
+        },
     ) => {
       const expiresInMs = options.expires === undefined ? undefined : duration('--expires', options.expires);
       const restrictions = restrictionsFrom(options);
@@ -89,6 +99,7 @@ export function registerKeyCommands(program: Command): void {
           name: options.name,
           expiresInMs,
           workspaceId: options.workspace,
+          owner: options.owner,
           ...restrictions,
         });
         if (options.json) {

@@ -408,6 +408,12 @@ export function openRemote(target: RemoteTarget): RemoteBackend {
     },
 
     async createKey(input) {
+      if (input.owner !== undefined) {
+        throw new UserError(
+          '--owner works on the local data directory only: through the API, a key belongs to the user whose key creates it',
+          2,
+        );
+      }
       const body: Record<string, unknown> = { name: validateKeyName(input.name), ...restrictionBody(input) };
       if (input.workspaceId !== undefined) body.workspace_id = input.workspaceId;
       if (input.expiresInMs !== undefined) body.expires_in = seconds(input.expiresInMs);

@@ -8,9 +8,13 @@
  * tests of a file one after another): the audit test at the end reads what the others did.
  */
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
+import { SqliteStore } from '../../src/store/sqlite.ts';
+import { CLI_ACTOR } from '../../src/store/types.ts';
+import { createUser, setRole } from '../../src/users/service.ts';
 import type { CliResult, Gateway, HttpResult } from '../support/cli.ts';
 import { ANY_KEY_RE, createCliHarness, KEY_RE, pollStatus, STACK_LINE, stopGateway } from '../support/cli.ts';
 
@@ -699,5 +703,45 @@ test('only keys create / keys rotate print a secret, and only their own', () => 
       if (secret !== printed[0])
         assert.ok(!run.stdout.includes(secret), `${where} printed another key's secret`);
     }
+  }
+});
+
+test('keys create --owner makes a key that belongs to a member of the workspace', async () => {
+  const dir = newDataDir();
+  assert.equal((await cli(['keys', 'list'], dir)).code, 0, 'the data directory exists');
+  const store = new SqliteStore(join(dir, 'keygate.db'));
+  try {
+    await store.migrate();
+    const user = await createUser(
+      store,
+      { email: 'Owner.Of.Keys@example.com', password: 'a long enough password' },
+      CLI_ACTOR,
+    );
+    await setRole(store, { workspaceId: 'ws_default', user: user.id, role: 'member' }, CLI_ACTOR);
+    await createUser(store, { email: 'outsider@example.com', password: 'a long enough password' }, CLI_ACTOR);
+    const created = await cliJson<{ created_by: string }>(
+      [
+        'keys',
+        'create',
+        '--name',
+        'owned',
+        '--scopes',
+        'keys:write,chat',
+        '--owner',
+        'owner.of.keys@example.com',
+      ],
+      dir,
+    );
+    assert.equal(created.created_by, user.id);
+  } finally {
+    await store.close();
+  }
+  for (const [owner, message] of [
+    ['nobody@example.com', /--owner: no user nobody@example.com/],
+    ['outsider@example.com', /--owner: outsider@example.com is not a member of ws_default/],
+  ] as const) {
+    const refused = await cli(['keys', 'create', '--name', 'x', '--owner', owner], dir);
+    assert.equal(refused.code, 2);
+    assert.match(refused.stderr, message);
   }
 });
