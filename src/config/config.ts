@@ -45,7 +45,11 @@ export const configSchema = z
       .prefault({}),
     dataDir: z.string().min(1).default('.keygate'),
     keys: z
-      .object({ prefix: z.string().default(DEFAULT_KEY_PREFIX) })
+      .object({
+        prefix: z.string().default(DEFAULT_KEY_PREFIX),
+        /** Days before a key's expiry at which a reminder is logged and recorded in the audit log. */
+        expiryReminderDays: z.array(z.number().int().positive().max(3650)).default([14, 3]),
+      })
       .strict()
       .prefault({}),
     upstream: z

@@ -149,13 +149,23 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
   });
 
   // Expired keys are refused by the clock on every request; this records each expiry in the audit log.
-  const recordExpiries = () =>
-    store.recordExpiries(Date.now()).then(
-      (ids) => {
-        if (ids.length > 0) logger.info({ keyIds: ids }, 'keys expired');
-      },
-      (error: unknown) => logger.error({ err: error }, 'recording key expiries failed'),
-    );
+  const reminderThresholds = config.keys.expiryReminderDays.map((days) => days * 86_400_000);
+  const recordExpiries = async () => {
+    try {
+      const now = Date.now();
+      const ids = await store.recordExpiries(now);
+      if (ids.length > 0) logger.info({ keyIds: ids }, 'keys expired');
+      for (const r of await store.recordExpiryReminders(now, reminderThresholds)) {
+        const days = Math.max(1, Math.ceil((r.expiresAt - now) / 86_400_000));
+        logger.warn(
+          { keyId: r.keyId, workspaceId: r.workspaceId, expiresAt: new Date(r.expiresAt).toISOString() },
+          `key ${r.keyId} "${r.name}" expires in ${days} day${days === 1 ? '' : 's'}: rotate it with \`keygate keys rotate ${r.keyId}\``,
+        );
+      }
+    } catch (error) {
+      logger.error({ err: error }, 'recording key expiries failed');
+    }
+  };
   await recordExpiries();
   const expiryTimer = setInterval(() => void recordExpiries(), config.auth.expirySweepMs);
   expiryTimer.unref();

@@ -93,6 +93,14 @@ export const MIGRATIONS: readonly Migration[] = [
       -- Set once, when the expiry is recorded in the audit log.
       ALTER TABLE api_keys ADD COLUMN expiry_recorded_at INTEGER;
       CREATE INDEX api_keys_expiry ON api_keys (expires_at) WHERE expiry_recorded_at IS NULL AND expires_at IS NOT NULL;
+      -- One row per reminder sent before a key's expiry (e.g. 14 and 3 days before), so each goes out once.
+      CREATE TABLE key_expiry_reminders (
+        key_id TEXT NOT NULL REFERENCES api_keys(id),
+        expires_at INTEGER NOT NULL,
+        threshold_ms INTEGER NOT NULL,
+        at INTEGER NOT NULL,
+        PRIMARY KEY (key_id, expires_at, threshold_ms)
+      );
 
       -- Append-only: the store never updates or deletes a row of it.
       CREATE TABLE audit_events (

@@ -12,6 +12,7 @@ import {
   type AuditEvent,
   type AuditFilter,
   type Changes,
+  type ExpiryReminder,
   type KeyChanges,
   type KeyFilter,
   type KeyPatch,
@@ -674,6 +675,44 @@ export class SqliteStore implements Store {
         });
       }
       return rows.map((row) => String(row.id));
+    });
+  }
+
+  async recordExpiryReminders(now: number, thresholdsMs: readonly number[]): Promise<ExpiryReminder[]> {
+    return this.#transaction(() => {
+      const reminders: ExpiryReminder[] = [];
+      // Smallest threshold first: a key already inside 3 days gets the 3-day reminder, not the 14-day one.
+      for (const threshold of [...thresholdsMs].sort((a, b) => a - b)) {
+        const rows = this.#stmt(
+          `SELECT k.id, k.name, k.workspace_id, k.expires_at FROM api_keys k
+           WHERE k.revoked_at IS NULL AND k.expires_at > ? AND k.expires_at <= ?
+             AND NOT EXISTS (SELECT 1 FROM key_expiry_reminders r
+                             WHERE r.key_id = k.id AND r.expires_at = k.expires_at AND r.threshold_ms <= ?)`,
+        ).all(now, now + threshold, threshold) as Row[];
+        for (const row of rows) {
+          const reminder: ExpiryReminder = {
+            keyId: String(row.id),
+            name: String(row.name),
+            workspaceId: String(row.workspace_id),
+            expiresAt: Number(row.expires_at),
+            thresholdMs: threshold,
+          };
+          this.#stmt(
+            'INSERT INTO key_expiry_reminders (key_id, expires_at, threshold_ms, at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING',
+          ).run(reminder.keyId, reminder.expiresAt, threshold, now);
+          this.#audit({
+            at: now,
+            workspaceId: reminder.workspaceId,
+            actor: { type: 'system', id: null, ip: null },
+            action: 'key.expiry_reminder',
+            targetType: 'key',
+            targetId: reminder.keyId,
+            changes: { expires_at: { after: reminder.expiresAt } },
+          });
+          reminders.push(reminder);
+        }
+      }
+      return reminders;
     });
   }
 

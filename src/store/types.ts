@@ -286,6 +286,14 @@ export interface SecretMatch {
   validUntil: number | null;
 }
 
+export interface ExpiryReminder {
+  keyId: string;
+  name: string;
+  workspaceId: string;
+  expiresAt: number;
+  thresholdMs: number;
+}
+
 export interface TokenFilter {
   keyId?: string | undefined;
   workspaceId?: string | undefined;
@@ -341,6 +349,11 @@ export interface Store {
    * has passed; returns their ids.
    */
   recordExpiries(now: number): Promise<string[]>;
+  /**
+   * For each threshold (e.g. 14 and 3 days), the active keys whose expiry is now within it and that
+   * were not yet reminded for it (for their current expiry): recorded once, in the audit log too.
+   */
+  recordExpiryReminders(now: number, thresholdsMs: readonly number[]): Promise<ExpiryReminder[]>;
   appendAudit(event: AuditEvent): Promise<void>;
   listAudit(filter: AuditFilter): Promise<(AuditEvent & { seq: number })[]>;
   recordUsage(records: readonly UsageRecord[]): Promise<void>;

@@ -185,3 +185,37 @@ test('expiries are recorded in the audit log once, by whichever process gets the
     await second.close();
   }
 });
+
+test('expiry reminders go out once per threshold, the most urgent one first, and again after an extension', async () => {
+  const day = 86_400_000;
+  const now = Date.now();
+  const { record: inTen } = await createKey(
+    { store, pepper, prefix: 'kg', now },
+    { name: 'ten days', expiresInMs: 10 * day },
+  );
+  const { record: inTwo } = await createKey(
+    { store, pepper, prefix: 'kg', now },
+    { name: 'two days', expiresInMs: 2 * day },
+  );
+  const { record: far } = await createKey(
+    { store, pepper, prefix: 'kg', now },
+    { name: 'far', expiresInMs: 60 * day },
+  );
+  const thresholds = [14 * day, 3 * day];
+  const first = await store.recordExpiryReminders(now, thresholds);
+  const byKey = new Map(first.map((r) => [r.keyId, r.thresholdMs]));
+  assert.equal(byKey.get(inTen.id), 14 * day);
+  assert.equal(byKey.get(inTwo.id), 3 * day, 'only the most urgent reminder');
+  assert.ok(!byKey.has(far.id));
+  const again = await store.recordExpiryReminders(now + 1000, thresholds);
+  assert.ok(!again.some((r) => [inTen.id, inTwo.id].includes(r.keyId)), 'each reminder once');
+  // Eight days on, the ten-day key is inside three days: its second reminder.
+  const later = await store.recordExpiryReminders(now + 8 * day, thresholds);
+  assert.ok(later.some((r) => r.keyId === inTen.id && r.thresholdMs === 3 * day));
+  // Extending the key starts its reminders over for the new expiry.
+  await store.updateKey(inTwo.id, { expiresAt: now + 13 * day }, CLI_ACTOR, now);
+  const extended = await store.recordExpiryReminders(now + 1 * day, thresholds);
+  assert.ok(extended.some((r) => r.keyId === inTwo.id && r.thresholdMs === 14 * day));
+  const audit = await store.listAudit({ targetId: inTen.id, action: 'key.expiry_reminder' });
+  assert.equal(audit.length, 2);
+});
