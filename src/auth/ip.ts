@@ -79,9 +79,13 @@ export function resolveClientAddress(
   forwardedFor: string | string[] | undefined,
   trustedProxies: readonly Cidr[],
 ): string {
+  if (trustedProxies.length === 0) {
+    // The common case, on every request: the peer as Node reports it, IPv4-mapped form unwrapped.
+    return peer.startsWith('::ffff:') && peer.includes('.') ? peer.slice(7) : peer;
+  }
   const peerAddress = parseAddress(peer);
   if (!peerAddress) return peer;
-  if (trustedProxies.length === 0 || forwardedFor === undefined || !inRanges(peerAddress, trustedProxies)) {
+  if (forwardedFor === undefined || !inRanges(peerAddress, trustedProxies)) {
     return peerAddress.toString();
   }
   const hops = (Array.isArray(forwardedFor) ? forwardedFor.join(',') : forwardedFor).split(',');
