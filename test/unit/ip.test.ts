@@ -64,7 +64,11 @@ test('X-Forwarded-For is believed only from trusted proxies, right to left', () 
   const proxies = parseCidrs(['10.0.0.0/8']);
   // No trusted proxies: the header changes nothing.
   assert.equal(resolveClientAddress('198.51.100.9', '203.0.113.7', []), '198.51.100.9');
-  assert.equal(resolveClientAddress('::ffff:203.0.113.7', undefined, []), '203.0.113.7', 'mapped peer unwrapped');
+  assert.equal(
+    resolveClientAddress('::ffff:203.0.113.7', undefined, []),
+    '203.0.113.7',
+    'mapped peer unwrapped',
+  );
   assert.equal(resolveClientAddress('2001:db8::1', '203.0.113.7', []), '2001:db8::1');
   // An untrusted peer cannot spoof.
   assert.equal(resolveClientAddress('198.51.100.9', '203.0.113.7', proxies), '198.51.100.9');
