@@ -10,7 +10,8 @@ import { hashKey, pepperKey } from '../keys/hash.ts';
 import type { KeyRecord, SecretMatch, Store } from '../store/types.ts';
 
 export type VerifyFailure = 'malformed' | 'unknown' | 'revoked' | 'expired' | 'rotated';
-export type VerifyResult = { ok: true; key: KeyRecord } | { ok: false; reason: VerifyFailure };
+/** A refused key that exists (revoked, expired, rotated out) is named, for alerts: never for the client. */
+export type VerifyResult = { ok: true; key: KeyRecord } | { ok: false; reason: VerifyFailure; key?: KeyRecord };
 
 /** Cached value for a hash: the key it opens (and until when), or `null` for "no such key". */
 type Entry = SecretMatch | null;
@@ -104,10 +105,10 @@ export class KeyVerifier {
 
   #judge(entry: Entry, now: number): VerifyResult {
     if (entry === null) return { ok: false, reason: 'unknown' };
-    if (entry.validUntil !== null && entry.validUntil <= now) return { ok: false, reason: 'rotated' };
     const key = entry.key;
-    if (key.revokedAt !== null && key.revokedAt <= now) return { ok: false, reason: 'revoked' };
-    if (key.expiresAt !== null && key.expiresAt <= now) return { ok: false, reason: 'expired' };
+    if (entry.validUntil !== null && entry.validUntil <= now) return { ok: false, reason: 'rotated', key };
+    if (key.revokedAt !== null && key.revokedAt <= now) return { ok: false, reason: 'revoked', key };
+    if (key.expiresAt !== null && key.expiresAt <= now) return { ok: false, reason: 'expired', key };
     return { ok: true, key };
   }
 

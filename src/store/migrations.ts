@@ -142,4 +142,67 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX memberships_user ON memberships (user_id);
     `,
   },
+  {
+    version: 3,
+    name: 'alerts: channels, alerts, deliveries, rule settings, networks seen per key',
+    sqlite: `
+      CREATE TABLE alert_channels (
+        id TEXT PRIMARY KEY,
+        workspace_id TEXT NOT NULL REFERENCES workspaces(id),
+        type TEXT NOT NULL CHECK (type IN ('webhook', 'slack', 'email')),
+        name TEXT NOT NULL,
+        -- The channel's settings (URL, signing secret, SMTP credentials), sealed with the data key.
+        config_sealed TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+      );
+      CREATE INDEX alert_channels_workspace ON alert_channels (workspace_id);
+
+      CREATE TABLE alerts (
+        id TEXT PRIMARY KEY,
+        workspace_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        -- What makes two alerts "the same" (kind + key + detail): repeats within the cooldown are folded in.
+        fingerprint TEXT NOT NULL,
+        key_id TEXT,
+        severity TEXT NOT NULL CHECK (severity IN ('info', 'warning', 'critical')),
+        title TEXT NOT NULL,
+        message TEXT NOT NULL,
+        details TEXT NOT NULL DEFAULT '{}',
+        first_at INTEGER NOT NULL,
+        last_at INTEGER NOT NULL,
+        occurrences INTEGER NOT NULL DEFAULT 1,
+        acknowledged_at INTEGER,
+        acknowledged_by TEXT
+      );
+      CREATE INDEX alerts_workspace_time ON alerts (workspace_id, last_at);
+      CREATE INDEX alerts_fingerprint ON alerts (fingerprint, last_at);
+
+      CREATE TABLE alert_deliveries (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        alert_id TEXT NOT NULL REFERENCES alerts(id),
+        channel_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        outcome TEXT NOT NULL CHECK (outcome IN ('sent', 'failed')),
+        status INTEGER,
+        error TEXT,
+        at INTEGER NOT NULL
+      );
+      CREATE INDEX alert_deliveries_alert ON alert_deliveries (alert_id);
+
+      CREATE TABLE alert_rule_settings (
+        workspace_id TEXT NOT NULL REFERENCES workspaces(id),
+        kind TEXT NOT NULL,
+        settings TEXT NOT NULL,
+        PRIMARY KEY (workspace_id, kind)
+      );
+
+      -- Networks (IPv4 /24, IPv6 /48) each key has been used from, for the "new network" rule.
+      CREATE TABLE key_networks (
+        key_id TEXT NOT NULL,
+        network TEXT NOT NULL,
+        first_seen INTEGER NOT NULL,
+        PRIMARY KEY (key_id, network)
+      );
+    `,
+  },
 ];

@@ -9,10 +9,17 @@ import { newId } from '../util/ids.ts';
 import { MIGRATIONS } from './migrations.ts';
 import {
   type Actor,
+  type Alert,
+  type AlertChannel,
+  type AlertDelivery,
+  type AlertFilter,
+  type AlertKind,
   type AuditEvent,
   type AuditFilter,
   type Changes,
+  type ChannelType,
   type ExpiryReminder,
+  type HourlyCount,
   type KeyChanges,
   type KeyFilter,
   type KeyPatch,
@@ -20,11 +27,13 @@ import {
   type KeyRecord,
   keyStatus,
   type Membership,
+  type NewAlert,
   type NewKey,
   type Role,
   type RotateInput,
   type Scope,
   type SecretMatch,
+  type Severity,
   type Store,
   StoreConflictError,
   type TokenFilter,
@@ -90,6 +99,36 @@ function toKey(row: Row): KeyRecord {
       budget: { day: num(row.budget_day), month: num(row.budget_month) },
     },
     workspacePolicy: workspacePolicy(row, 'ws_'),
+  };
+}
+
+function toAlert(row: Row): Alert {
+  return {
+    id: String(row.id),
+    workspaceId: String(row.workspace_id),
+    kind: String(row.kind) as AlertKind,
+    fingerprint: String(row.fingerprint),
+    keyId: str(row.key_id),
+    severity: String(row.severity) as Severity,
+    title: String(row.title),
+    message: String(row.message),
+    details: JSON.parse(String(row.details)) as Record<string, unknown>,
+    firstAt: Number(row.first_at),
+    lastAt: Number(row.last_at),
+    occurrences: Number(row.occurrences),
+    acknowledgedAt: num(row.acknowledged_at),
+    acknowledgedBy: str(row.acknowledged_by),
+  };
+}
+
+function toChannel(row: Row): AlertChannel {
+  return {
+    id: String(row.id),
+    workspaceId: String(row.workspace_id),
+    type: String(row.type) as ChannelType,
+    name: String(row.name),
+    configSealed: String(row.config_sealed),
+    createdAt: Number(row.created_at),
   };
 }
 
@@ -714,6 +753,249 @@ export class SqliteStore implements Store {
       }
       return reminders;
     });
+  }
+
+  async raiseAlert(alert: NewAlert, cooldownMs: number): Promise<{ alert: Alert; fresh: boolean }> {
+    return this.#transaction(() => {
+      const existing = this.#stmt(
+        'SELECT id FROM alerts WHERE fingerprint = ? AND last_at > ? ORDER BY last_at DESC LIMIT 1',
+      ).get(alert.fingerprint, alert.at - cooldownMs) as Row | undefined;
+      if (existing) {
+        this.#stmt(
+          'UPDATE alerts SET last_at = MAX(last_at, ?), occurrences = occurrences + 1 WHERE id = ?',
+        ).run(alert.at, String(existing.id));
+        return { alert: this.#alert(String(existing.id)) as Alert, fresh: false };
+      }
+      this.#stmt(
+        `INSERT INTO alerts (id, workspace_id, kind, fingerprint, key_id, severity, title, message, details, first_at, last_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      ).run(
+        alert.id,
+        alert.workspaceId,
+        alert.kind,
+        alert.fingerprint,
+        alert.keyId,
+        alert.severity,
+        alert.title,
+        alert.message,
+        JSON.stringify(alert.details),
+        alert.at,
+        alert.at,
+      );
+      return { alert: this.#alert(alert.id) as Alert, fresh: true };
+    });
+  }
+
+  #alert(id: string): Alert | undefined {
+    const row = this.#stmt('SELECT * FROM alerts WHERE id = ?').get(id) as Row | undefined;
+    return row ? toAlert(row) : undefined;
+  }
+
+  async listAlerts(filter: AlertFilter): Promise<Alert[]> {
+    const where: string[] = [];
+    const params: SQLInputValue[] = [];
+    if (filter.workspaceId !== undefined) {
+      where.push('workspace_id = ?');
+      params.push(filter.workspaceId);
+    }
+    if (filter.kind !== undefined) {
+      where.push('kind = ?');
+      params.push(filter.kind);
+    }
+    if (filter.keyId !== undefined) {
+      where.push('key_id = ?');
+      params.push(filter.keyId);
+    }
+    if (filter.unacknowledged) where.push('acknowledged_at IS NULL');
+    params.push(Math.min(filter.limit ?? 100, 1000));
+    return (
+      this.#db
+        .prepare(
+          `SELECT * FROM alerts ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY last_at DESC, id LIMIT ?`,
+        )
+        .all(...params) as Row[]
+    ).map(toAlert);
+  }
+
+  async getAlert(id: string): Promise<Alert | undefined> {
+    return this.#alert(id);
+  }
+
+  async acknowledgeAlert(id: string, actor: Actor, at: number): Promise<Alert | undefined> {
+    return this.#transaction(() => {
+      const before = this.#alert(id);
+      if (!before) return undefined;
+      if (before.acknowledgedAt !== null) return before;
+      const by = actor.id ?? actor.type;
+      this.#stmt('UPDATE alerts SET acknowledged_at = ?, acknowledged_by = ? WHERE id = ?').run(at, by, id);
+      this.#audit({
+        at,
+        workspaceId: before.workspaceId,
+        actor,
+        action: 'alert.acknowledge',
+        targetType: 'alert',
+        targetId: id,
+        changes: { acknowledged_at: { before: null, after: at } },
+      });
+      return this.#alert(id);
+    });
+  }
+
+  async createChannel(channel: AlertChannel, actor: Actor): Promise<AlertChannel> {
+    return this.#transaction(() => {
+      this.#stmt(
+        'INSERT INTO alert_channels (id, workspace_id, type, name, config_sealed, created_at) VALUES (?, ?, ?, ?, ?, ?)',
+      ).run(
+        channel.id,
+        channel.workspaceId,
+        channel.type,
+        channel.name,
+        channel.configSealed,
+        channel.createdAt,
+      );
+      this.#audit({
+        at: channel.createdAt,
+        workspaceId: channel.workspaceId,
+        actor,
+        action: 'channel.create',
+        targetType: 'channel',
+        targetId: channel.id,
+        changes: { type: { after: channel.type }, name: { after: channel.name } },
+      });
+      return channel;
+    });
+  }
+
+  async listChannels(workspaceId?: string): Promise<AlertChannel[]> {
+    const rows = (
+      workspaceId === undefined
+        ? this.#stmt('SELECT * FROM alert_channels ORDER BY created_at, id').all()
+        : this.#stmt('SELECT * FROM alert_channels WHERE workspace_id = ? ORDER BY created_at, id').all(
+            workspaceId,
+          )
+    ) as Row[];
+    return rows.map(toChannel);
+  }
+
+  async getChannel(id: string): Promise<AlertChannel | undefined> {
+    const row = this.#stmt('SELECT * FROM alert_channels WHERE id = ?').get(id) as Row | undefined;
+    return row ? toChannel(row) : undefined;
+  }
+
+  async deleteChannel(id: string, actor: Actor, at: number): Promise<boolean> {
+    return this.#transaction(() => {
+      const row = this.#stmt('SELECT * FROM alert_channels WHERE id = ?').get(id) as Row | undefined;
+      if (!row) return false;
+      this.#stmt('DELETE FROM alert_channels WHERE id = ?').run(id);
+      this.#audit({
+        at,
+        workspaceId: String(row.workspace_id),
+        actor,
+        action: 'channel.delete',
+        targetType: 'channel',
+        targetId: id,
+        changes: { type: { before: String(row.type) }, name: { before: String(row.name) } },
+      });
+      return true;
+    });
+  }
+
+  async recordDelivery(d: AlertDelivery): Promise<void> {
+    this.#stmt(
+      'INSERT INTO alert_deliveries (alert_id, channel_id, attempt, outcome, status, error, at) VALUES (?, ?, ?, ?, ?, ?, ?)',
+    ).run(d.alertId, d.channelId, d.attempt, d.outcome, d.status, d.error, d.at);
+  }
+
+  async listDeliveries(filter: {
+    alertId?: string;
+    channelId?: string;
+    limit?: number;
+  }): Promise<AlertDelivery[]> {
+    const where: string[] = [];
+    const params: SQLInputValue[] = [];
+    if (filter.alertId !== undefined) {
+      where.push('alert_id = ?');
+      params.push(filter.alertId);
+    }
+    if (filter.channelId !== undefined) {
+      where.push('channel_id = ?');
+      params.push(filter.channelId);
+    }
+    params.push(Math.min(filter.limit ?? 100, 1000));
+    const rows = this.#db
+      .prepare(
+        `SELECT * FROM alert_deliveries ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT ?`,
+      )
+      .all(...params) as Row[];
+    return rows.map((row) => ({
+      alertId: String(row.alert_id),
+      channelId: String(row.channel_id),
+      attempt: Number(row.attempt),
+      outcome: String(row.outcome) as AlertDelivery['outcome'],
+      status: num(row.status),
+      error: str(row.error),
+      at: Number(row.at),
+    }));
+  }
+
+  async ruleSettings(workspaceId: string): Promise<Record<string, Record<string, unknown>>> {
+    const rows = this.#stmt('SELECT kind, settings FROM alert_rule_settings WHERE workspace_id = ?').all(
+      workspaceId,
+    ) as Row[];
+    const out: Record<string, Record<string, unknown>> = {};
+    for (const row of rows)
+      out[String(row.kind)] = JSON.parse(String(row.settings)) as Record<string, unknown>;
+    return out;
+  }
+
+  async setRuleSettings(
+    workspaceId: string,
+    kind: AlertKind,
+    settings: Record<string, unknown>,
+    actor: Actor,
+    at: number,
+  ): Promise<void> {
+    this.#transaction(() => {
+      const before = this.#stmt(
+        'SELECT settings FROM alert_rule_settings WHERE workspace_id = ? AND kind = ?',
+      ).get(workspaceId, kind) as Row | undefined;
+      this.#stmt(
+        `INSERT INTO alert_rule_settings (workspace_id, kind, settings) VALUES (?, ?, ?)
+         ON CONFLICT (workspace_id, kind) DO UPDATE SET settings = excluded.settings`,
+      ).run(workspaceId, kind, JSON.stringify(settings));
+      this.#audit({
+        at,
+        workspaceId,
+        actor,
+        action: 'alert_rule.update',
+        targetType: 'workspace',
+        targetId: workspaceId,
+        changes: { [kind]: { before: before ? JSON.parse(String(before.settings)) : null, after: settings } },
+      });
+    });
+  }
+
+  async noteNetwork(keyId: string, network: string, at: number): Promise<'first' | 'new' | 'known'> {
+    return this.#transaction(() => {
+      const result = this.#stmt(
+        'INSERT INTO key_networks (key_id, network, first_seen) VALUES (?, ?, ?) ON CONFLICT DO NOTHING',
+      ).run(keyId, network, at);
+      if (result.changes === 0) return 'known';
+      const row = this.#stmt('SELECT COUNT(*) AS n FROM key_networks WHERE key_id = ?').get(keyId) as Row;
+      return Number(row.n) === 1 ? 'first' : 'new';
+    });
+  }
+
+  async hourlyCounts(keyId: string, since: number): Promise<HourlyCount[]> {
+    const rows = this.#stmt(
+      `SELECT (time / 3600000) * 3600000 AS hour, COUNT(*) AS requests, SUM(total_tokens) AS tokens
+       FROM usage_records WHERE key_id = ? AND time >= ? GROUP BY hour ORDER BY hour`,
+    ).all(keyId, since) as Row[];
+    return rows.map((row) => ({
+      hour: Number(row.hour),
+      requests: Number(row.requests),
+      tokens: Number(row.tokens),
+    }));
   }
 
   async appendAudit(event: AuditEvent): Promise<void> {

@@ -165,7 +165,7 @@ export interface AuditEvent {
   workspaceId: string | null;
   actor: Actor;
   action: string;
-  targetType: 'key' | 'workspace' | 'user' | 'membership';
+  targetType: 'key' | 'workspace' | 'user' | 'membership' | 'alert' | 'channel';
   targetId: string | null;
   changes: Changes;
 }
@@ -294,6 +294,78 @@ export interface ExpiryReminder {
   thresholdMs: number;
 }
 
+export const ALERT_KINDS = [
+  'usage_spike',
+  'budget_threshold',
+  'new_network',
+  'auth_failures',
+  'key_expiring',
+  'test',
+] as const;
+export type AlertKind = (typeof ALERT_KINDS)[number];
+export type Severity = 'info' | 'warning' | 'critical';
+
+export interface NewAlert {
+  id: string;
+  workspaceId: string;
+  kind: AlertKind;
+  /** Alerts with the same fingerprint within the cooldown are one alert seen several times. */
+  fingerprint: string;
+  keyId: string | null;
+  severity: Severity;
+  title: string;
+  message: string;
+  details: Record<string, unknown>;
+  at: number;
+}
+
+export interface Alert extends Omit<NewAlert, 'at'> {
+  firstAt: number;
+  lastAt: number;
+  occurrences: number;
+  acknowledgedAt: number | null;
+  acknowledgedBy: string | null;
+}
+
+export interface AlertFilter {
+  workspaceId?: string | undefined;
+  kind?: AlertKind | undefined;
+  keyId?: string | undefined;
+  unacknowledged?: boolean | undefined;
+  limit?: number | undefined;
+}
+
+export const CHANNEL_TYPES = ['webhook', 'slack', 'email'] as const;
+export type ChannelType = (typeof CHANNEL_TYPES)[number];
+
+export interface AlertChannel {
+  id: string;
+  workspaceId: string;
+  type: ChannelType;
+  name: string;
+  /** The channel's settings, sealed with the data key (see util/seal.ts). */
+  configSealed: string;
+  createdAt: number;
+}
+
+export interface AlertDelivery {
+  alertId: string;
+  channelId: string;
+  attempt: number;
+  outcome: 'sent' | 'failed';
+  /** HTTP status (webhook, Slack) or SMTP reply code, when there was one. */
+  status: number | null;
+  error: string | null;
+  at: number;
+}
+
+export interface HourlyCount {
+  /** Start of the hour, epoch ms. */
+  hour: number;
+  requests: number;
+  tokens: number;
+}
+
 export interface TokenFilter {
   keyId?: string | undefined;
   workspaceId?: string | undefined;
@@ -355,6 +427,30 @@ export interface Store {
    */
   recordExpiryReminders(now: number, thresholdsMs: readonly number[]): Promise<ExpiryReminder[]>;
   appendAudit(event: AuditEvent): Promise<void>;
+  /** Records an alert, or folds it into the last one with the same fingerprint seen within `cooldownMs`. */
+  raiseAlert(alert: NewAlert, cooldownMs: number): Promise<{ alert: Alert; fresh: boolean }>;
+  listAlerts(filter: AlertFilter): Promise<Alert[]>;
+  getAlert(id: string): Promise<Alert | undefined>;
+  acknowledgeAlert(id: string, actor: Actor, at: number): Promise<Alert | undefined>;
+  createChannel(channel: AlertChannel, actor: Actor): Promise<AlertChannel>;
+  listChannels(workspaceId?: string): Promise<AlertChannel[]>;
+  getChannel(id: string): Promise<AlertChannel | undefined>;
+  deleteChannel(id: string, actor: Actor, at: number): Promise<boolean>;
+  recordDelivery(delivery: AlertDelivery): Promise<void>;
+  listDeliveries(filter: { alertId?: string; channelId?: string; limit?: number }): Promise<AlertDelivery[]>;
+  /** Per-workspace rule settings that differ from the defaults, by rule kind. */
+  ruleSettings(workspaceId: string): Promise<Record<string, Record<string, unknown>>>;
+  setRuleSettings(
+    workspaceId: string,
+    kind: AlertKind,
+    settings: Record<string, unknown>,
+    actor: Actor,
+    at: number,
+  ): Promise<void>;
+  /** Notes that a key was used from a network: its first network ever, a new one, or a known one. */
+  noteNetwork(keyId: string, network: string, at: number): Promise<'first' | 'new' | 'known'>;
+  /** A key's requests and tokens per hour since a time (hours without traffic are absent). */
+  hourlyCounts(keyId: string, since: number): Promise<HourlyCount[]>;
   listAudit(filter: AuditFilter): Promise<(AuditEvent & { seq: number })[]>;
   recordUsage(records: readonly UsageRecord[]): Promise<void>;
   usageTotals(filter: UsageFilter): Promise<UsageTotals[]>;

@@ -98,7 +98,9 @@ test('a revoke seen in the change feed drops the cached key at once', async () =
   await store.revokeKey(record.id, Date.now(), CLI_ACTOR);
   assert.ok((await v.verify(key)).ok, 'still cached until the feed is read');
   await v.syncChanges();
-  assert.deepEqual(await v.verify(key), { ok: false, reason: 'revoked' });
+  const refused = await v.verify(key);
+  assert.equal(refused.ok, false);
+  assert.ok(!refused.ok && refused.reason === 'revoked' && refused.key?.id === record.id, 'named for alerts');
   v.close();
 });
 
@@ -120,7 +122,8 @@ test('an expired key is refused by the clock, even from the cache', async () => 
   const { key } = await createKey({ store, pepper, prefix: 'kg' }, { name: 'short', expiresInMs: 1000 });
   const now = Date.now();
   assert.ok((await v.verify(key, now)).ok);
-  assert.deepEqual(await v.verify(key, now + 1001), { ok: false, reason: 'expired' });
+  const expired = await v.verify(key, now + 1001);
+  assert.ok(!expired.ok && expired.reason === 'expired');
   v.close();
 });
 

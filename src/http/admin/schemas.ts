@@ -300,7 +300,7 @@ export const AuditEvent = named(
     }),
     action: z.string().describe('e.g. key.create, key.update, key.rotate, key.revoke, workspace.update'),
     target: z.strictObject({
-      type: z.enum(['key', 'workspace', 'user', 'membership']),
+      type: z.enum(['key', 'workspace', 'user', 'membership', 'alert', 'channel']),
       id: z.string().nullable(),
     }),
     changes: z
