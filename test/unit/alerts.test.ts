@@ -194,8 +194,9 @@ describe('engine (real store, injected clock)', () => {
     await engine.tick();
     alerts = await store.listAlerts({ keyId: k.id, kind: 'budget_threshold' });
     assert.equal(alerts.length, 2);
-    assert.equal(alerts[0]?.severity, 'critical');
-    assert.match(alerts[0]?.message ?? '', /refused with 429/);
+    const full = alerts.find((a) => a.details.threshold === 100);
+    assert.equal(full?.severity, 'critical');
+    assert.match(full?.message ?? '', /refused with 429/);
   });
 
   test('a workspace budget alert names the workspace', async () => {
