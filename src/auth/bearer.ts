@@ -5,9 +5,8 @@
 import { MAX_TOKEN_LENGTH } from '../keys/format.ts';
 
 export type BearerResult =
-  | { kind: 'missing' }
-  | { kind: 'malformed'; reason: string }
-  | { kind: 'token'; token: string };
+  /** No bearer credentials at all: no header, or another authentication scheme. */
+  { kind: 'missing' } | { kind: 'malformed'; reason: string } | { kind: 'token'; token: string };
 
 const B64TOKEN = /^[A-Za-z0-9\-._~+/]+=*$/;
 
@@ -21,8 +20,14 @@ export function parseAuthorization(header: string | readonly string[] | undefine
   if (header.length === 0) return { kind: 'malformed', reason: 'empty Authorization header' };
   const space = header.indexOf(' ');
   const scheme = space === -1 ? header : header.slice(0, space);
-  if (scheme.toLowerCase() !== 'bearer') {
-    return { kind: 'malformed', reason: 'the Authorization scheme must be Bearer' };
+  // Another scheme (Basic, Digest, …) carries no bearer credentials: to RFC 6750 §3.1 that is a
+  // request without authentication, answered 401 with a plain challenge and no error code.
+  const lower = scheme.toLowerCase();
+  if (lower !== 'bearer') {
+    // `Bearerkg_…`: a bearer token with the space forgotten is malformed, not absent.
+    return lower.startsWith('bearer')
+      ? { kind: 'malformed', reason: 'no space after Bearer' }
+      : { kind: 'missing' };
   }
   if (space === -1) return { kind: 'malformed', reason: 'no token after Bearer' };
   let start = space;

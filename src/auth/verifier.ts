@@ -11,7 +11,9 @@ import type { KeyRecord, SecretMatch, Store } from '../store/types.ts';
 
 export type VerifyFailure = 'malformed' | 'unknown' | 'revoked' | 'expired' | 'rotated';
 /** A refused key that exists (revoked, expired, rotated out) is named, for alerts: never for the client. */
-export type VerifyResult = { ok: true; key: KeyRecord } | { ok: false; reason: VerifyFailure; key?: KeyRecord };
+export type VerifyResult =
+  | { ok: true; key: KeyRecord }
+  | { ok: false; reason: VerifyFailure; key?: KeyRecord };
 
 /** Cached value for a hash: the key it opens (and until when), or `null` for "no such key". */
 type Entry = SecretMatch | null;

@@ -4,6 +4,12 @@
  * once against `Backend` and prints the same JSON and tables either way, because both sides
  * produce the shared views of src/views.ts.
  */
+import type { ChannelInput, ChannelView, CreatedChannelView } from '../alerts/channels.ts';
+import { channelView } from '../alerts/channels.ts';
+import type { AlertView } from '../alerts/messages.ts';
+import { createNotifier } from '../alerts/notifier.ts';
+import { addChannel, alertViews, type DeliveryView, deliveryView } from '../alerts/service.ts';
+import { loadSecrets } from '../config/secrets.ts';
 import {
   createKey,
   type KeyRestrictions,
@@ -12,6 +18,7 @@ import {
   updateKey,
 } from '../keys/service.ts';
 import {
+  type AlertKind,
   CLI_ACTOR,
   DEFAULT_WORKSPACE_ID,
   type KeyStatus,
@@ -30,6 +37,9 @@ export type WorkspaceView = ReturnType<typeof workspaceView>;
 export type AuditEventView = ReturnType<typeof auditView>;
 export type UsageView = ReturnType<typeof usageView>;
 export type MemberView = ReturnType<typeof memberView>;
+export type { ChannelView, CreatedChannelView } from '../alerts/channels.ts';
+export type { AlertView } from '../alerts/messages.ts';
+export type { DeliveryView } from '../alerts/service.ts';
 
 export interface KeyListQuery {
   workspaceId?: string | undefined;
@@ -63,6 +73,19 @@ export interface UsageQuery {
   since?: number | undefined;
 }
 
+export interface AlertQuery {
+  workspaceId?: string | undefined;
+  kind?: AlertKind | undefined;
+  keyId?: string | undefined;
+  unacknowledged?: boolean | undefined;
+  limit?: number | undefined;
+}
+
+export interface NewChannelInput extends ChannelInput {
+  /** Default: ws_default locally, the admin key's workspace through the API. */
+  workspaceId?: string | undefined;
+}
+
 export interface RevokedKey {
   key: KeyView;
   /** When the key had already been revoked before this call (nothing changed then); null otherwise. */
@@ -87,6 +110,13 @@ export interface Backend {
   removeMember(workspaceId: string, user: string): Promise<void>;
   listAudit(query: AuditQuery): Promise<AuditEventView[]>;
   usage(query: UsageQuery): Promise<UsageView[]>;
+  listAlerts(query: AlertQuery): Promise<AlertView[]>;
+  acknowledgeAlert(id: string): Promise<AlertView>;
+  listChannels(workspaceId: string | undefined): Promise<ChannelView[]>;
+  addChannel(input: NewChannelInput): Promise<CreatedChannelView>;
+  removeChannel(id: string): Promise<void>;
+  /** Sends a test alert once to every channel of the workspace; how each went. */
+  testAlert(workspaceId: string | undefined): Promise<DeliveryView[]>;
 }
 
 function noKey(id: string): UserError {
@@ -96,6 +126,14 @@ function noKey(id: string): UserError {
 function noWorkspace(id: string): UserError {
   return new UserError(`no workspace with id ${id} (see \`keygate workspaces list\`)`);
 }
+
+/** The data key of the data directory's server secret (KEYGATE_SECRET, or <data-dir>/secret). */
+function dataKeyOf(ctx: CommandContext): Buffer {
+  return loadSecrets(ctx.config.dataDir, process.env.KEYGATE_SECRET).dataKey;
+}
+
+/** The CLI prints each delivery's result itself. */
+const SILENT = { info() {}, warn() {}, error() {} };
 
 /** The data directory's store, changed as the CLI always has: with the key service, as actor `cli`. */
 export function localBackend(ctx: CommandContext): Backend {
@@ -179,6 +217,42 @@ export function localBackend(ctx: CommandContext): Backend {
     },
     async usage(query) {
       return (await store.usageTotals(query)).map(usageView);
+    },
+    async listAlerts(query) {
+      return alertViews(store, await store.listAlerts(query));
+    },
+    async acknowledgeAlert(id) {
+      const acknowledged = await store.acknowledgeAlert(id, CLI_ACTOR, Date.now());
+      if (!acknowledged) throw new UserError(`no alert with id ${id} (see \`keygate alerts list\`)`);
+      const [view] = await alertViews(store, [acknowledged]);
+      if (!view) throw new UserError(`no alert with id ${id}`);
+      return view;
+    },
+    async listChannels(workspaceId) {
+      const dataKey = dataKeyOf(ctx);
+      return (await store.listChannels(workspaceId)).map((c) => channelView(c, dataKey));
+    },
+    async addChannel(input) {
+      return addChannel(
+        { store, dataKey: dataKeyOf(ctx) },
+        { ...input, workspaceId: input.workspaceId ?? DEFAULT_WORKSPACE_ID },
+        CLI_ACTOR,
+      );
+    },
+    async removeChannel(id) {
+      if (!(await store.deleteChannel(id, CLI_ACTOR, Date.now())))
+        throw new UserError(`no alert channel with id ${id} (see \`keygate alerts channels list\`)`);
+    },
+    async testAlert(workspaceId) {
+      const id = workspaceId ?? DEFAULT_WORKSPACE_ID;
+      if (!(await store.getWorkspace(id))) throw noWorkspace(id);
+      // Sent from this process, with the data directory's secret: no gateway needs to run.
+      const notifier = createNotifier({ store, dataKey: dataKeyOf(ctx), logger: SILENT });
+      try {
+        return (await notifier.sendTest(id)).map(deliveryView);
+      } finally {
+        await notifier.close();
+      }
     },
   };
 }

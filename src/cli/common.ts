@@ -132,7 +132,7 @@ export function envValue(name: string, env: NodeJS.ProcessEnv = process.env): st
 }
 
 /** What --url can do, for the refusals of the commands that work on the data directory only. */
-const REMOTE_COMMANDS = 'keys, usage, audit and workspaces';
+const REMOTE_COMMANDS = 'keys, usage, audit, workspaces and alerts';
 
 /**
  * Refuses --url (or KEYGATE_URL, unless `flagOnly`) for `command`, which works on the local data

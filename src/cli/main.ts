@@ -5,6 +5,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { type Config, type ConfigFlags, isLoopback } from '../config/config.ts';
 import { StartError, startGateway } from '../http/server.ts';
 import { registerAdminCommands } from './admin.ts';
+import { registerAlertCommands } from './alerts.ts';
 import { withBackend } from './backend.ts';
 import {
   addTargetOptions,
@@ -86,6 +87,7 @@ function buildProgram(): Command {
   });
 
   registerPeopleCommands(program, registerAdminCommands(program));
+  registerAlertCommands(program);
   return program;
 }
 

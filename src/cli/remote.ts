@@ -9,15 +9,20 @@
 import { readFileSync } from 'node:fs';
 import { rootCertificates } from 'node:tls';
 import { Agent, request } from 'undici';
+import { parseChannelInput } from '../alerts/channels.ts';
 import { isLoopback } from '../config/config.ts';
 import { keyPattern } from '../keys/format.ts';
 import { type KeyRestrictions, validateKeyName, validateRestrictions } from '../keys/service.ts';
 import type { KeyPatch, TokenBudget, WorkspacePatch } from '../store/types.ts';
 import { UserInputError } from '../users/service.ts';
 import type {
+  AlertView,
   AuditEventView,
   Backend,
+  ChannelView,
+  CreatedChannelView,
   CreatedKeyView,
+  DeliveryView,
   KeyView,
   MemberView,
   RotatedKeyView,
@@ -28,6 +33,8 @@ import { envValue, UserError, userErrorOf } from './common.ts';
 
 /** How long one request to the gateway may take, connection and TLS handshake included. */
 export const REMOTE_TIMEOUT_MS = 10_000;
+/** How long `alerts test` waits for the gateway, which waits for every channel. */
+const TEST_TIMEOUT_MS = 30_000;
 /** The API's largest page (keys, audit). */
 const PAGE = 500;
 /** Anything shaped like a key of any deployment prefix, never echoed in a message. */
@@ -142,6 +149,11 @@ const OPTION_OF_LOC: Record<string, string> = {
   'query.action': '--action',
   'query.since': '--since',
   'query.after': '--after',
+  'query.kind': '--kind',
+  'query.limit': '--limit',
+  'body.type': '--type',
+  'body.url': '--url',
+  'body.secret': '--secret',
 };
 
 function isRecord(value: unknown): value is Record<string, unknown> {
@@ -305,7 +317,7 @@ export function openRemote(target: RemoteTarget): RemoteBackend {
   async function call(
     method: 'GET' | 'POST' | 'PATCH' | 'PUT' | 'DELETE',
     path: string,
-    options: { query?: Query; body?: Record<string, unknown> } = {},
+    options: { query?: Query; body?: Record<string, unknown>; timeoutMs?: number } = {},
   ): Promise<unknown> {
     const search = new URLSearchParams();
     for (const [name, value] of Object.entries(options.query ?? {}))
@@ -326,7 +338,10 @@ export function openRemote(target: RemoteTarget): RemoteBackend {
         headers,
         body: options.body === undefined ? undefined : JSON.stringify(options.body),
         dispatcher: agent,
-        signal: AbortSignal.timeout(REMOTE_TIMEOUT_MS),
+        signal: AbortSignal.timeout(options.timeoutMs ?? REMOTE_TIMEOUT_MS),
+        ...(options.timeoutMs === undefined
+          ? {}
+          : { headersTimeout: options.timeoutMs, bodyTimeout: options.timeoutMs }),
       });
       status = res.statusCode;
       location = res.headers.location;
@@ -528,6 +543,59 @@ export function openRemote(target: RemoteTarget): RemoteBackend {
         },
       });
       return page(answer, 'GET /admin/v1/usage').data.map((u) => u as UsageView);
+    },
+
+    async listAlerts(query) {
+      const what = 'GET /admin/v1/alerts';
+      const answer = await call('GET', '/alerts', {
+        query: {
+          workspace_id: query.workspaceId,
+          kind: query.kind,
+          key_id: query.keyId,
+          unacknowledged: query.unacknowledged ? 'true' : undefined,
+          limit: query.limit === undefined ? undefined : Math.min(PAGE, query.limit),
+        },
+      });
+      return page(answer, what).data.map((a) => view(a, what) as AlertView);
+    },
+
+    async acknowledgeAlert(id) {
+      const what = 'POST /admin/v1/alerts/{id}/acknowledge';
+      const answer = await call('POST', `/alerts/${encodeURIComponent(id)}/acknowledge`, { body: {} });
+      return view(answer, what) as AlertView;
+    },
+
+    async listChannels(workspaceId) {
+      const what = 'GET /admin/v1/alerts/channels';
+      const answer = await call('GET', '/alerts/channels', { query: { workspace_id: workspaceId } });
+      return page(answer, what).data.map((c) => view(c, what) as ChannelView);
+    },
+
+    async addChannel(input) {
+      // The same checks, and messages, as on the data directory, before anything is sent.
+      parseChannelInput(input);
+      const body: Record<string, unknown> = { type: input.type.trim().toLowerCase(), url: input.url.trim() };
+      if (input.name !== undefined) body.name = input.name;
+      if (input.secret !== undefined) body.secret = input.secret;
+      if (input.workspaceId !== undefined) body.workspace_id = input.workspaceId;
+      const what = 'POST /admin/v1/alerts/channels';
+      const created = view(await call('POST', '/alerts/channels', { body }), what);
+      if (!('secret' in created)) throw unexpected(what);
+      return created as CreatedChannelView;
+    },
+
+    async removeChannel(id) {
+      const answer = await call('DELETE', `/alerts/channels/${encodeURIComponent(id)}`);
+      if (!isRecord(answer) || answer.removed !== true)
+        throw unexpected('DELETE /admin/v1/alerts/channels/{id}');
+    },
+
+    async testAlert(workspaceId) {
+      const what = 'POST /admin/v1/alerts/test';
+      const body = workspaceId === undefined ? {} : { workspace_id: workspaceId };
+      // The gateway tries every channel (up to 10 s each, in parallel) before it answers.
+      const answer = await call('POST', '/alerts/test', { body, timeoutMs: TEST_TIMEOUT_MS });
+      return page(answer, what).data.map((r) => r as DeliveryView);
     },
 
     userErrorOf(error) {

@@ -12,6 +12,7 @@ export type ErrorCode =
   | 'invalid_api_key'
   | 'key_in_url'
   | 'insufficient_scope'
+  | 'forbidden'
   | 'model_not_allowed'
   | 'ip_not_allowed'
   | 'rate_limited'
@@ -40,6 +41,7 @@ const STATUS: Record<ErrorCode, number> = {
   invalid_api_key: 401,
   key_in_url: 400,
   insufficient_scope: 403,
+  forbidden: 403,
   model_not_allowed: 403,
   ip_not_allowed: 403,
   rate_limited: 429,
@@ -62,6 +64,7 @@ const TYPE: Record<ErrorCode, ErrorType> = {
   invalid_api_key: 'authentication_error',
   key_in_url: 'invalid_request_error',
   insufficient_scope: 'permission_error',
+  forbidden: 'permission_error',
   model_not_allowed: 'permission_error',
   ip_not_allowed: 'permission_error',
   rate_limited: 'rate_limit_error',

@@ -4,6 +4,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { StringDecoder } from 'node:string_decoder';
+import type { AlertEngine } from '../alerts/engine.ts';
 import { parseAuthorization } from '../auth/bearer.ts';
 import type { AuthFailureLimiter } from '../auth/failures.ts';
 import { type Cidr, parseCidrs, resolveClientAddress } from '../auth/ip.ts';
@@ -11,6 +12,7 @@ import { addressAllowed, filterModelList, hasScope, modelAllowed } from '../auth
 import type { KeyVerifier } from '../auth/verifier.ts';
 import type { Config } from '../config/config.ts';
 import { estimateTokens, type Limiter, type LimitReason, type Ticket } from '../limits/index.ts';
+import type { Metrics } from '../metrics/index.ts';
 import { resolveModel } from '../providers/models.ts';
 import {
   classifyUpstreamError,
@@ -41,6 +43,9 @@ export interface GatewayDeps {
   usage: UsageQueue;
   limiter: Limiter;
   logger: Logger;
+  metrics: Metrics;
+  /** Watches finished requests and failed authentications for the alert rules. */
+  alerts?: AlertEngine | undefined;
 }
 
 type Route =
@@ -67,7 +72,9 @@ function route(method: string, pathname: string): Route {
     } catch {
       return { kind: 'not_found' };
     }
-    if (id.length === 0 || id.length > 256 || id.includes('/')) return { kind: 'not_found' };
+    if (id.length === 0 || id.length > 256 || id.includes('/') || id === '.' || id === '..') {
+      return { kind: 'not_found' };
+    }
     return method === 'GET' ? { kind: 'model', id } : notAllowed('GET');
   }
   return { kind: 'not_found' };
@@ -114,6 +121,18 @@ function authorizationCount(raw: readonly string[]): number {
   return n;
 }
 
+/** Keeps the last 64 KiB or so of a body (the provider's `usage` comes last), whatever its size. */
+function keepTail(tail: string, text: string): string {
+  const joined = tail + text;
+  return joined.length > 131_072 ? joined.slice(-65_536) : joined;
+}
+
+/** The provider's usage report, from the stream scanner or the body's tail. */
+function usageOf(exchange: { scanner: SseUsageScanner | undefined; tail: string }): TokenUsage | undefined {
+  if (exchange.scanner) return exchange.scanner.usage;
+  return exchange.tail.length > 0 ? extractUsage(exchange.tail) : undefined;
+}
+
 /** Everything known about one request by the time it is logged and metered. */
 class Exchange {
   readonly startedAt = Date.now();
@@ -125,9 +144,16 @@ class Exchange {
   usage: TokenUsage | undefined;
   ttftMs: number | null = null;
   upstreamMs: number | null = null;
+  stream = false;
   failure: string | undefined;
   clientRequestId: string | undefined;
   ticket: Ticket | undefined;
+  /** Status the provider answered with (0 until it answers). */
+  upstreamStatus = 0;
+  /** Reads usage from a stream as it passes; read again when the response closes. */
+  scanner: SseUsageScanner | undefined;
+  /** The last part of a non-streamed body, where the provider puts `usage`. */
+  tail = '';
   done = false;
 
   readonly id: string;
@@ -203,6 +229,7 @@ export class Gateway {
     const { failures, verifier, upstream } = this.#deps;
     if (query.length > 0 && KEY_IN_QUERY.test(query)) {
       failures.recordFailure(exchange.ip);
+      this.#deps.alerts?.observeAuthFailure(exchange.ip, undefined, 'key_in_url');
       this.#fail(
         res,
         exchange,
@@ -238,6 +265,7 @@ export class Gateway {
     }
     if (auth.kind === 'malformed') {
       failures.recordFailure(exchange.ip);
+      this.#deps.alerts?.observeAuthFailure(exchange.ip, undefined, 'malformed');
       this.#fail(
         res,
         exchange,
@@ -250,6 +278,7 @@ export class Gateway {
     const verdict = pending instanceof Promise ? await pending : pending;
     if (!verdict.ok) {
       failures.recordFailure(exchange.ip);
+      this.#deps.alerts?.observeAuthFailure(exchange.ip, verdict.key, verdict.reason);
       exchange.failure = `key_${verdict.reason}`;
       sendError(res, 'invalid_api_key', INVALID_KEY_MESSAGE, { body: INVALID_KEY_BODY });
       return;
@@ -388,6 +417,11 @@ export class Gateway {
       estimate,
     );
     const admission = pending instanceof Promise ? await pending : pending;
+    if (exchange.done) {
+      // The client hung up while the limiter waited: nothing will settle this ticket later.
+      if (admission.ok) this.#deps.limiter.settle(admission.ticket, 0);
+      return false;
+    }
     for (const name in admission.headers) res.setHeader(name, admission.headers[name]!);
     if (admission.ok) {
       exchange.ticket = admission.ticket;
@@ -472,6 +506,7 @@ export class Gateway {
       'user-agent': `keygate/0.1 ${String(req.headers['user-agent'] ?? '').slice(0, 200)}`.trim(),
     };
     if (call.body) headers['content-type'] = 'application/json';
+    if (exchange.done || res.destroyed) return; // the client is gone: do not call the provider
     const sentAt = performance.now();
     let upstreamRes: UpstreamResponse;
     try {
@@ -498,10 +533,12 @@ export class Gateway {
       return;
     }
     exchange.upstreamMs = performance.now() - sentAt;
+    exchange.upstreamStatus = upstreamRes.statusCode;
     const status = upstreamRes.statusCode;
     const outHeaders = forwardableResponseHeaders(upstreamRes.headers);
     const contentType = String(upstreamRes.headers['content-type'] ?? '');
     const isSse = contentType.startsWith('text/event-stream');
+    exchange.stream = isSse;
 
     const allowedModels = mode.models;
     const rewrite =
@@ -533,14 +570,14 @@ export class Gateway {
     res.writeHead(status, outHeaders);
     const decoder = new StringDecoder('utf8');
     const scanner = isSse ? new SseUsageScanner() : undefined;
-    let text = '';
+    exchange.scanner = scanner;
     const body = upstreamRes.body;
     await new Promise<void>((resolve) => {
       body.on('data', (chunk: Buffer) => {
         if (exchange.ttftMs === null) exchange.ttftMs = performance.now() - exchange.t0;
         const decoded = decoder.write(chunk);
         if (scanner) scanner.push(decoded);
-        else if (text.length < 4_194_304) text += decoded;
+        else exchange.tail = keepTail(exchange.tail, decoded);
         if (!res.write(chunk)) body.pause();
       });
       res.on('drain', () => body.resume());
@@ -555,7 +592,7 @@ export class Gateway {
       });
       res.once('close', () => resolve());
     });
-    exchange.usage = scanner ? scanner.usage : extractUsage(text);
+    exchange.usage = usageOf(exchange);
   }
 
   #streamBroke(res: ServerResponse, exchange: Exchange, error: unknown): void {
@@ -576,10 +613,22 @@ export class Gateway {
     exchange.status = completed ? res.statusCode : 499;
     if (!completed) exchange.failure ??= 'client_aborted';
     const latencyMs = Math.round((performance.now() - exchange.t0) * 1000) / 1000;
+    // Read here, not only after the stream's end: the response may close first (plain HTTP, a
+    // client hanging up after the usage event), and the tokens were spent all the same.
+    exchange.usage ??= usageOf(exchange);
     const usage = exchange.usage;
-    if (exchange.ticket) this.#deps.limiter.settle(exchange.ticket, usage?.totalTokens ?? 0);
+    if (exchange.ticket) {
+      // Without a usage report from a provider that did answer (a cut stream), keep the estimate
+      // charged: a client must not lower its bill by hanging up.
+      const answered = exchange.upstreamStatus >= 200 && exchange.upstreamStatus < 300;
+      this.#deps.limiter.settle(
+        exchange.ticket,
+        usage?.totalTokens ?? (answered ? exchange.ticket.estimatedTokens : 0),
+      );
+    }
     const key = exchange.key;
     if (key) {
+      this.#deps.alerts?.observe({ key, ip: exchange.ip, totalTokens: usage?.totalTokens ?? 0 });
       this.#deps.usage.push({
         id: exchange.id,
         time: exchange.startedAt,
@@ -596,6 +645,7 @@ export class Gateway {
         clientIp: exchange.ip,
       });
     }
+    this.#deps.metrics.recordRequest(exchange, latencyMs);
     this.#deps.logger.info(
       {
         reqId: exchange.id,

@@ -9,12 +9,16 @@ import {
   type ServerResponse,
 } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
+import { AlertEngine } from '../alerts/engine.ts';
+import { createNotifier, type Notifier } from '../alerts/notifier.ts';
 import { AuthFailureLimiter } from '../auth/failures.ts';
 import { parseCidrs } from '../auth/ip.ts';
 import { KeyVerifier } from '../auth/verifier.ts';
 import type { Config } from '../config/config.ts';
 import { ensureDataDir, loadSecrets, type ServerSecrets } from '../config/secrets.ts';
 import { createMemoryLimiter } from '../limits/index.ts';
+import { createMetricsEndpoint } from '../metrics/endpoint.ts';
+import { Metrics } from '../metrics/index.ts';
 import { Upstream } from '../providers/upstream.ts';
 import { openStore } from '../store/index.ts';
 import type { Store } from '../store/types.ts';
@@ -35,6 +39,9 @@ export interface RunningGateway {
   verifier: KeyVerifier;
   upstream: Upstream;
   logger: Logger;
+  /** Sends alerts to the channels of their workspace (in the background; `notify` never throws). */
+  notifier: Notifier;
+  alerts: AlertEngine;
   /** Graceful stop: refuse new connections, finish in-flight requests, flush usage, close the store. */
   close(): Promise<void>;
 }
@@ -129,6 +136,9 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
   const limiter = createMemoryLimiter({ store });
   const failures = new AuthFailureLimiter(config.auth.failuresPerMinute);
   const trustedProxies = parseCidrs(config.server.trustedProxies);
+  const notifier = createNotifier({ store, dataKey: secrets.dataKey, logger });
+  const alerts = new AlertEngine({ store, logger });
+  alerts.onAlert((alert) => void notifier.notify(alert));
   const admin = createAdminApi({
     store,
     verifier,
@@ -137,6 +147,11 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     logger,
     failures,
     clientAddress: (req) => clientAddress(req, trustedProxies),
+    dataKey: secrets.dataKey,
+    notifier,
+  });
+  const metrics = new Metrics({
+    sources: { keyCache: verifier, usageQueue: usage, inflight: (): number => gateway.inflight },
   });
   const gateway = new Gateway({
     config,
@@ -146,6 +161,16 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     upstream,
     usage,
     logger,
+    metrics,
+    alerts,
+  });
+  const metricsEndpoint = createMetricsEndpoint({
+    metrics,
+    verifier,
+    store,
+    failures,
+    logger,
+    clientAddress: (req) => clientAddress(req, trustedProxies),
   });
 
   // Expired keys are refused by the clock on every request; this records each expiry in the audit log.
@@ -155,13 +180,9 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
       const now = Date.now();
       const ids = await store.recordExpiries(now);
       if (ids.length > 0) logger.info({ keyIds: ids }, 'keys expired');
-      for (const r of await store.recordExpiryReminders(now, reminderThresholds)) {
-        const days = Math.max(1, Math.ceil((r.expiresAt - now) / 86_400_000));
-        logger.warn(
-          { keyId: r.keyId, workspaceId: r.workspaceId, expiresAt: new Date(r.expiresAt).toISOString() },
-          `key ${r.keyId} "${r.name}" expires in ${days} day${days === 1 ? '' : 's'}: rotate it with \`keygate keys rotate ${r.keyId}\``,
-        );
-      }
+      // Each reminder becomes a `key_expiring` alert (logged, stored and sent to the channels).
+      for (const r of await store.recordExpiryReminders(now, reminderThresholds))
+        await alerts.onExpiryReminder(r);
     } catch (error) {
       logger.error({ err: error }, 'recording key expiries failed');
     }
@@ -186,6 +207,10 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
       return;
     }
     const pathname = url.split('?', 1)[0];
+    if (pathname === '/metrics') {
+      metricsEndpoint(req, res, requestId);
+      return;
+    }
     if (pathname === '/healthz') {
       json(res, 200, { status: 'ok' });
       return;
@@ -230,7 +255,9 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
   } catch (error) {
     clearInterval(expiryTimer);
     verifier.close();
+    await alerts.close();
     await usage.close();
+    await notifier.close();
     await store.close();
     throw error;
   }
@@ -251,12 +278,14 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
       clearTimeout(timer);
       await stopped;
       await usage.close();
+      await alerts.close();
       limiter.close();
       await upstream.close().catch(() => {});
+      await notifier.close();
       await store.close();
       await new Promise<void>((resolve) => logger.flush(() => resolve()));
     })();
     return closing;
   };
-  return { url, port, tls, secrets, store, verifier, upstream, logger, close };
+  return { url, port, tls, secrets, store, verifier, upstream, logger, notifier, alerts, close };
 }

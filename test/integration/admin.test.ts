@@ -10,9 +10,10 @@ import type { z } from 'zod';
 import type { KeyVerifier } from '../../src/auth/verifier.ts';
 import { ROUTES } from '../../src/http/admin/index.ts';
 import * as S from '../../src/http/admin/schemas.ts';
-import { createKey } from '../../src/keys/service.ts';
+import { createKey, type KeyRestrictions } from '../../src/keys/service.ts';
 import { CLI_ACTOR, DEFAULT_WORKSPACE_ID, type Scope, type Store } from '../../src/store/types.ts';
 import { createUser, setRole } from '../../src/users/service.ts';
+import { newId } from '../../src/util/ids.ts';
 import { startTestGateway } from '../support/gateway.ts';
 
 const KEY_SHAPED = /kg_[0-9A-Za-z]{38}/;
@@ -41,7 +42,12 @@ interface AdminHarness {
   /** Every response received, for the secret-leak checks. */
   responses: { method: string; path: string; status: number; text: string }[];
   /** Creates a key directly in the store (not through the API). */
-  mint(scopes?: Scope[], workspaceId?: string, name?: string): Promise<{ id: string; key: string }>;
+  mint(
+    scopes?: Scope[],
+    workspaceId?: string,
+    name?: string,
+    restrictions?: KeyRestrictions,
+  ): Promise<{ id: string; key: string }>;
   call(method: string, path: string, options?: CallOptions): Promise<Response>;
   close(): Promise<void>;
 }
@@ -60,10 +66,10 @@ async function startAdmin(): Promise<AdminHarness> {
     verifier,
     logLines: t.logLines,
     responses,
-    async mint(scopes, workspaceId = DEFAULT_WORKSPACE_ID, name = 'test key') {
+    async mint(scopes, workspaceId = DEFAULT_WORKSPACE_ID, name = 'test key', restrictions = {}) {
       const created = await createKey(
         { store, pepper: t.gateway.secrets.pepper, prefix: t.config.keys.prefix },
-        { name, scopes, workspaceId },
+        { name, scopes, workspaceId, ...restrictions },
       );
       return { id: created.record.id, key: created.key };
     },
@@ -614,6 +620,46 @@ describe('who may call what', () => {
       request: () => ({ path: '/admin/v1/usage' }),
     },
     {
+      op: 'GET /admin/v1/alerts',
+      scope: 'usage:read',
+      success: 200,
+      request: () => ({ path: '/admin/v1/alerts' }),
+    },
+    {
+      op: 'POST /admin/v1/alerts/{id}/acknowledge',
+      scope: 'workspaces:write',
+      success: 200,
+      request: () => ({ path: `/admin/v1/alerts/${tableAlert}/acknowledge` }),
+    },
+    {
+      op: 'GET /admin/v1/alerts/channels',
+      scope: 'usage:read',
+      success: 200,
+      request: () => ({ path: '/admin/v1/alerts/channels' }),
+    },
+    {
+      op: 'POST /admin/v1/alerts/channels',
+      scope: 'workspaces:write',
+      success: 201,
+      // Port 9 (discard) on loopback: nothing listens, so test sends fail at once.
+      request: () => ({
+        path: '/admin/v1/alerts/channels',
+        body: { type: 'webhook', url: 'http://127.0.0.1:9/table' },
+      }),
+    },
+    {
+      op: 'DELETE /admin/v1/alerts/channels/{id}',
+      scope: 'workspaces:write',
+      success: 200,
+      request: () => ({ path: `/admin/v1/alerts/channels/${tableChannel}` }),
+    },
+    {
+      op: 'POST /admin/v1/alerts/test',
+      scope: 'workspaces:write',
+      success: 200,
+      request: () => ({ path: '/admin/v1/alerts/test' }),
+    },
+    {
       op: 'GET /admin/v1/openapi.json',
       scope: null,
       success: 200,
@@ -621,7 +667,33 @@ describe('who may call what', () => {
     },
   ];
 
+  /** An alert and a channel for the rows that act on one (only the admin caller succeeds, once). */
+  let tableAlert = '';
+  let tableChannel = '';
+
   before(async () => {
+    const { alert } = await h.store.raiseAlert(
+      {
+        id: newId('alr'),
+        workspaceId: DEFAULT_WORKSPACE_ID,
+        kind: 'new_network',
+        fingerprint: 'table',
+        keyId: null,
+        severity: 'warning',
+        title: 'table alert',
+        message: 'for the table',
+        details: {},
+        at: Date.now(),
+      },
+      0,
+    );
+    tableAlert = alert.id;
+    const channel = await h.call('POST', '/admin/v1/alerts/channels', {
+      key: admin.key,
+      body: { type: 'slack', url: 'http://127.0.0.1:9/services/table' },
+    });
+    assert.equal(channel.status, 201, channel.text);
+    tableChannel = (channel.json as { id: string }).id;
     for (const email of ['table-put@example.com', 'table-delete@example.com']) {
       await createUser(h.store, { email, password: 'a long enough password' }, CLI_ACTOR);
     }
@@ -754,8 +826,11 @@ describe('authentication', () => {
     assert.equal(missing.headers.get('www-authenticate'), 'Bearer realm="keygate"');
 
     const basic = await h.call('GET', '/admin/v1/keys', { headers: { authorization: 'Basic dXNlcjpwYXNz' } });
-    expectError(basic, 400, 'invalid_authorization');
-    assert.match(basic.headers.get('www-authenticate') ?? '', /error="invalid_request"/);
+    expectError(basic, 401, 'missing_api_key');
+    assert.equal(basic.headers.get('www-authenticate'), 'Bearer realm="keygate"');
+    const malformed = await h.call('GET', '/admin/v1/keys', { headers: { authorization: 'Bearer a b' } });
+    expectError(malformed, 400, 'invalid_authorization');
+    assert.match(malformed.headers.get('www-authenticate') ?? '', /error="invalid_request"/);
 
     const unknown = await h.call('GET', '/admin/v1/keys', {
       key: 'kg_00000000000000000000000000000000000000',
@@ -990,11 +1065,12 @@ describe('a key cannot grant more than it has', () => {
       403,
       'insufficient_scope',
     );
-    expectError(
+    const self = expectError(
       await h.call('PATCH', `/admin/v1/keys/${writer.id}`, { key: writer.key, body: { scopes: ['admin'] } }),
       403,
-      'insufficient_scope',
+      'forbidden',
     );
+    assert.match(self.message, /cannot change its own restrictions/);
     const other = await h.mint(['admin']);
     for (const [method, path, body] of [
       ['PATCH', `/admin/v1/keys/${other.id}`, { name: 'x' }],
@@ -1006,6 +1082,79 @@ describe('a key cannot grant more than it has', () => {
       assert.match(error.message, /has the scope "admin", which this key lacks/);
     }
     assert.ok((await h.verifier.verify(other.key)).ok, 'the admin key is untouched');
+  });
+});
+
+describe('restricted keys cannot hand out more than they have', () => {
+  test('a restricted keys:write key cannot lift its own restrictions or make a wider key', async () => {
+    const narrow = await h.mint(['chat', 'keys:write'], DEFAULT_WORKSPACE_ID, 'narrow writer', {
+      models: ['mistral-small-*'],
+      allowedIps: ['127.0.0.0/8'],
+      limits: { rpm: 100 },
+      budget: { day: 100_000 },
+    });
+    const lift = await h.call('PATCH', `/admin/v1/keys/${narrow.id}`, {
+      key: narrow.key,
+      body: { models: [], limits: null, budget: null, allowed_ips: [] },
+    });
+    expectError(lift, 403, 'forbidden');
+    for (const body of [
+      { name: 'wide', scopes: ['chat'] },
+      {
+        name: 'other models',
+        scopes: ['chat'],
+        models: ['mistral-large-*'],
+        allowed_ips: ['127.0.0.0/16'],
+        limits: { requests_per_minute: 5 },
+        budget: { tokens_per_day: 100 },
+      },
+      {
+        name: 'wider net',
+        scopes: ['chat'],
+        models: ['mistral-small-latest'],
+        allowed_ips: ['0.0.0.0/0'],
+        limits: { requests_per_minute: 5 },
+        budget: { tokens_per_day: 100 },
+      },
+      {
+        name: 'faster',
+        scopes: ['chat'],
+        models: ['mistral-small-latest'],
+        allowed_ips: ['127.0.0.0/16'],
+        limits: { requests_per_minute: 500 },
+        budget: { tokens_per_day: 100 },
+      },
+    ]) {
+      const res = await h.call('POST', '/admin/v1/keys', { key: narrow.key, body });
+      const error = expectError(res, 403, 'forbidden');
+      assert.match(error.message, /cannot give a key more than it has itself/);
+    }
+    const within = await h.call('POST', '/admin/v1/keys', {
+      key: narrow.key,
+      body: {
+        name: 'within',
+        scopes: ['chat'],
+        models: ['mistral-small-latest'],
+        allowed_ips: ['127.0.0.0/16'],
+        limits: { requests_per_minute: 5 },
+        budget: { tokens_per_day: 100 },
+      },
+    });
+    assert.equal(within.status, 201, within.text);
+  });
+
+  test('only the operator changes a workspace policy', async () => {
+    const local = await h.mint(['admin'], OTHER_WS);
+    expectError(
+      await h.call('PATCH', `/admin/v1/workspaces/${OTHER_WS}`, { key: local.key, body: { budget: null } }),
+      403,
+      'forbidden',
+    );
+    const renamed = await h.call('PATCH', `/admin/v1/workspaces/${OTHER_WS}`, {
+      key: local.key,
+      body: { name: 'Renamed' },
+    });
+    assert.equal(renamed.status, 200, renamed.text);
   });
 });
 
@@ -1034,6 +1183,9 @@ describe('workspace isolation', () => {
       ['GET', `/admin/v1/audit?workspace_id=${DEFAULT_WORKSPACE_ID}`, undefined],
       ['GET', `/admin/v1/usage?key_id=${theirs.id}`, undefined],
       ['POST', '/admin/v1/keys', { name: 'planted', workspace_id: DEFAULT_WORKSPACE_ID }],
+      ['GET', `/admin/v1/alerts?workspace_id=${DEFAULT_WORKSPACE_ID}`, undefined],
+      ['GET', `/admin/v1/alerts/channels?workspace_id=${DEFAULT_WORKSPACE_ID}`, undefined],
+      ['POST', '/admin/v1/alerts/test', { workspace_id: DEFAULT_WORKSPACE_ID }],
     ] as const) {
       expectError(await h.call(method, path, { key: outsider.key, body }), 404, 'not_found');
     }

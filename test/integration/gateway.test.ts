@@ -51,6 +51,14 @@ describe('bearer authentication', () => {
     assert.match(body.message, /Authorization: Bearer/);
   });
 
+  test('another authentication scheme is no credentials: 401 with a plain challenge', async () => {
+    const res = await t.call('/v1/models', {
+      headers: { authorization: `Basic ${Buffer.from('a:b').toString('base64')}` },
+    });
+    assert.equal(res.status, 401);
+    assert.equal(res.headers['www-authenticate'], 'Bearer realm="keygate"');
+  });
+
   test('the scheme is case-insensitive', async () => {
     for (const scheme of ['bearer', 'BEARER', 'Bearer', 'bEARER']) {
       const res = await t.call('/v1/models', { headers: { authorization: `${scheme}   ${key}` } });
@@ -61,7 +69,6 @@ describe('bearer authentication', () => {
   test('malformed headers: 400 invalid_request, and the token is never echoed', async () => {
     const cases: (string | string[])[] = [
       'Bearer',
-      `Basic ${Buffer.from('a:b').toString('base64')}`,
       `Bearer${key}`,
       `Bearer ${key} trailing`,
       `Bearer ${'x'.repeat(2000)}`,
@@ -508,6 +515,53 @@ describe('metering and logs', () => {
       },
       { requests: 4, prompt, completion, total: prompt + completion },
     );
+  });
+
+  test('usage is metered over plain HTTP too, and from the end of bodies of any size', async () => {
+    const plain = await startTestGateway({ http: true });
+    try {
+      const { id, key: k } = await plain.createKey('plain http');
+      let expected = 0;
+      for (const stream of [false, true]) {
+        const res = await plain.call('/v1/chat/completions', {
+          method: 'POST',
+          headers: bearer(k),
+          body: chatBody({ stream }),
+        });
+        assert.equal(res.status, 200);
+        const text = stream
+          ? (res.text.split('\n\n').find((e) => e.includes('"usage"')) ?? '').slice(6)
+          : res.text;
+        expected += (JSON.parse(text) as { usage: { total_tokens: number } }).usage.total_tokens;
+      }
+      // A response of several MiB: its usage, at the very end, still counts.
+      const big = await plain.call('/v1/embeddings', {
+        method: 'POST',
+        headers: bearer(k),
+        body: JSON.stringify({
+          model: 'mistral-embed',
+          input: Array.from({ length: 6000 }, (_, i) => `text number ${i}`),
+        }),
+      });
+      assert.equal(big.status, 200);
+      assert.ok(big.text.length > 300_000);
+      expected += (JSON.parse(big.text) as { usage: { total_tokens: number } }).usage.total_tokens;
+      await sleep(200);
+      const [totals] = await plain.gateway.store.usageTotals({ keyId: id });
+      assert.equal(totals?.totalTokens, expected);
+      assert.ok(expected > 0);
+    } finally {
+      await plain.close();
+    }
+  });
+
+  test('a model id of "." or ".." cannot walk the provider\'s paths', async () => {
+    const before = t.stub.requests.length;
+    for (const id of ['..', '%2E%2E', '.']) {
+      const res = await t.call(`/v1/models/${id}`, { headers: bearer(key) });
+      assert.equal(res.status, 404, id);
+    }
+    assert.equal(t.stub.requests.length, before);
   });
 
   test('a client reusing its own x-request-id cannot make requests go unmetered', async () => {

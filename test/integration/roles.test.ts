@@ -6,10 +6,12 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { setGlobalDispatcher } from 'undici';
+import { addChannel } from '../../src/alerts/service.ts';
 import { ROUTES } from '../../src/http/admin/index.ts';
 import { createKey } from '../../src/keys/service.ts';
 import { CLI_ACTOR, DEFAULT_WORKSPACE_ID, type Role } from '../../src/store/types.ts';
 import { createUser, removeMember, setRole } from '../../src/users/service.ts';
+import { newId } from '../../src/util/ids.ts';
 import { startTestGateway, type TestGateway } from '../support/gateway.ts';
 
 let t: TestGateway;
@@ -62,7 +64,39 @@ interface Row {
   op: string;
   /** What each role gets. For key routes the target is a key that belongs to nobody in particular. */
   expect: Record<Role, Outcome>;
+  /** Makes the target of one call (default: a key created by the CLI). */
+  target?: () => Promise<string>;
   request(target: string): { path: string; body?: unknown };
+}
+
+/** A fresh alert of the default workspace, about no key. */
+async function newAlert(): Promise<string> {
+  const { alert } = await t.gateway.store.raiseAlert(
+    {
+      id: newId('alr'),
+      workspaceId: DEFAULT_WORKSPACE_ID,
+      kind: 'auth_failures',
+      fingerprint: newId('alr'),
+      keyId: null,
+      severity: 'warning',
+      title: 'role table alert',
+      message: 'for the role table',
+      details: {},
+      at: Date.now(),
+    },
+    0,
+  );
+  return alert.id;
+}
+
+/** A fresh alert channel of the default workspace (port 9 on loopback: nothing listens). */
+async function newChannel(): Promise<string> {
+  const created = await addChannel(
+    { store: t.gateway.store, dataKey: t.gateway.secrets.dataKey },
+    { type: 'webhook', url: 'http://127.0.0.1:9/roles', workspaceId: DEFAULT_WORKSPACE_ID },
+    CLI_ACTOR,
+  );
+  return created.id;
 }
 
 const TABLE: Row[] = [
@@ -145,6 +179,41 @@ const TABLE: Row[] = [
     request: () => ({ path: '/admin/v1/usage' }),
   },
   {
+    op: 'GET /admin/v1/alerts',
+    expect: { owner: 200, admin: 200, member: 200, viewer: 200 },
+    request: () => ({ path: '/admin/v1/alerts' }),
+  },
+  {
+    op: 'POST /admin/v1/alerts/{id}/acknowledge',
+    expect: { owner: 200, admin: 200, member: 403, viewer: 403 },
+    target: newAlert,
+    request: (a) => ({ path: `/admin/v1/alerts/${a}/acknowledge` }),
+  },
+  {
+    op: 'GET /admin/v1/alerts/channels',
+    expect: { owner: 200, admin: 200, member: 200, viewer: 200 },
+    request: () => ({ path: '/admin/v1/alerts/channels' }),
+  },
+  {
+    op: 'POST /admin/v1/alerts/channels',
+    expect: { owner: 201, admin: 201, member: 403, viewer: 403 },
+    request: () => ({
+      path: '/admin/v1/alerts/channels',
+      body: { type: 'webhook', url: 'http://127.0.0.1:9/by-role' },
+    }),
+  },
+  {
+    op: 'DELETE /admin/v1/alerts/channels/{id}',
+    expect: { owner: 200, admin: 200, member: 403, viewer: 403 },
+    target: newChannel,
+    request: (c) => ({ path: `/admin/v1/alerts/channels/${c}` }),
+  },
+  {
+    op: 'POST /admin/v1/alerts/test',
+    expect: { owner: 200, admin: 200, member: 403, viewer: 403 },
+    request: () => ({ path: '/admin/v1/alerts/test' }),
+  },
+  {
     op: 'GET /admin/v1/openapi.json',
     expect: { owner: 200, admin: 200, member: 200, viewer: 200 },
     request: () => ({ path: '/admin/v1/openapi.json' }),
@@ -160,7 +229,7 @@ describe('each role × each route', () => {
     test(row.op, async () => {
       for (const role of ['owner', 'admin', 'member', 'viewer'] as const) {
         // A fresh target each time, owned by nobody (created by the CLI).
-        const target = (await t.createKey('target')).id;
+        const target = row.target ? await row.target() : (await t.createKey('target')).id;
         if (row.op.includes('/members/')) {
           await setRole(
             t.gateway.store,
@@ -192,6 +261,62 @@ describe('ownership', () => {
     assert.ok(list.data.length > 0);
     assert.ok(list.data.every((k) => k.created_by === userIds.member));
     assert.equal((await call('POST', `/admin/v1/keys/${created.id}/revoke`, keys.member ?? '')).status, 200);
+  });
+
+  test('an admin cannot make itself owner, nor demote or remove an owner', async () => {
+    const promote = await call(
+      'PUT',
+      `/admin/v1/workspaces/${DEFAULT_WORKSPACE_ID}/members/admin@example.com`,
+      keys.admin ?? '',
+      {
+        role: 'owner',
+      },
+    );
+    assert.equal(promote.status, 403, promote.text);
+    const demote = await call(
+      'PUT',
+      `/admin/v1/workspaces/${DEFAULT_WORKSPACE_ID}/members/owner@example.com`,
+      keys.admin ?? '',
+      {
+        role: 'viewer',
+      },
+    );
+    assert.equal(demote.status, 403, demote.text);
+    const remove = await call(
+      'DELETE',
+      `/admin/v1/workspaces/${DEFAULT_WORKSPACE_ID}/members/owner@example.com`,
+      keys.admin ?? '',
+    );
+    assert.equal(remove.status, 403, remove.text);
+    assert.equal(
+      (await t.gateway.store.getMembership(DEFAULT_WORKSPACE_ID, userIds.owner ?? ''))?.role,
+      'owner',
+    );
+    assert.equal(
+      (await call('POST', '/admin/v1/workspaces', keys.admin ?? '', { name: 'still not' })).status,
+      403,
+    );
+  });
+
+  test('a member reads the usage of their own keys only', async () => {
+    const mine = JSON.parse(
+      (await call('POST', '/admin/v1/keys', keys.member ?? '', { name: 'metered' })).text,
+    ) as { id: string; key: string };
+    const others = await t.createKey("someone else's");
+    for (const k of [mine.key, others.key]) {
+      assert.equal((await t.call('/v1/models', { headers: { authorization: `Bearer ${k}` } })).status, 200);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const seen = JSON.parse((await call('GET', '/admin/v1/usage', keys.member ?? '')).text) as {
+      data: { key_id: string }[];
+    };
+    const ids = seen.data.map((u) => u.key_id);
+    assert.ok(ids.includes(mine.id));
+    assert.ok(!ids.includes(others.id));
+    const admin = JSON.parse((await call('GET', '/admin/v1/usage', keys.admin ?? '')).text) as {
+      data: { key_id: string }[];
+    };
+    assert.ok(admin.data.some((u) => u.key_id === others.id));
   });
 
   test('a member cannot grant management scopes their role lacks', async () => {

@@ -17,8 +17,17 @@ test('the scheme is matched case-insensitively and extra spaces are allowed', ()
   }
 });
 
-test('no header at all is "missing", not malformed', () => {
+test('no header at all, or another scheme, is "missing" (RFC 6750 §3.1), not malformed', () => {
   assert.deepEqual(parseAuthorization(undefined), { kind: 'missing' });
+  const key = generateKey();
+  for (const header of [
+    `Basic ${Buffer.from('user:pass').toString('base64')}`,
+    `Token ${key}`,
+    `Digest username="x"`,
+    key,
+  ]) {
+    assert.deepEqual(parseAuthorization(header), { kind: 'missing' }, header);
+  }
 });
 
 test('malformed headers are reported as such', () => {
@@ -28,8 +37,6 @@ test('malformed headers are reported as such', () => {
     'Bearer',
     'Bearer ',
     `Bearer${key}`,
-    `Basic ${Buffer.from('user:pass').toString('base64')}`,
-    `Token ${key}`,
     `Bearer ${key} extra`,
     'Bearer ké',
     'Bearer a\tb',

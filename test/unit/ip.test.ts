@@ -107,3 +107,16 @@ test('model patterns', () => {
   assert.throws(() => compileModelPattern('bad pattern!'), /not a model id or pattern/);
   assert.throws(() => compileModelPattern('(a|b)'), /not a model id or pattern/);
 });
+
+test('failed authentications are counted per IPv4 address and per IPv6 /64', async () => {
+  const { AuthFailureLimiter, bucketOf } = await import('../../src/auth/failures.ts');
+  assert.equal(bucketOf('203.0.113.7'), '203.0.113.7');
+  assert.equal(bucketOf('2001:db8:1:2:aaaa::1'), '2001:db8:1:2::/64');
+  assert.equal(bucketOf('2001:db8:1:2::ffff'), '2001:db8:1:2::/64');
+  assert.equal(bucketOf('2001:db8::1'), '2001:db8:0:0::/64');
+  const limiter = new AuthFailureLimiter(3);
+  for (let i = 1; i <= 3; i++) limiter.recordFailure(`2001:db8:1:2::${i}`, 1000);
+  assert.ok(limiter.retryAfter('2001:db8:1:2::99', 1000) > 0, 'walking the /64 does not help');
+  assert.equal(limiter.retryAfter('2001:db8:1:3::1', 1000), 0, 'the next /64 is someone else');
+  assert.equal(limiter.retryAfter('2001:db8:1:2::1', 62_000), 0, 'the minute passes');
+});

@@ -14,9 +14,13 @@
  *   it loses them all when the user leaves the workspace, and a `member` sees and manages only
  *   the keys that belong to them. Keys it creates belong to the same user.
  */
+
+import { type Cidr, parseCidrs } from '../../auth/ip.ts';
+import { modelAllowed } from '../../auth/policy.ts';
 import {
   DEFAULT_WORKSPACE_ID,
   INFERENCE_SCOPES,
+  type KeyPolicy,
   type KeyRecord,
   MANAGEMENT_SCOPES,
   type ManagementScope,
@@ -121,4 +125,74 @@ export async function actingAs(
 /** A `member` manages only their own keys; everyone else every key of the workspaces they see. */
 export function ownsOrManages(owner: { userId: string; role: Role } | undefined, key: KeyRecord): boolean {
   return owner?.role !== 'member' || key.createdBy === owner.userId;
+}
+
+/** True when `inner` (a CIDR) lies wholly inside one of `outer`. */
+function rangeWithin(inner: Cidr, outer: readonly Cidr[]): boolean {
+  return outer.some(
+    (o) =>
+      o.address.kind() === inner.address.kind() &&
+      o.bits <= inner.bits &&
+      inner.address.match(o.address, o.bits),
+  );
+}
+
+function withinCount(callerLimit: number | null, value: number | null): boolean {
+  return callerLimit === null || (value !== null && value <= callerLimit);
+}
+
+/**
+ * Refuses (403) a key policy wider than the caller's own restrictions: a restricted key cannot
+ * make (or turn another key into) a less restricted one. Unrestricted callers are not limited.
+ */
+export function assertWithinRestrictions(
+  caller: KeyRecord,
+  policy: Pick<KeyPolicy, 'models' | 'allowedIps' | 'limits' | 'budget'>,
+): void {
+  const own = caller.policy;
+  const problems: string[] = [];
+  if (
+    own.models.length > 0 &&
+    (policy.models.length === 0 || !policy.models.every((m) => modelAllowed(own.models, m)))
+  ) {
+    problems.push(`models must stay within ${own.models.join(', ')}`);
+  }
+  if (own.allowedIps.length > 0) {
+    const outer = parseCidrs(own.allowedIps);
+    if (
+      policy.allowedIps.length === 0 ||
+      !parseCidrs(policy.allowedIps).every((c) => rangeWithin(c, outer))
+    ) {
+      problems.push(`allowed_ips must stay within ${own.allowedIps.join(', ')}`);
+    }
+  }
+  for (const name of ['rpm', 'tpm', 'concurrency'] as const) {
+    if (!withinCount(own.limits[name], policy.limits[name]))
+      problems.push(`${name} must be at most ${own.limits[name]}`);
+  }
+  for (const period of ['day', 'month'] as const) {
+    if (!withinCount(own.budget[period], policy.budget[period])) {
+      problems.push(`the ${period} budget must be at most ${own.budget[period]}`);
+    }
+  }
+  if (problems.length > 0) {
+    throw new AdminError(
+      'forbidden',
+      `This key is restricted, and cannot give a key more than it has itself: ${problems.join('; ')}.`,
+    );
+  }
+}
+
+/** Refuses (403) giving or taking a role whose powers the caller does not have itself. */
+export function assertCanAssign(caller: KeyRecord, roles: readonly (Role | undefined)[]): void {
+  const own = expand(caller.policy.scopes);
+  for (const role of roles) {
+    if (role === undefined) continue;
+    if (![...expand(ROLE_SCOPES[role])].every((s) => own.has(s))) {
+      throw new AdminError(
+        'forbidden',
+        `This key cannot give or take the role "${role}": that role has powers the key does not have.`,
+      );
+    }
+  }
 }

@@ -8,6 +8,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { z } from 'zod';
+import type { Notifier } from '../../alerts/notifier.ts';
 import { parseAuthorization } from '../../auth/bearer.ts';
 import type { AuthFailureLimiter } from '../../auth/failures.ts';
 import { addressAllowed } from '../../auth/policy.ts';
@@ -31,6 +32,10 @@ export interface AdminDeps {
   clientAddress(req: IncomingMessage): string;
   /** The gateway's failed-authentication limiter, shared with /v1 (optional). */
   failures?: AuthFailureLimiter;
+  /** The server's data key, to seal and open alert channel settings (the alert channel routes need it). */
+  dataKey?: Buffer;
+  /** Sends alerts (POST /admin/v1/alerts/test needs it). */
+  notifier?: Notifier;
 }
 
 export type { AnyRoute } from './router.ts';

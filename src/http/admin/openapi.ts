@@ -30,7 +30,8 @@ workspace (\`ws_default\`), the operator's key, which acts on every workspace.
 A key cannot grant more than it has: giving a key a management scope the calling key lacks, or
 changing, rotating or revoking a key that holds one, answers 403.
 
-Secrets are returned only once, in the responses of createKey and rotateKey.`;
+Secrets are returned only once, in the responses of createKey and rotateKey (and a webhook
+channel's generated signing secret, in the response of createAlertChannel).`;
 
 /** A component schema without the keywords that only make sense in a standalone document. */
 function clean(schema: JsonSchema): JsonSchema {
@@ -147,6 +148,7 @@ export function buildOpenApi(routes: readonly AnyRoute[]): OpenApiDoc {
       { name: 'workspaces', description: 'Workspaces and their key policy.' },
       { name: 'audit', description: 'The append-only audit log.' },
       { name: 'usage', description: 'Metered usage per key.' },
+      { name: 'alerts', description: 'Alerts, their channels (webhook, Slack, email) and test sends.' },
       { name: 'meta', description: 'This document.' },
     ],
     security: [{ bearerAuth: [] }],

@@ -44,7 +44,7 @@ export interface RouteDef<Q extends QuerySchema, B extends z.ZodType, R extends 
   operationId: string;
   summary: string;
   description?: string;
-  tag: 'keys' | 'workspaces' | 'audit' | 'usage' | 'meta';
+  tag: 'keys' | 'workspaces' | 'audit' | 'usage' | 'alerts' | 'meta';
   /** The management scope the calling key needs (`admin` implies all); null: no authentication. */
   scope: ManagementScope | null;
   query: Q;

@@ -9,18 +9,22 @@ import {
   DEFAULT_KEY_POLICY,
   type KeyLimits,
   type KeyRecord,
+  type Role,
   type TokenBudget,
   type WorkspacePatch,
 } from '../../store/types.ts';
 import { createWorkspace, removeMember, setRole } from '../../users/service.ts';
 import {
   actsOnAllWorkspaces,
+  assertCanAssign,
   assertCanGrant,
   assertCanModify,
+  assertWithinRestrictions,
   canSeeWorkspace,
   ownsOrManages,
   workspaceFilter,
 } from './access.ts';
+import { ALERT_ROUTES } from './alert-routes.ts';
 import { AdminError, invalid, notFound } from './errors.ts';
 import { buildOpenApi, type OpenApiDoc } from './openapi.ts';
 import { type AnyRoute, type Context, defineRoute } from './router.ts';
@@ -69,6 +73,16 @@ async function visibleKey(ctx: Context<unknown, unknown>, id: string): Promise<K
     throw notFound('key', id);
   }
   return key;
+}
+
+/** The role a user (id or email) has in a workspace now, if any. */
+async function currentRole(
+  ctx: Context<unknown, unknown>,
+  workspaceId: string,
+  user: string,
+): Promise<Role | undefined> {
+  const found = await ctx.deps.store.getUser(user.includes('@') ? user.trim().toLowerCase() : user);
+  return found ? (await ctx.deps.store.getMembership(workspaceId, found.id))?.role : undefined;
 }
 
 async function visibleWorkspace(ctx: Context<unknown, unknown>, id: string) {
@@ -193,6 +207,12 @@ export const ROUTES: readonly AnyRoute[] = [
       const workspaceId = body.workspace_id ?? caller.workspaceId;
       await visibleWorkspace(ctx, workspaceId);
       assertCanGrant(caller, body.scopes ?? DEFAULT_KEY_POLICY.scopes);
+      assertWithinRestrictions(caller, {
+        models: body.models ?? [],
+        allowedIps: body.allowed_ips ?? [],
+        limits: { ...DEFAULT_KEY_POLICY.limits, ...limitsFrom(body.limits) },
+        budget: { ...DEFAULT_KEY_POLICY.budget, ...budgetFrom(body.budget) },
+      });
       const expiresInMs = lifetimeFrom(body.expires_in) ?? null;
       await checkLifetime(ctx, workspaceId, expiresInMs);
       const now = Date.now();
@@ -252,8 +272,20 @@ export const ROUTES: readonly AnyRoute[] = [
     async handle(ctx) {
       const { body, caller } = ctx;
       const target = await visibleKey(ctx, ctx.params.id ?? '');
+      if (target.id === caller.id) {
+        throw new AdminError(
+          'forbidden',
+          'A key cannot change its own restrictions; use another key with keys:write.',
+        );
+      }
       assertCanModify(caller, target);
       if (body.scopes !== undefined) assertCanGrant(caller, body.scopes);
+      assertWithinRestrictions(caller, {
+        models: body.models ?? target.policy.models,
+        allowedIps: body.allowed_ips ?? target.policy.allowedIps,
+        limits: { ...target.policy.limits, ...limitsFrom(body.limits) },
+        budget: { ...target.policy.budget, ...budgetFrom(body.budget) },
+      });
       const expiresInMs = lifetimeFrom(body.expires_in);
       if (expiresInMs !== undefined) await checkLifetime(ctx, target.workspaceId, expiresInMs);
       const now = Date.now();
@@ -396,6 +428,14 @@ export const ROUTES: readonly AnyRoute[] = [
     async handle(ctx) {
       const { body } = ctx;
       const ws = await visibleWorkspace(ctx, ctx.params.id ?? '');
+      const changesPolicy =
+        body.max_key_lifetime !== undefined || body.allowed_ips !== undefined || body.budget !== undefined;
+      if (changesPolicy && !actsOnAllWorkspaces(ctx.caller)) {
+        throw new AdminError(
+          'forbidden',
+          "Only the operator's key (an admin key of ws_default) may change a workspace's lifetime cap, IP allowlist or budget.",
+        );
+      }
       const patch: WorkspacePatch = {};
       if (body.name !== undefined) patch.name = body.name.trim();
       if (body.max_key_lifetime !== undefined) patch.maxKeyLifetimeMs = lifetimeFrom(body.max_key_lifetime);
@@ -463,6 +503,7 @@ export const ROUTES: readonly AnyRoute[] = [
     response: Member,
     async handle(ctx) {
       const ws = await visibleWorkspace(ctx, ctx.params.id ?? '');
+      assertCanAssign(ctx.caller, [ctx.body.role, await currentRole(ctx, ws.id, ctx.params.user ?? '')]);
       const member = await setRole(
         ctx.deps.store,
         { workspaceId: ws.id, user: ctx.params.user ?? '', role: ctx.body.role },
@@ -485,6 +526,7 @@ export const ROUTES: readonly AnyRoute[] = [
     response: Removed,
     async handle(ctx) {
       const ws = await visibleWorkspace(ctx, ctx.params.id ?? '');
+      assertCanAssign(ctx.caller, [await currentRole(ctx, ws.id, ctx.params.user ?? '')]);
       await removeMember(ctx.deps.store, { workspaceId: ws.id, user: ctx.params.user ?? '' }, ctx.actor);
       return { body: { removed: true as const } };
     },
@@ -541,13 +583,17 @@ export const ROUTES: readonly AnyRoute[] = [
         keyId: query.key_id,
         since: query.since === undefined ? undefined : Date.parse(query.since),
       });
-      if (workspaceId !== undefined) {
-        const ids = new Set((await deps.store.listKeys({ workspaceId })).map((k) => k.id));
+      const createdBy = ctx.owner?.role === 'member' ? ctx.owner.userId : undefined;
+      if (workspaceId !== undefined || createdBy !== undefined) {
+        // Only the keys the caller may see: its workspace's, and for a member only their own.
+        const ids = new Set((await deps.store.listKeys({ workspaceId, createdBy })).map((k) => k.id));
         totals = totals.filter((t) => ids.has(t.keyId));
       }
       return { body: { data: totals.map(usageView) } };
     },
   }),
+
+  ...ALERT_ROUTES,
 
   defineRoute({
     method: 'GET',

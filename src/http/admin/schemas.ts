@@ -6,7 +6,7 @@
 import { z } from 'zod';
 import { parseCidr } from '../../auth/ip.ts';
 import { parseDuration } from '../../config/duration.ts';
-import { INFERENCE_SCOPES, MANAGEMENT_SCOPES } from '../../store/types.ts';
+import { ALERT_KINDS, CHANNEL_TYPES, INFERENCE_SCOPES, MANAGEMENT_SCOPES } from '../../store/types.ts';
 
 /** The named schemas that appear under `components.schemas` in the OpenAPI document. */
 export const components = z.registry<{ id: string }>();
@@ -413,3 +413,151 @@ export const SetRoleRequest = named(
 );
 
 export const Removed = named('Removed', z.strictObject({ removed: z.literal(true) }));
+
+// ---- alerts and alert channels ---------------------------------------------------------------
+
+const alertKind = z.enum(ALERT_KINDS);
+const channelType = z.enum(CHANNEL_TYPES);
+
+export const AlertKey = named(
+  'AlertKey',
+  z
+    .strictObject({ id: z.string(), name: z.string().nullable() })
+    .describe('The key an alert is about, by id and name (never its secret).'),
+);
+
+export const Alert = named(
+  'Alert',
+  z
+    .strictObject({
+      id: z.string(),
+      workspace_id: z.string(),
+      kind: alertKind,
+      severity: z.enum(['info', 'warning', 'critical']),
+      title: z.string(),
+      message: z.string().describe('What happened.'),
+      key: AlertKey.nullable(),
+      action: z.string().describe('What to do about it.'),
+      details: z.record(z.string(), z.unknown()),
+      first_at: timestamp.nullable(),
+      last_at: timestamp.nullable().describe('Repeats within the cooldown are folded into one alert.'),
+      occurrences: z.int(),
+      acknowledged_at: timestamp.nullable(),
+      acknowledged_by: z.string().nullable(),
+    })
+    .describe('An alert (the same view as `keygate alerts list --json`).'),
+);
+
+export const AlertList = named(
+  'AlertList',
+  z.strictObject({ data: z.array(Alert).describe('Newest first.') }),
+);
+
+export const ListAlertsQuery = z.strictObject({
+  workspace_id: idSchema.optional().describe('Only alerts of this workspace.'),
+  kind: alertKind.optional().describe('Only alerts of this kind.'),
+  key_id: idSchema.optional().describe('Only alerts about this key.'),
+  unacknowledged: z.enum(['true', 'false']).optional().describe('"true": only alerts not yet acknowledged.'),
+  limit: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(500)
+    .optional()
+    .describe('At most this many, 1 to 500 (default 50).'),
+});
+
+export const ListAlertChannelsQuery = z.strictObject({
+  workspace_id: idSchema.optional().describe('Only channels of this workspace.'),
+});
+
+export const AcknowledgeAlertRequest = named(
+  'AcknowledgeAlertRequest',
+  z.strictObject({}).describe('No fields; the body may be empty.'),
+);
+
+export const AlertChannel = named(
+  'AlertChannel',
+  z
+    .strictObject({
+      id: z.string(),
+      workspace_id: z.string(),
+      type: channelType,
+      name: z.string(),
+      target: z
+        .string()
+        .describe(
+          'Where it sends: the URL’s origin and path (token-like segments masked), or smtp(s)://host:port. Never a secret.',
+        ),
+      email: z
+        .strictObject({ from: z.string(), to: z.array(z.string()), authenticated: z.boolean() })
+        .nullable()
+        .describe('Email channels: sender and recipients; null for other types.'),
+      created_at: timestamp.nullable(),
+    })
+    .describe('An alert channel. Its settings are stored sealed; no view shows a secret.'),
+);
+
+export const CreatedAlertChannel = named(
+  'CreatedAlertChannel',
+  AlertChannel.extend({
+    secret: z
+      .string()
+      .nullable()
+      .describe('A webhook’s generated signing secret: shown once, in this response only. null otherwise.'),
+  }),
+);
+
+export const AlertChannelList = named('AlertChannelList', z.strictObject({ data: z.array(AlertChannel) }));
+
+export const CreateAlertChannelRequest = named(
+  'CreateAlertChannelRequest',
+  z
+    .strictObject({
+      type: channelType,
+      name: nameSchema.optional().describe('Default: the type and the host.'),
+      url: z
+        .string()
+        .min(1)
+        .max(2048)
+        .describe(
+          'webhook, slack: https:// (http:// for loopback only). email: smtp://[user:pass@]host[:port]?from=ADDR&to=ADDR[,ADDR] or smtps://…',
+        ),
+      secret: z
+        .string()
+        .min(16)
+        .max(256)
+        .optional()
+        .describe('Webhook only: the signing secret; generated (and returned once) when absent.'),
+      workspace_id: idSchema.optional().describe('Default: the workspace of the calling key.'),
+    })
+    .describe('A new alert channel.'),
+);
+
+export const TestAlertRequest = named(
+  'TestAlertRequest',
+  z
+    .strictObject({
+      workspace_id: idSchema.optional().describe('Default: the workspace of the calling key.'),
+    })
+    .describe('The body may be empty.'),
+);
+
+export const AlertDeliveryResult = named(
+  'AlertDeliveryResult',
+  z.strictObject({
+    channel_id: z.string(),
+    name: z.string(),
+    type: channelType,
+    outcome: z.enum(['sent', 'failed']),
+    status: z.int().nullable().describe('HTTP status or SMTP reply code, when there was one.'),
+    error: z.string().nullable(),
+  }),
+);
+
+export const TestAlertResult = named(
+  'TestAlertResult',
+  z.strictObject({
+    data: z.array(AlertDeliveryResult).describe('One result per channel; empty when there is none.'),
+  }),
+);

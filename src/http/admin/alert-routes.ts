@@ -1,0 +1,207 @@
+/**
+ * The management API's alert routes: list and acknowledge alerts, manage alert channels, send a
+ * test alert. Part of the route table (routes.ts spreads them in).
+ *
+ * Scopes: reading alerts and channels needs `usage:read` (every role has it); changing channels,
+ * acknowledging and test sends need `workspaces:write` (owner and admin). A `member` sees only
+ * the alerts about their own keys (and those about no key), as with keys themselves.
+ */
+import { ChannelInputError, channelView } from '../../alerts/channels.ts';
+import { addChannel, alertViews, deliveryView } from '../../alerts/service.ts';
+import type { Alert } from '../../store/types.ts';
+import { canSeeWorkspace, workspaceFilter } from './access.ts';
+import { AdminError, invalid, safeId } from './errors.ts';
+import { type AnyRoute, type Context, defineRoute } from './router.ts';
+import {
+  AcknowledgeAlertRequest,
+  AlertChannelList,
+  AlertList,
+  Alert as AlertSchema,
+  CreateAlertChannelRequest,
+  CreatedAlertChannel,
+  ListAlertChannelsQuery,
+  ListAlertsQuery,
+  NoQuery,
+  Removed,
+  TestAlertRequest,
+  TestAlertResult,
+} from './schemas.ts';
+
+const BASE = '/admin/v1/alerts';
+const DEFAULT_LIMIT = 50;
+
+function missing(what: 'alert' | 'alert channel', id: string): AdminError {
+  return new AdminError('not_found', `No ${what} with id ${safeId(id)}.`);
+}
+
+function dataKeyOf(ctx: Context<unknown, unknown>): Buffer {
+  const key = ctx.deps.dataKey;
+  if (key === undefined)
+    throw new AdminError('internal_error', 'Alert channels are not available on this gateway (no data key).');
+  return key;
+}
+
+/** A workspace the caller may act on (404 otherwise, whether or not it exists). */
+async function visibleWorkspaceId(ctx: Context<unknown, unknown>, id: string | undefined): Promise<string> {
+  const wanted = id ?? ctx.caller.workspaceId;
+  const ws = canSeeWorkspace(ctx.caller, wanted) ? await ctx.deps.store.getWorkspace(wanted) : undefined;
+  if (!ws) throw new AdminError('not_found', `No workspace with id ${safeId(wanted)}.`);
+  return ws.id;
+}
+
+/** A member sees the alerts about no key or about their own keys. */
+async function visibleToOwner(ctx: Context<unknown, unknown>, alert: Alert): Promise<boolean> {
+  if (ctx.owner?.role !== 'member' || alert.keyId === null) return true;
+  return (await ctx.deps.store.getKey(alert.keyId))?.createdBy === ctx.owner.userId;
+}
+
+export const ALERT_ROUTES: readonly AnyRoute[] = [
+  defineRoute({
+    method: 'GET',
+    path: BASE,
+    operationId: 'listAlerts',
+    summary: 'List alerts',
+    description:
+      'Alerts of the calling key’s workspace (all workspaces for the operator key), most recently seen first.',
+    tag: 'alerts',
+    scope: 'usage:read',
+    query: ListAlertsQuery,
+    status: 200,
+    response: AlertList,
+    async handle(ctx) {
+      const { query, deps } = ctx;
+      const alerts = await deps.store.listAlerts({
+        workspaceId: workspaceFilter(ctx.caller, query.workspace_id),
+        kind: query.kind,
+        keyId: query.key_id,
+        unacknowledged: query.unacknowledged === 'true',
+        limit: query.limit ?? DEFAULT_LIMIT,
+      });
+      const visible: Alert[] = [];
+      for (const alert of alerts) if (await visibleToOwner(ctx, alert)) visible.push(alert);
+      return { body: { data: await alertViews(deps.store, visible) } };
+    },
+  }),
+
+  defineRoute({
+    method: 'POST',
+    path: `${BASE}/{id}/acknowledge`,
+    operationId: 'acknowledgeAlert',
+    summary: 'Acknowledge an alert',
+    description:
+      'Marks the alert as seen (recorded in the audit log). Acknowledging it again changes nothing.',
+    tag: 'alerts',
+    scope: 'workspaces:write',
+    query: NoQuery,
+    body: AcknowledgeAlertRequest,
+    status: 200,
+    response: AlertSchema,
+    async handle(ctx) {
+      const id = ctx.params.id ?? '';
+      const alert = await ctx.deps.store.getAlert(id);
+      if (!alert || !canSeeWorkspace(ctx.caller, alert.workspaceId)) throw missing('alert', id);
+      const acknowledged = await ctx.deps.store.acknowledgeAlert(id, ctx.actor, Date.now());
+      if (!acknowledged) throw missing('alert', id);
+      const [view] = await alertViews(ctx.deps.store, [acknowledged]);
+      if (!view) throw missing('alert', id);
+      return { body: view };
+    },
+  }),
+
+  defineRoute({
+    method: 'GET',
+    path: `${BASE}/channels`,
+    operationId: 'listAlertChannels',
+    summary: 'List alert channels',
+    description:
+      'Where alerts are sent. No view holds a secret, a URL’s query or credentials, or a password.',
+    tag: 'alerts',
+    scope: 'usage:read',
+    query: ListAlertChannelsQuery,
+    status: 200,
+    response: AlertChannelList,
+    async handle(ctx) {
+      const dataKey = dataKeyOf(ctx);
+      const workspaceId = workspaceFilter(ctx.caller, ctx.query.workspace_id);
+      const channels = await ctx.deps.store.listChannels(workspaceId);
+      return { body: { data: channels.map((c) => channelView(c, dataKey)) } };
+    },
+  }),
+
+  defineRoute({
+    method: 'POST',
+    path: `${BASE}/channels`,
+    operationId: 'createAlertChannel',
+    summary: 'Add an alert channel',
+    description:
+      'A signed JSON webhook, a Slack-compatible incoming webhook, or email over SMTP. The settings are stored sealed; a webhook’s signing secret, when generated, is returned once, in this response.',
+    tag: 'alerts',
+    scope: 'workspaces:write',
+    query: NoQuery,
+    body: CreateAlertChannelRequest,
+    status: 201,
+    response: CreatedAlertChannel,
+    async handle(ctx) {
+      const { body } = ctx;
+      const workspaceId = await visibleWorkspaceId(ctx, body.workspace_id);
+      try {
+        const created = await addChannel(
+          { store: ctx.deps.store, dataKey: dataKeyOf(ctx) },
+          { type: body.type, name: body.name, url: body.url, secret: body.secret, workspaceId },
+          ctx.actor,
+        );
+        ctx.deps.logger.info(
+          { reqId: ctx.requestId, channelId: created.id, type: created.type, by: ctx.caller.id },
+          'alert channel added through the admin API',
+        );
+        return { body: created };
+      } catch (error) {
+        if (error instanceof ChannelInputError) throw invalid(['body', error.field], error.message);
+        throw error;
+      }
+    },
+  }),
+
+  defineRoute({
+    method: 'DELETE',
+    path: `${BASE}/channels/{id}`,
+    operationId: 'deleteAlertChannel',
+    summary: 'Remove an alert channel',
+    tag: 'alerts',
+    scope: 'workspaces:write',
+    query: NoQuery,
+    status: 200,
+    response: Removed,
+    async handle(ctx) {
+      const id = ctx.params.id ?? '';
+      const channel = await ctx.deps.store.getChannel(id);
+      if (!channel || !canSeeWorkspace(ctx.caller, channel.workspaceId)) throw missing('alert channel', id);
+      if (!(await ctx.deps.store.deleteChannel(id, ctx.actor, Date.now())))
+        throw missing('alert channel', id);
+      return { body: { removed: true as const } };
+    },
+  }),
+
+  defineRoute({
+    method: 'POST',
+    path: `${BASE}/test`,
+    operationId: 'sendTestAlert',
+    summary: 'Send a test alert',
+    description:
+      'Raises a `test` alert and sends it once (no retries) to every channel of the workspace; answers how each delivery went.',
+    tag: 'alerts',
+    scope: 'workspaces:write',
+    query: NoQuery,
+    body: TestAlertRequest,
+    status: 200,
+    response: TestAlertResult,
+    async handle(ctx) {
+      const workspaceId = await visibleWorkspaceId(ctx, ctx.body.workspace_id);
+      const notifier = ctx.deps.notifier;
+      if (notifier === undefined)
+        throw new AdminError('internal_error', 'Alerts cannot be sent from this gateway (no notifier).');
+      const results = await notifier.sendTest(workspaceId);
+      return { body: { data: results.map(deliveryView) } };
+    },
+  }),
+];

@@ -1,0 +1,121 @@
+/**
+ * Alerts from end to end: real traffic through the gateway raises alerts that reach a signed
+ * webhook, stored and listed, without a secret anywhere.
+ */
+import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:http';
+import { after, before, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { verifyWebhookSignature } from '../../src/alerts/notifier.ts';
+import { addChannel } from '../../src/alerts/service.ts';
+import { CLI_ACTOR } from '../../src/store/types.ts';
+import { bearer, chatBody, startTestGateway, type TestGateway } from '../support/gateway.ts';
+
+interface Received {
+  body: string;
+  signature: string | undefined;
+}
+
+let t: TestGateway;
+let receiver: Server;
+let receiverUrl: string;
+const received: Received[] = [];
+const SECRET = 'whsec_end-to-end-secret-123';
+
+before(async () => {
+  receiver = createServer((req, res) => {
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (chunk: string) => {
+      body += chunk;
+    });
+    req.on('end', () => {
+      const header = req.headers['x-keygate-signature'];
+      received.push({ body, signature: typeof header === 'string' ? header : undefined });
+      res.writeHead(204).end();
+    });
+  });
+  await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+  const address = receiver.address();
+  receiverUrl = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}/hooks/keygate`;
+  t = await startTestGateway({ configure: (c) => void Object.assign(c.auth, { failuresPerMinute: 10_000 }) });
+  await addChannel(
+    { store: t.gateway.store, dataKey: t.gateway.secrets.dataKey },
+    { type: 'webhook', url: receiverUrl, secret: SECRET, workspaceId: 'ws_default' },
+    CLI_ACTOR,
+  );
+});
+after(async () => {
+  await t.close();
+  await new Promise<void>((resolve) => receiver.close(() => resolve()));
+});
+
+async function waitFor(kind: string): Promise<Record<string, unknown>> {
+  for (let i = 0; i < 100; i++) {
+    for (const r of received) {
+      const payload = JSON.parse(r.body) as Record<string, unknown>;
+      if (payload.kind === kind) {
+        assert.ok(
+          verifyWebhookSignature(SECRET, r.signature, r.body, Math.floor(Date.now() / 1000)),
+          'signed',
+        );
+        return payload;
+      }
+    }
+    await sleep(50);
+  }
+  assert.fail(`no ${kind} alert reached the webhook`);
+}
+
+test('a revoked key still being tried raises a critical alert that reaches the webhook, signed', async () => {
+  const { id, key } = await t.createKey('leaked key');
+  assert.equal(
+    (await t.call('/v1/chat/completions', { method: 'POST', headers: bearer(key), body: chatBody() })).status,
+    200,
+  );
+  await t.gateway.store.revokeKey(id, Date.now(), CLI_ACTOR);
+  await sleep(400);
+  assert.equal(
+    (await t.call('/v1/chat/completions', { method: 'POST', headers: bearer(key), body: chatBody() })).status,
+    401,
+  );
+  const payload = await waitFor('auth_failures');
+  assert.equal(payload.severity, 'critical');
+  assert.deepEqual(payload.key, { id, name: 'leaked key' });
+  assert.match(String(payload.message), /revoked/);
+  const stored = await t.gateway.store.listAlerts({ keyId: id });
+  assert.equal(stored.length, 1);
+  const deliveries = await t.gateway.store.listDeliveries({ alertId: stored[0]?.id ?? '' });
+  assert.equal(deliveries[0]?.outcome, 'sent');
+});
+
+test('a burst of bad keys from one address raises one alert per cooldown', async () => {
+  for (let i = 0; i < 25; i++) {
+    await t.call('/v1/models', { headers: { authorization: `Bearer kg_${String(i).padStart(38, 'B')}` } });
+  }
+  await t.gateway.alerts.tick();
+  await t.gateway.alerts.tick();
+  const payload = await waitFor('auth_failures');
+  assert.ok(payload);
+  const bursts = (await t.gateway.store.listAlerts({ kind: 'auth_failures' })).filter((a) =>
+    a.title.startsWith('Burst'),
+  );
+  assert.equal(bursts.length, 1);
+  assert.equal(bursts[0]?.occurrences, 2, 'the second tick folded into the first alert');
+});
+
+test('a key over 80% of its budget raises a budget alert', async () => {
+  const { id, key } = await t.createKey('budget watch', undefined, { budget: { day: 40 } });
+  for (let i = 0; i < 4; i++) {
+    await t.call('/v1/chat/completions', {
+      method: 'POST',
+      headers: bearer(key),
+      body: chatBody({ max_tokens: 5, messages: [{ role: 'user', content: 'one two three' }] }),
+    });
+  }
+  await sleep(200); // the usage queue flushes
+  await t.gateway.alerts.tick();
+  const payload = await waitFor('budget_threshold');
+  assert.equal((payload.key as { id: string }).id, id);
+  for (const r of received) assert.doesNotMatch(r.body, /kg_[0-9A-Za-z]{38}/, 'never a secret');
+});
