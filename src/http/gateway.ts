@@ -11,7 +11,13 @@ import { type Cidr, parseCidrs, resolveClientAddress } from '../auth/ip.ts';
 import { addressAllowed, filterModelList, hasScope, modelAllowed } from '../auth/policy.ts';
 import type { KeyVerifier } from '../auth/verifier.ts';
 import type { Config } from '../config/config.ts';
-import { estimateTokens, type Limiter, type LimitReason, type Ticket } from '../limits/index.ts';
+import {
+  estimatePromptTokens,
+  estimateTokens,
+  type Limiter,
+  type LimitReason,
+  type Ticket,
+} from '../limits/index.ts';
 import type { Metrics } from '../metrics/index.ts';
 import { resolveModel } from '../providers/models.ts';
 import {
@@ -154,6 +160,9 @@ class Exchange {
   scanner: SseUsageScanner | undefined;
   /** The last part of a non-streamed body, where the provider puts `usage`. */
   tail = '';
+  /** Estimated prompt tokens of the request, for a stream cut off before its usage report. */
+  promptEstimate = 0;
+  tokensEstimated = false;
   done = false;
 
   readonly id: string;
@@ -383,6 +392,7 @@ export class Gateway {
       this.#refuseModel(res, exchange, model);
       return;
     }
+    exchange.promptEstimate = estimatePromptTokens(json, target.endpoint);
     if (!(await this.#admit(res, exchange, key, estimateTokens(json, target.endpoint)))) return;
     let payload = raw;
     if (model !== requested) {
@@ -616,15 +626,31 @@ export class Gateway {
     // Read here, not only after the stream's end: the response may close first (plain HTTP, a
     // client hanging up after the usage event), and the tokens were spent all the same.
     exchange.usage ??= usageOf(exchange);
+    const answered = exchange.upstreamStatus >= 200 && exchange.upstreamStatus < 300;
+    if (!exchange.usage && answered && exchange.scanner) {
+      // A stream cut off before its usage report: record what was delivered, marked as estimated.
+      const completionTokens = exchange.scanner.contentEvents;
+      exchange.usage = {
+        promptTokens: exchange.promptEstimate,
+        completionTokens,
+        totalTokens: exchange.promptEstimate + completionTokens,
+      };
+      exchange.tokensEstimated = true;
+    }
     const usage = exchange.usage;
     if (exchange.ticket) {
-      // Without a usage report from a provider that did answer (a cut stream), keep the estimate
-      // charged: a client must not lower its bill by hanging up.
-      const answered = exchange.upstreamStatus >= 200 && exchange.upstreamStatus < 300;
-      this.#deps.limiter.settle(
-        exchange.ticket,
-        usage?.totalTokens ?? (answered ? exchange.ticket.estimatedTokens : 0),
-      );
+      // Without a usage report from a provider that did answer (a cut stream), keep at least the
+      // reservation charged: a client must not lower its bill by hanging up.
+      const reserved = exchange.ticket.estimatedTokens;
+      const charged =
+        usage === undefined
+          ? answered
+            ? reserved
+            : 0
+          : exchange.tokensEstimated
+            ? Math.max(usage.totalTokens, reserved)
+            : usage.totalTokens;
+      this.#deps.limiter.settle(exchange.ticket, charged);
     }
     const key = exchange.key;
     if (key) {
@@ -643,6 +669,7 @@ export class Gateway {
         latencyMs,
         ttftMs: exchange.ttftMs,
         clientIp: exchange.ip,
+        tokensEstimated: exchange.tokensEstimated,
       });
     }
     this.#deps.metrics.recordRequest(exchange, latencyMs);

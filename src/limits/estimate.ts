@@ -45,6 +45,12 @@ function maxTokens(body: Record<string, unknown>): number {
  * have no completion. Never throws, whatever the body holds.
  */
 export function estimateTokens(body: Record<string, unknown>, endpoint: EstimateEndpoint): number {
+  const prompt = estimatePromptTokens(body, endpoint);
+  return endpoint === 'embeddings' ? prompt : prompt + maxTokens(body);
+}
+
+/** The prompt part of the estimate: the text of the request / 4. */
+export function estimatePromptTokens(body: Record<string, unknown>, endpoint: EstimateEndpoint): number {
   let text = 0;
   if (endpoint === 'chat') {
     const messages = body.messages;
@@ -61,6 +67,5 @@ export function estimateTokens(body: Record<string, unknown>, endpoint: Estimate
   } else {
     text += chars(body.input, 0, true);
   }
-  const prompt = Math.ceil(text / CHARS_PER_TOKEN);
-  return endpoint === 'embeddings' ? prompt : prompt + maxTokens(body);
+  return Math.ceil(text / CHARS_PER_TOKEN);
 }

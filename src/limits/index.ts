@@ -1,4 +1,9 @@
-export { DEFAULT_COMPLETION_RESERVE, type EstimateEndpoint, estimateTokens } from './estimate.ts';
+export {
+  DEFAULT_COMPLETION_RESERVE,
+  type EstimateEndpoint,
+  estimatePromptTokens,
+  estimateTokens,
+} from './estimate.ts';
 export { createMemoryLimiter } from './memory.ts';
 export type {
   Admission,

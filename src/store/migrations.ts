@@ -196,6 +196,10 @@ export const MIGRATIONS: readonly Migration[] = [
         PRIMARY KEY (workspace_id, kind)
       );
 
+      -- 1 when the provider reported no usage (a stream cut off by the client) and the counts are
+      -- estimated: prompt text / 4 and one completion token per streamed text event delivered.
+      ALTER TABLE usage_records ADD COLUMN tokens_estimated INTEGER NOT NULL DEFAULT 0;
+
       -- Networks (IPv4 /24, IPv6 /48) each key has been used from, for the "new network" rule.
       CREATE TABLE key_networks (
         key_id TEXT NOT NULL,

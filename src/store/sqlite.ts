@@ -1065,8 +1065,8 @@ export class SqliteStore implements Store {
     this.#transaction(() => {
       const insert = this.#stmt(
         `INSERT INTO usage_records (id, time, key_id, workspace_id, model, endpoint, status, prompt_tokens,
-           completion_tokens, total_tokens, latency_ms, ttft_ms, client_ip)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
+           completion_tokens, total_tokens, latency_ms, ttft_ms, client_ip, tokens_estimated)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
       );
       for (const r of records) {
         insert.run(
@@ -1083,6 +1083,7 @@ export class SqliteStore implements Store {
           r.latencyMs,
           r.ttftMs,
           r.clientIp,
+          r.tokensEstimated ? 1 : 0,
         );
         if (r.keyId !== null) {
           const seen = lastUse.get(r.keyId);

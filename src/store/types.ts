@@ -257,6 +257,8 @@ export interface UsageRecord {
   latencyMs: number;
   ttftMs: number | null;
   clientIp: string;
+  /** True when the provider sent no usage report (a cut stream) and the counts are estimates. */
+  tokensEstimated?: boolean;
 }
 
 export interface UsageTotals {

@@ -49,6 +49,8 @@ export function extractUsage(text: string): TokenUsage | undefined {
   return undefined;
 }
 
+const CONTENT = '"content":"';
+
 /**
  * Watches an SSE stream as it passes and keeps the usage of the last event that carried one.
  * Only complete events (ended by a blank line) are examined; partial ones wait for their end.
@@ -56,6 +58,11 @@ export function extractUsage(text: string): TokenUsage | undefined {
 export class SseUsageScanner {
   #carry = '';
   usage: TokenUsage | undefined;
+  /**
+   * Complete events that carried text to the client. Providers stream about one token per event,
+   * so this is what a cut stream delivered when no usage report arrived.
+   */
+  contentEvents = 0;
 
   push(text: string): void {
     const data = this.#carry.length > 0 ? this.#carry + text : text;
@@ -66,6 +73,9 @@ export class SseUsageScanner {
     }
     const complete = data.slice(0, end);
     this.#carry = data.slice(end);
+    for (let at = complete.indexOf(CONTENT); at !== -1; at = complete.indexOf(CONTENT, at + CONTENT.length)) {
+      if (complete.charCodeAt(at + CONTENT.length) !== 34 /* an empty string */) this.contentEvents++;
+    }
     if (complete.includes('"usage"')) this.usage = extractUsage(complete) ?? this.usage;
   }
 }

@@ -555,6 +555,46 @@ describe('metering and logs', () => {
     }
   });
 
+  test('a stream cut off by the client is recorded with what was delivered, marked as estimated', async () => {
+    const { id, key: k } = await t.createKey('cut stream');
+    const res = await request(`${t.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: bearer(k),
+      body: JSON.stringify({
+        model: 'stub-slow-stream',
+        stream: true,
+        messages: [{ role: 'user', content: 'a prompt of some forty characters here' }],
+      }),
+      dispatcher: t.dispatcher,
+    });
+    let seen = '';
+    for await (const chunk of res.body) {
+      seen += String(chunk);
+      if ((seen.match(/"content":" ?tok/g) ?? []).length >= 3) break; // three tokens, then hang up
+    }
+    await sleep(300);
+    const [totals] = await t.gateway.store.usageTotals({ keyId: id });
+    assert.equal(totals?.requests, 1);
+    assert.ok(
+      (totals?.completionTokens ?? 0) >= 3 && (totals?.completionTokens ?? 0) <= 5,
+      `${totals?.completionTokens}`,
+    );
+    assert.equal(totals?.promptTokens, 10, 'prompt characters / 4');
+    const { DatabaseSync } = await import('node:sqlite');
+    const db = new DatabaseSync(`${t.dataDir}/keygate.db`);
+    try {
+      const row = db
+        .prepare('SELECT status, tokens_estimated FROM usage_records WHERE key_id = ?')
+        .get(id) as {
+        status: number;
+        tokens_estimated: number;
+      };
+      assert.deepEqual({ ...row }, { status: 499, tokens_estimated: 1 });
+    } finally {
+      db.close();
+    }
+  });
+
   test('a model id of "." or ".." cannot walk the provider\'s paths', async () => {
     const before = t.stub.requests.length;
     for (const id of ['..', '%2E%2E', '.']) {

@@ -61,3 +61,13 @@ test('a stream without usage leaves it undefined', () => {
   scanner.push('data: {"id":"1","choices":[]}\n\ndata: [DONE]\n\n');
   assert.equal(scanner.usage, undefined);
 });
+
+test('the SSE scanner counts the events that delivered text', () => {
+  const scanner = new SseUsageScanner();
+  scanner.push(STREAM);
+  // The first event has empty content; the others carry text.
+  assert.equal(scanner.contentEvents, 2);
+  const partial = new SseUsageScanner();
+  partial.push('data: {"choices":[{"delta":{"content":"a"}}]}\n\ndata: {"choices":[{"delta":{"content":"b');
+  assert.equal(partial.contentEvents, 1, 'an incomplete event is not counted yet');
+});
