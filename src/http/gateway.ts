@@ -5,10 +5,10 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { StringDecoder } from 'node:string_decoder';
 import type { AlertEngine } from '../alerts/engine.ts';
-import { parseAuthorization } from '../auth/bearer.ts';
+import { type AuthenticateDeps, authenticate } from '../auth/authenticate.ts';
 import type { AuthFailureLimiter } from '../auth/failures.ts';
 import { type Cidr, parseCidrs, resolveClientAddress } from '../auth/ip.ts';
-import { addressAllowed, filterModelList, hasScope, modelAllowed } from '../auth/policy.ts';
+import { filterModelList, hasScope, modelAllowed } from '../auth/policy.ts';
 import type { KeyVerifier } from '../auth/verifier.ts';
 import type { Config } from '../config/config.ts';
 import {
@@ -30,14 +30,7 @@ import type { InferenceScope, KeyRecord } from '../store/types.ts';
 import { extractUsage, SseUsageScanner, type TokenUsage } from '../usage/extract.ts';
 import type { UsageQueue } from '../usage/queue.ts';
 import { encodeEmbeddingsBase64 } from './embeddings.ts';
-import {
-  type ErrorCode,
-  INVALID_KEY_BODY,
-  INVALID_KEY_MESSAGE,
-  sendError,
-  validationBody,
-  withOpenAiErrorMember,
-} from './errors.ts';
+import { type ErrorCode, sendError, validationBody, withOpenAiErrorMember } from './errors.ts';
 import type { Logger } from './log.ts';
 import { type Endpoint, type JsonObject, validateBody } from './validate.ts';
 
@@ -90,8 +83,6 @@ function notAllowed(allow: string): Route {
   return { kind: 'method_not_allowed', allow };
 }
 
-/** Query parameters through which clients sometimes (wrongly) send keys. */
-const KEY_IN_QUERY = /[?&](?:key|api_key|apikey|api-key|access_token|token)=/i;
 /** A client's own request id is logged (for correlation) when it looks like one. */
 const CLIENT_REQUEST_ID = /^[\w.:-]{1,128}$/;
 
@@ -116,16 +107,6 @@ const SCOPE_OF: Record<Endpoint | 'models', InferenceScope> = {
   embeddings: 'embeddings',
   models: 'models',
 };
-
-/** Counts Authorization headers: Node keeps only the first, but two of them is a malformed request. */
-function authorizationCount(raw: readonly string[]): number {
-  let n = 0;
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i]!;
-    if (name.length === 13 && name.toLowerCase() === 'authorization') n++;
-  }
-  return n;
-}
 
 /** Keeps the last 64 KiB or so of a body (the provider's `usage` comes last), whatever its size. */
 function keepTail(tail: string, text: string): string {
@@ -179,6 +160,7 @@ export class Gateway {
   readonly #deps: GatewayDeps;
   readonly #bodyLimit: number;
   readonly #trustedProxies: readonly Cidr[];
+  readonly #auth: AuthenticateDeps;
   /** Requests being served right now (a graceful stop waits for them). */
   inflight = 0;
   #idleWaiters: (() => void)[] = [];
@@ -188,6 +170,13 @@ export class Gateway {
     this.#deps = deps;
     this.#bodyLimit = deps.config.server.bodyLimitBytes;
     this.#trustedProxies = parseCidrs(deps.config.server.trustedProxies);
+    this.#auth = {
+      verifier: deps.verifier,
+      failures: deps.failures,
+      onFailure: deps.alerts
+        ? (ip, key, reason) => deps.alerts?.observeAuthFailure(ip, key, reason)
+        : undefined,
+    };
   }
 
   /** Resolves when no request is in flight. */
@@ -235,69 +224,17 @@ export class Gateway {
     query: string,
     pathname: string,
   ): Promise<void> {
-    const { failures, verifier, upstream } = this.#deps;
-    if (query.length > 0 && KEY_IN_QUERY.test(query)) {
-      failures.recordFailure(exchange.ip);
-      this.#deps.alerts?.observeAuthFailure(exchange.ip, undefined, 'key_in_url');
-      this.#fail(
-        res,
-        exchange,
-        'key_in_url',
-        'API keys are not accepted in the URL: send the key in the Authorization header as "Bearer <key>".',
-      );
+    const { upstream } = this.#deps;
+    const pending = authenticate(req, exchange.ip, query, this.#auth);
+    const outcome = pending instanceof Promise ? await pending : pending;
+    if (!outcome.ok) {
+      exchange.key = outcome.key;
+      exchange.failure = outcome.failure;
+      sendError(res, outcome.code, outcome.message, { retryAfter: outcome.retryAfter, body: outcome.body });
       return;
     }
-    const retryAfter = failures.retryAfter(exchange.ip);
-    if (retryAfter > 0) {
-      this.#fail(
-        res,
-        exchange,
-        'too_many_auth_failures',
-        'Too many failed authentication attempts from this address; try again later.',
-        { retryAfter },
-      );
-      return;
-    }
-
-    const auth =
-      authorizationCount(req.rawHeaders) > 1
-        ? ({ kind: 'malformed', reason: 'more than one Authorization header' } as const)
-        : parseAuthorization(req.headers.authorization);
-    if (auth.kind === 'missing') {
-      this.#fail(
-        res,
-        exchange,
-        'missing_api_key',
-        'No API key provided. Send it in the Authorization header: "Authorization: Bearer <key>".',
-      );
-      return;
-    }
-    if (auth.kind === 'malformed') {
-      failures.recordFailure(exchange.ip);
-      this.#deps.alerts?.observeAuthFailure(exchange.ip, undefined, 'malformed');
-      this.#fail(
-        res,
-        exchange,
-        'invalid_authorization',
-        `Malformed Authorization header: ${auth.reason}. Expected "Authorization: Bearer <key>".`,
-      );
-      return;
-    }
-    const pending = verifier.verify(auth.token);
-    const verdict = pending instanceof Promise ? await pending : pending;
-    if (!verdict.ok) {
-      failures.recordFailure(exchange.ip);
-      this.#deps.alerts?.observeAuthFailure(exchange.ip, verdict.key, verdict.reason);
-      exchange.failure = `key_${verdict.reason}`;
-      sendError(res, 'invalid_api_key', INVALID_KEY_MESSAGE, { body: INVALID_KEY_BODY });
-      return;
-    }
-    const key = verdict.key;
+    const key = outcome.key;
     exchange.key = key;
-    if (!addressAllowed(key, exchange.ip)) {
-      this.#fail(res, exchange, 'ip_not_allowed', `This key may not be used from ${exchange.ip}.`);
-      return;
-    }
 
     const target = route(req.method ?? 'GET', pathname);
     if (target.kind === 'not_found') {

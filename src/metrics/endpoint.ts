@@ -5,12 +5,11 @@
  * user acts with that user's role).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { parseAuthorization } from '../auth/bearer.ts';
+import { authenticate } from '../auth/authenticate.ts';
 import type { AuthFailureLimiter } from '../auth/failures.ts';
-import { addressAllowed } from '../auth/policy.ts';
 import type { KeyVerifier } from '../auth/verifier.ts';
 import { actingAs, hasManagementScope } from '../http/admin/access.ts';
-import { type ErrorCode, INVALID_KEY_BODY, INVALID_KEY_MESSAGE, sendError } from '../http/errors.ts';
+import { type ErrorCode, sendError } from '../http/errors.ts';
 import type { Logger } from '../http/log.ts';
 import type { Store } from '../store/types.ts';
 import type { Metrics } from './index.ts';
@@ -22,15 +21,6 @@ export interface MetricsEndpointDeps {
   failures: AuthFailureLimiter;
   logger: Logger;
   clientAddress(req: IncomingMessage): string;
-}
-
-/** Query parameters through which clients sometimes (wrongly) send keys. */
-const KEY_IN_QUERY = /[?&](?:key|api_key|apikey|api-key|access_token|token)=/i;
-
-function authorizationCount(raw: readonly string[]): number {
-  let n = 0;
-  for (let i = 0; i < raw.length; i += 2) if (raw[i]?.toLowerCase() === 'authorization') n++;
-  return n;
 }
 
 export function createMetricsEndpoint(
@@ -45,49 +35,17 @@ export function createMetricsEndpoint(
     };
     const url = req.url ?? '/';
     const q = url.indexOf('?');
-    if (q !== -1 && KEY_IN_QUERY.test(url.slice(q))) {
-      failures.recordFailure(ip);
-      return fail(
-        'key_in_url',
-        'API keys are not accepted in the URL: send the key in the Authorization header as "Bearer <key>".',
-      );
+    const pending = authenticate(req, ip, q === -1 ? '' : url.slice(q), {
+      verifier,
+      failures,
+      wanted: 'a key with the "metrics" scope',
+    });
+    const outcome = pending instanceof Promise ? await pending : pending;
+    if (!outcome.ok) {
+      sendError(res, outcome.code, outcome.message, { retryAfter: outcome.retryAfter, body: outcome.body });
+      return outcome.failure;
     }
-    const retryAfter = failures.retryAfter(ip);
-    if (retryAfter > 0) {
-      return fail(
-        'too_many_auth_failures',
-        'Too many failed authentication attempts from this address; try again later.',
-        { retryAfter },
-      );
-    }
-    const auth =
-      authorizationCount(req.rawHeaders) > 1
-        ? ({ kind: 'malformed', reason: 'more than one Authorization header' } as const)
-        : parseAuthorization(req.headers.authorization);
-    if (auth.kind === 'missing') {
-      return fail(
-        'missing_api_key',
-        'No API key provided. Send a key with the "metrics" scope in the Authorization header: "Authorization: Bearer <key>".',
-      );
-    }
-    if (auth.kind === 'malformed') {
-      failures.recordFailure(ip);
-      return fail(
-        'invalid_authorization',
-        `Malformed Authorization header: ${auth.reason}. Expected "Authorization: Bearer <key>".`,
-      );
-    }
-    const pending = verifier.verify(auth.token);
-    const verdict = pending instanceof Promise ? await pending : pending;
-    if (!verdict.ok) {
-      failures.recordFailure(ip);
-      sendError(res, 'invalid_api_key', INVALID_KEY_MESSAGE, { body: INVALID_KEY_BODY });
-      return `key_${verdict.reason}`;
-    }
-    if (!addressAllowed(verdict.key, ip)) {
-      return fail('ip_not_allowed', `This key may not be used from ${ip}.`);
-    }
-    const { caller } = await actingAs(deps.store, verdict.key);
+    const { caller } = await actingAs(deps.store, outcome.key);
     if (!hasManagementScope(caller, 'metrics')) {
       return fail(
         'insufficient_scope',
