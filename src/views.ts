@@ -9,7 +9,9 @@ import {
   keyStatus,
   type Membership,
   type TokenBudget,
-  type UsageTotals,
+  type UsageGroup,
+  type UsageReport,
+  type UsageReportRow,
   type Workspace,
 } from './store/types.ts';
 
@@ -77,17 +79,74 @@ export function auditView(event: AuditEvent & { seq: number }) {
   };
 }
 
-export function usageView(totals: UsageTotals) {
+/** The field that names a report row's group, by grouping. */
+const GROUP_FIELD = {
+  key: 'key_id',
+  model: 'model',
+  endpoint: 'endpoint',
+  workspace: 'workspace_id',
+  hour: 'hour',
+  day: 'day',
+} as const satisfies Record<UsageGroup, string>;
+
+/**
+ * One row of a usage report. Its first field is the group: `key_id` (with `name`), `model`,
+ * `endpoint`, `workspace_id` (with `name`), `hour` (ISO start) or `day` (YYYY-MM-DD, UTC).
+ */
+export interface UsageRowView {
+  key_id?: string | null;
+  model?: string | null;
+  endpoint?: string | null;
+  workspace_id?: string | null;
+  hour?: string;
+  day?: string;
+  name?: string | null;
+  requests: number;
+  errors: number;
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+  estimated_requests: number;
+  latency_avg_ms: number | null;
+  latency_p50_ms: number | null;
+  latency_p95_ms: number | null;
+  cost: number | null;
+  currency: string;
+}
+
+export function usageRowView(row: UsageReportRow, by: UsageGroup, currency: string): UsageRowView {
+  const view: Partial<UsageRowView> = {};
+  if (by === 'hour') view.hour = new Date(Number(row.group)).toISOString();
+  else if (by === 'day') view.day = new Date(Number(row.group)).toISOString().slice(0, 10);
+  else view[GROUP_FIELD[by]] = row.group === null ? null : String(row.group);
+  if (by === 'key' || by === 'workspace') view.name = row.name;
   return {
-    key_id: totals.keyId,
-    name: totals.name,
-    requests: totals.requests,
-    errors: totals.errors,
-    prompt_tokens: totals.promptTokens,
-    completion_tokens: totals.completionTokens,
-    total_tokens: totals.totalTokens,
+    ...view,
+    requests: row.requests,
+    errors: row.errors,
+    prompt_tokens: row.promptTokens,
+    completion_tokens: row.completionTokens,
+    total_tokens: row.totalTokens,
+    estimated_requests: row.estimatedRequests,
+    latency_avg_ms: row.latencyAvgMs,
+    latency_p50_ms: row.latencyP50Ms,
+    latency_p95_ms: row.latencyP95Ms,
+    cost: row.cost,
+    currency,
   };
 }
+
+export function usageReportView(report: UsageReport) {
+  return {
+    by: report.by,
+    from: iso(report.from),
+    to: iso(report.to),
+    currency: report.currency,
+    data: report.rows.map((row) => usageRowView(row, report.by, report.currency)),
+  };
+}
+
+export type UsageReportView = ReturnType<typeof usageReportView>;
 
 export function memberView(member: Membership) {
   return { user_id: member.userId, email: member.email, role: member.role, since: iso(member.createdAt) };

@@ -55,7 +55,10 @@ export class AlertEngine {
   /** Failed authentications per address in the current minute. */
   #failures = new Map<string, number>();
   #failureMinute = 0;
+  /** Each workspace's rule settings, read again after a minute (or at once after `forgetSettings`). */
   readonly #settings = new LRUCache<string, RuleSettings>({ max: 10_000, ttl: MINUTE });
+  /** Bumped by `forgetSettings`, so that a read begun before a change does not cache what it read. */
+  #settingsGeneration = 0;
   #notify: Notify = () => {};
   #timer: NodeJS.Timeout | undefined;
   #pending = new Set<Promise<unknown>>();
@@ -85,10 +88,22 @@ export class AlertEngine {
   async #rules(workspaceId: string): Promise<RuleSettings> {
     let settings = this.#settings.get(workspaceId);
     if (!settings) {
+      const generation = this.#settingsGeneration;
       settings = mergeSettings(await this.#store.ruleSettings(workspaceId));
-      this.#settings.set(workspaceId, settings);
+      if (generation === this.#settingsGeneration) this.#settings.set(workspaceId, settings);
     }
     return settings;
+  }
+
+  /**
+   * Drops the cached rule settings of a workspace (of every workspace when none is given), so that
+   * a change made through this process applies from the next evaluation rather than within a
+   * minute. Other processes on the same store pick changes up when their cache expires.
+   */
+  forgetSettings(workspaceId?: string): void {
+    this.#settingsGeneration++;
+    if (workspaceId === undefined) this.#settings.clear();
+    else this.#settings.delete(workspaceId);
   }
 
   /** A request made with a valid key has finished. Synchronous and cheap. */

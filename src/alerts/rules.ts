@@ -68,16 +68,172 @@ export const DEFAULT_RULES: Readonly<RuleSettings> = Object.freeze({
 
 export type RuleKind = Exclude<AlertKind, 'test'>;
 
-/** The defaults with a workspace's overrides laid over them (unknown fields are ignored). */
+/** The rules whose settings a workspace can change, in the order they are listed. */
+export const RULE_KINDS: readonly RuleKind[] = Object.freeze([
+  'usage_spike',
+  'budget_threshold',
+  'new_network',
+  'auth_failures',
+  'key_expiring',
+]);
+
+/** What each rule watches, for listings and the API. */
+export const RULE_DESCRIPTIONS: Readonly<Record<RuleKind, string>> = Object.freeze({
+  usage_spike:
+    'A key makes far more requests or uses far more tokens in a short window than its own history says is usual.',
+  budget_threshold: 'A key or its workspace crosses a percentage of its daily or monthly token budget.',
+  new_network: 'A key is used from a network (IPv4 /24, IPv6 /48) it was never used from before.',
+  auth_failures:
+    'A revoked, expired or rotated-out key is still tried; or one address sends a burst of failed ' +
+    'authentications (the burst threshold is read from ws_default, as an address belongs to no workspace).',
+  key_expiring:
+    'A key expires soon (reminders at the days of keys.expiryReminderDays in the configuration, 14 and 3 by default).',
+});
+
+/** What a setting accepts. The API, the CLI and the engine all check values against it. */
+export type SettingSpec =
+  | { type: 'boolean'; description: string }
+  | { type: 'integer' | 'number'; min: number; max: number; unit?: string; description: string }
+  | { type: 'percentages'; min: number; max: number; maxItems: number; description: string };
+
+export type RuleSpecs<K extends RuleKind> = { readonly [F in keyof RuleSettings[K]]: SettingSpec };
+
+/** A year, in minutes: the longest cooldown. */
+export const MAX_COOLDOWN_MINUTES = 525_600;
+
+const ENABLED: SettingSpec = { type: 'boolean', description: 'Whether the rule raises alerts at all.' };
+const COOLDOWN: SettingSpec = {
+  type: 'integer',
+  min: 1,
+  max: MAX_COOLDOWN_MINUTES,
+  unit: 'minutes',
+  description:
+    'Minutes during which the same alert (same kind, key and detail) seen again is folded into the first one instead of being sent again.',
+};
+
+export const SETTING_SPECS: { readonly [K in RuleKind]: RuleSpecs<K> } = Object.freeze({
+  usage_spike: {
+    enabled: ENABLED,
+    windowMinutes: {
+      type: 'integer',
+      min: 1,
+      max: 60,
+      unit: 'minutes',
+      description: 'The short window (minutes) compared against the key’s own history.',
+    },
+    factor: {
+      type: 'number',
+      min: 1,
+      max: 1000,
+      description: 'How many times the usual level the window must reach to count as a spike.',
+    },
+    minRequests: {
+      type: 'integer',
+      min: 1,
+      max: 1_000_000_000,
+      description:
+        'Floor: a window with fewer requests (and fewer tokens than the token floor) never alerts.',
+    },
+    minTokens: {
+      type: 'integer',
+      min: 1,
+      max: 1_000_000_000_000,
+      description:
+        'Floor: a window with fewer tokens (and fewer requests than the request floor) never alerts.',
+    },
+    baselineDays: {
+      type: 'integer',
+      min: 1,
+      max: 90,
+      unit: 'days',
+      description: 'Days of the key’s history its usual level is computed from.',
+    },
+    cooldownMinutes: COOLDOWN,
+  },
+  budget_threshold: {
+    enabled: ENABLED,
+    thresholds: {
+      type: 'percentages',
+      min: 1,
+      max: 1000,
+      maxItems: 10,
+      description:
+        'Percentages of a budget at which an alert is raised, once per budget period each: 1 to 1000, in increasing order.',
+    },
+    cooldownMinutes: COOLDOWN,
+  },
+  new_network: { enabled: ENABLED, cooldownMinutes: COOLDOWN },
+  auth_failures: {
+    enabled: ENABLED,
+    failuresPerMinute: {
+      type: 'integer',
+      min: 1,
+      max: 1_000_000,
+      description: 'Failed authentications from one address within a minute that make a burst.',
+    },
+    cooldownMinutes: COOLDOWN,
+  },
+  key_expiring: { enabled: ENABLED, cooldownMinutes: COOLDOWN },
+});
+
+/** The settings of a rule (its field names), in their listing order. */
+export function settingNames(kind: RuleKind): string[] {
+  return Object.keys(SETTING_SPECS[kind]);
+}
+
+/** The spec of one setting of a rule, if it has that setting. */
+export function settingSpec(kind: RuleKind, name: string): SettingSpec | undefined {
+  const specs = SETTING_SPECS[kind] as Readonly<Record<string, SettingSpec>>;
+  return Object.hasOwn(specs, name) ? specs[name] : undefined;
+}
+
+/** Whether a value is one a setting accepts (type and range). */
+export function validSetting(spec: SettingSpec, value: unknown): boolean {
+  switch (spec.type) {
+    case 'boolean':
+      return typeof value === 'boolean';
+    case 'integer':
+      return Number.isSafeInteger(value) && (value as number) >= spec.min && (value as number) <= spec.max;
+    case 'number':
+      return typeof value === 'number' && Number.isFinite(value) && value >= spec.min && value <= spec.max;
+    case 'percentages':
+      return (
+        Array.isArray(value) &&
+        value.length >= 1 &&
+        value.length <= spec.maxItems &&
+        value.every(
+          (v: unknown, i) =>
+            Number.isSafeInteger(v) &&
+            (v as number) >= spec.min &&
+            (v as number) <= spec.max &&
+            (i === 0 || (v as number) > (value[i - 1] as number)),
+        )
+      );
+  }
+}
+
+/** A rule's stored overrides that are still valid settings (unknown or invalid ones are ignored). */
+export function validOverrides(
+  kind: RuleKind,
+  override: Record<string, unknown> | undefined,
+): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [name, value] of Object.entries(override ?? {})) {
+    const spec = settingSpec(kind, name);
+    if (spec && validSetting(spec, value)) out[name] = structuredClone(value);
+  }
+  return out;
+}
+
+/**
+ * The defaults with a workspace's overrides laid over them. Unknown settings, and values a setting
+ * does not accept (wrong type, out of range), are ignored: the default stands.
+ */
 export function mergeSettings(overrides: Record<string, Record<string, unknown>>): RuleSettings {
   const merged = structuredClone(DEFAULT_RULES) as RuleSettings;
-  for (const kind of Object.keys(merged) as RuleKind[]) {
-    const override = overrides[kind];
-    if (!override) continue;
+  for (const kind of RULE_KINDS) {
     const target = merged[kind] as unknown as Record<string, unknown>;
-    for (const [name, value] of Object.entries(override)) {
-      if (name in target && typeof value === typeof target[name]) target[name] = value;
-    }
+    Object.assign(target, validOverrides(kind, overrides[kind]));
   }
   return merged;
 }

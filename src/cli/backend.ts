@@ -8,6 +8,8 @@ import type { ChannelInput, ChannelView, CreatedChannelView } from '../alerts/ch
 import { channelView } from '../alerts/channels.ts';
 import type { AlertView } from '../alerts/messages.ts';
 import { createNotifier } from '../alerts/notifier.ts';
+import { type RuleView, ruleViews, setRuleOverrides } from '../alerts/rule-settings.ts';
+import type { RuleKind } from '../alerts/rules.ts';
 import { addChannel, alertViews, type DeliveryView, deliveryView } from '../alerts/service.ts';
 import { loadSecrets } from '../config/secrets.ts';
 import {
@@ -23,10 +25,19 @@ import {
   DEFAULT_WORKSPACE_ID,
   type KeyStatus,
   type Role,
+  type UsageGroup,
   type WorkspacePatch,
 } from '../store/types.ts';
 import { createWorkspace, removeMember, setRole } from '../users/service.ts';
-import { auditView, type KeyView, keyView, memberView, usageView, workspaceView } from '../views.ts';
+import {
+  auditView,
+  type KeyView,
+  keyView,
+  memberView,
+  type UsageReportView,
+  usageReportView,
+  workspaceView,
+} from '../views.ts';
 import { type CommandContext, envValue, type TargetOptions, UserError, withStore } from './common.ts';
 import { openRemote, remoteTarget } from './remote.ts';
 
@@ -35,10 +46,11 @@ export type CreatedKeyView = KeyView & { key: string };
 export type RotatedKeyView = CreatedKeyView & { previous_secret_valid_until: string };
 export type WorkspaceView = ReturnType<typeof workspaceView>;
 export type AuditEventView = ReturnType<typeof auditView>;
-export type UsageView = ReturnType<typeof usageView>;
+export type { UsageReportView, UsageRowView } from '../views.ts';
 export type MemberView = ReturnType<typeof memberView>;
 export type { ChannelView, CreatedChannelView } from '../alerts/channels.ts';
 export type { AlertView } from '../alerts/messages.ts';
+export type { RuleView } from '../alerts/rule-settings.ts';
 export type { DeliveryView } from '../alerts/service.ts';
 
 export interface KeyListQuery {
@@ -68,9 +80,17 @@ export interface AuditQuery {
 }
 
 export interface UsageQuery {
+  /** Default: key. */
+  by?: UsageGroup | undefined;
   keyId?: string | undefined;
-  /** Epoch milliseconds. */
-  since?: number | undefined;
+  workspaceId?: string | undefined;
+  /** A model id or pattern. */
+  model?: string | undefined;
+  endpoint?: string | undefined;
+  /** Epoch milliseconds, inclusive. */
+  from?: number | undefined;
+  /** Epoch milliseconds, exclusive. */
+  to?: number | undefined;
 }
 
 export interface AlertQuery {
@@ -109,7 +129,7 @@ export interface Backend {
   setRole(workspaceId: string, user: string, role: Role): Promise<MemberView>;
   removeMember(workspaceId: string, user: string): Promise<void>;
   listAudit(query: AuditQuery): Promise<AuditEventView[]>;
-  usage(query: UsageQuery): Promise<UsageView[]>;
+  usage(query: UsageQuery): Promise<UsageReportView>;
   listAlerts(query: AlertQuery): Promise<AlertView[]>;
   acknowledgeAlert(id: string): Promise<AlertView>;
   listChannels(workspaceId: string | undefined): Promise<ChannelView[]>;
@@ -117,6 +137,17 @@ export interface Backend {
   removeChannel(id: string): Promise<void>;
   /** Sends a test alert once to every channel of the workspace; how each went. */
   testAlert(workspaceId: string | undefined): Promise<DeliveryView[]>;
+  /** Every alert rule of a workspace with its effective settings. */
+  listRules(workspaceId: string | undefined): Promise<RuleView[]>;
+  /**
+   * Replaces a workspace's settings of a rule (API names; `{}`: the defaults). On the data
+   * directory a running gateway applies it within a minute; through the API, at once.
+   */
+  setRule(
+    kind: RuleKind,
+    overrides: Record<string, unknown>,
+    workspaceId: string | undefined,
+  ): Promise<RuleView>;
 }
 
 function noKey(id: string): UserError {
@@ -216,7 +247,12 @@ export function localBackend(ctx: CommandContext): Backend {
       return (await store.listAudit(query)).map(auditView);
     },
     async usage(query) {
-      return (await store.usageTotals(query)).map(usageView);
+      const report = await store.usageReport({
+        ...query,
+        by: query.by ?? 'key',
+        pricing: ctx.config.pricing,
+      });
+      return usageReportView(report);
     },
     async listAlerts(query) {
       return alertViews(store, await store.listAlerts(query));
@@ -253,6 +289,16 @@ export function localBackend(ctx: CommandContext): Backend {
       } finally {
         await notifier.close();
       }
+    },
+    async listRules(workspaceId) {
+      const id = workspaceId ?? DEFAULT_WORKSPACE_ID;
+      if (!(await store.getWorkspace(id))) throw noWorkspace(id);
+      return ruleViews(store, id);
+    },
+    async setRule(kind, overrides, workspaceId) {
+      const id = workspaceId ?? DEFAULT_WORKSPACE_ID;
+      if (!(await store.getWorkspace(id))) throw noWorkspace(id);
+      return setRuleOverrides({ store }, { workspaceId: id, kind, overrides }, CLI_ACTOR);
     },
   };
 }

@@ -6,20 +6,10 @@ import { type Config, type ConfigFlags, isLoopback } from '../config/config.ts';
 import { StartError, startGateway } from '../http/server.ts';
 import { registerAdminCommands } from './admin.ts';
 import { registerAlertCommands } from './alerts.ts';
-import { withBackend } from './backend.ts';
-import {
-  addTargetOptions,
-  configFrom,
-  print,
-  printJson,
-  refuseRemote,
-  type TargetOptions,
-  UserError,
-} from './common.ts';
-import { table } from './format.ts';
+import { configFrom, refuseRemote, UserError } from './common.ts';
 import { registerKeyCommands } from './keys.ts';
-import { duration } from './parse.ts';
 import { registerPeopleCommands } from './people.ts';
+import { registerUsageCommand } from './usage.ts';
 
 export const VERSION = '0.1.0';
 
@@ -50,41 +40,7 @@ function buildProgram(): Command {
 
   registerKeyCommands(program);
 
-  addTargetOptions(
-    program
-      .command('usage')
-      .description('show usage totals per key: requests, prompt, completion and total tokens')
-      .option('--key <id>', 'only this key')
-      .option('--since <duration>', 'only the last period, e.g. 7d, 24h')
-      .option('--json', 'print JSON'),
-  ).action(async (options: TargetOptions & { key?: string; since?: string; json?: boolean }) => {
-    const since = options.since === undefined ? undefined : Date.now() - duration('--since', options.since);
-    await withBackend(options, async (backend) => {
-      const rows = await backend.usage({ keyId: options.key, since });
-      if (options.json) {
-        printJson(rows);
-        return;
-      }
-      if (rows.length === 0) {
-        print('No usage recorded yet.');
-        return;
-      }
-      print(
-        table(
-          ['KEY', 'NAME', 'REQUESTS', 'ERRORS', 'PROMPT', 'COMPLETION', 'TOTAL'],
-          rows.map((r) => [
-            r.key_id,
-            r.name ?? '',
-            String(r.requests),
-            String(r.errors),
-            String(r.prompt_tokens),
-            String(r.completion_tokens),
-            String(r.total_tokens),
-          ]),
-        ),
-      );
-    });
-  });
+  registerUsageCommand(program);
 
   registerPeopleCommands(program, registerAdminCommands(program));
   registerAlertCommands(program);

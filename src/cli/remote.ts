@@ -10,6 +10,7 @@ import { readFileSync } from 'node:fs';
 import { rootCertificates } from 'node:tls';
 import { Agent, request } from 'undici';
 import { parseChannelInput } from '../alerts/channels.ts';
+import { parseOverrides, type RuleView } from '../alerts/rule-settings.ts';
 import { isLoopback } from '../config/config.ts';
 import { keyPattern } from '../keys/format.ts';
 import { type KeyRestrictions, validateKeyName, validateRestrictions } from '../keys/service.ts';
@@ -26,7 +27,7 @@ import type {
   KeyView,
   MemberView,
   RotatedKeyView,
-  UsageView,
+  UsageReportView,
   WorkspaceView,
 } from './backend.ts';
 import { envValue, UserError, userErrorOf } from './common.ts';
@@ -148,6 +149,11 @@ const OPTION_OF_LOC: Record<string, string> = {
   'query.target_id': '--key',
   'query.action': '--action',
   'query.since': '--since',
+  'query.from': '--from',
+  'query.to': '--to',
+  'query.by': '--by',
+  'query.model': '--model',
+  'query.endpoint': '--endpoint',
   'query.after': '--after',
   'query.kind': '--kind',
   'query.limit': '--limit',
@@ -390,6 +396,18 @@ export function openRemote(target: RemoteTarget): RemoteBackend {
   const workspacePath = (id: string) => `/workspaces/${encodeURIComponent(id)}`;
   const memberPath = (id: string, user: string) => `${workspacePath(id)}/members/${encodeURIComponent(user)}`;
 
+  function rule(value: unknown, what: string): RuleView {
+    if (
+      !isRecord(value) ||
+      typeof value.kind !== 'string' ||
+      !isRecord(value.settings) ||
+      !isRecord(value.defaults) ||
+      !Array.isArray(value.overridden)
+    )
+      throw unexpected(what);
+    return value as unknown as RuleView;
+  }
+
   function member(value: unknown, what: string): MemberView {
     if (!isRecord(value) || typeof value.user_id !== 'string') throw unexpected(what);
     return value as MemberView;
@@ -536,13 +554,21 @@ export function openRemote(target: RemoteTarget): RemoteBackend {
     },
 
     async usage(query) {
+      const what = 'GET /admin/v1/usage';
       const answer = await call('GET', '/usage', {
         query: {
+          by: query.by,
           key_id: query.keyId,
-          since: query.since === undefined ? undefined : new Date(query.since).toISOString(),
+          workspace_id: query.workspaceId,
+          model: query.model,
+          endpoint: query.endpoint,
+          from: query.from === undefined ? undefined : new Date(query.from).toISOString(),
+          to: query.to === undefined ? undefined : new Date(query.to).toISOString(),
         },
       });
-      return page(answer, 'GET /admin/v1/usage').data.map((u) => u as UsageView);
+      const { body } = page(answer, what);
+      if (typeof body.by !== 'string' || typeof body.currency !== 'string') throw unexpected(what);
+      return body as unknown as UsageReportView;
     },
 
     async listAlerts(query) {
@@ -596,6 +622,22 @@ export function openRemote(target: RemoteTarget): RemoteBackend {
       // The gateway tries every channel (up to 10 s each, in parallel) before it answers.
       const answer = await call('POST', '/alerts/test', { body, timeoutMs: TEST_TIMEOUT_MS });
       return page(answer, what).data.map((r) => r as DeliveryView);
+    },
+
+    async listRules(workspaceId) {
+      const what = 'GET /admin/v1/alerts/rules';
+      const answer = await call('GET', '/alerts/rules', { query: { workspace_id: workspaceId } });
+      return page(answer, what).data.map((r) => rule(r, what));
+    },
+
+    async setRule(kind, overrides, workspaceId) {
+      // The same checks, and messages, as on the data directory, before anything is sent.
+      const body = parseOverrides(kind, overrides);
+      const answer = await call('PUT', `/alerts/rules/${encodeURIComponent(kind)}`, {
+        query: { workspace_id: workspaceId },
+        body,
+      });
+      return rule(answer, 'PUT /admin/v1/alerts/rules/{kind}');
     },
 
     userErrorOf(error) {

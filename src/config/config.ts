@@ -8,6 +8,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { parseCidrs } from '../auth/ip.ts';
 import { assertValidPrefix, DEFAULT_KEY_PREFIX } from '../keys/format.ts';
+import { assertValidPricing, DEFAULT_CURRENCY } from '../usage/pricing.ts';
 
 export const DEFAULT_MODEL_ALIASES: Readonly<Record<string, string>> = {
   'mistral-tiny': 'ministral-8b-latest',
@@ -21,6 +22,10 @@ const port = z.coerce
   .min(0, 'must be between 1 and 65535 (or 0 for any free port)')
   .max(65_535, 'must be between 1 and 65535 (or 0 for any free port)');
 const positiveInt = z.coerce.number().int().positive();
+const price = z
+  .number({ error: 'must be a price (a number) per million tokens' })
+  .min(0, 'cannot be negative')
+  .max(1_000_000, 'at most 1000000 per million tokens');
 
 export const configSchema = z
   .object({
@@ -91,6 +96,34 @@ export const configSchema = z
         batchSize: positiveInt.default(500),
         /** Records kept in memory while the store cannot be written; beyond this they are dropped and counted. */
         maxQueued: positiveInt.default(100_000),
+        /** Days raw usage records are kept (the hourly rollups are kept regardless); 0: forever. @default 90 */
+        retentionDays: z.coerce
+          .number({ error: 'must be a number of days' })
+          .int('must be a whole number of days')
+          .min(0, 'must be 0 (keep forever) or a number of days')
+          .max(36_500, 'at most 36500 (100 years); 0 keeps raw records forever')
+          .default(90),
+      })
+      .strict()
+      .prefault({}),
+    /** Prices for the cost of usage reports: per million tokens, by model id or pattern (first match wins). */
+    pricing: z
+      .object({
+        currency: z
+          .string()
+          .regex(/^[A-Z]{3}$/, 'must be a three-letter currency code in capitals, such as EUR or USD')
+          .default(DEFAULT_CURRENCY),
+        models: z
+          .record(
+            z.string(),
+            z
+              .object({
+                prompt: price.describe('per million prompt tokens'),
+                completion: price.describe('per million completion tokens'),
+              })
+              .strict(),
+          )
+          .default({}),
       })
       .strict()
       .prefault({}),
@@ -213,6 +246,11 @@ export function loadConfig(
     assertValidPrefix(config.keys.prefix);
   } catch (error) {
     throw new ConfigError(`invalid configuration:\n  keys.prefix: ${(error as Error).message}`);
+  }
+  try {
+    assertValidPricing(config.pricing);
+  } catch (error) {
+    throw new ConfigError(`invalid configuration:\n  pricing.models: ${(error as Error).message}`);
   }
   try {
     config.server.trustedProxies = parseCidrs(config.server.trustedProxies).map((c) => c.text);

@@ -30,6 +30,9 @@ import { clientAddress, Gateway } from './gateway.ts';
 import { createLogger, type Logger } from './log.ts';
 import { ensureSelfSigned, loadTls, type TlsMaterial } from './tls.ts';
 
+/** How often raw usage records past retention are deleted (retention is counted in whole hours). */
+const RETENTION_SWEEP_MS = 3_600_000;
+
 export interface RunningGateway {
   url: string;
   port: number;
@@ -149,6 +152,8 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     clientAddress: (req) => clientAddress(req, trustedProxies),
     dataKey: secrets.dataKey,
     notifier,
+    alerts,
+    pricing: config.pricing,
   });
   const metrics = new Metrics({
     sources: { keyCache: verifier, usageQueue: usage, inflight: (): number => gateway.inflight },
@@ -190,6 +195,25 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
   await recordExpiries();
   const expiryTimer = setInterval(() => void recordExpiries(), config.auth.expirySweepMs);
   expiryTimer.unref();
+
+  // Retention: raw usage records older than usage.retentionDays are deleted (the hourly rollups stay).
+  const retentionMs = config.usage.retentionDays * 86_400_000;
+  let pruning: Promise<void> | undefined;
+  const pruneUsage = () => {
+    pruning ??= (async () => {
+      try {
+        const deleted = await store.pruneUsage(Date.now() - retentionMs);
+        if (deleted > 0) logger.info({ deleted }, 'raw usage records past retention deleted');
+      } catch (error) {
+        logger.error({ err: error }, 'deleting raw usage records past retention failed');
+      } finally {
+        pruning = undefined;
+      }
+    })();
+  };
+  const retentionTimer = retentionMs > 0 ? setInterval(pruneUsage, RETENTION_SWEEP_MS) : undefined;
+  retentionTimer?.unref();
+  if (retentionMs > 0) pruneUsage(); // in the background: a large first sweep does not delay the start
 
   const hsts = tls ? 'max-age=31536000' : undefined;
   const handler = (req: IncomingMessage, res: ServerResponse) => {
@@ -254,6 +278,8 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     port = await listen(server, config.server.port, config.server.host);
   } catch (error) {
     clearInterval(expiryTimer);
+    clearInterval(retentionTimer);
+    await pruning;
     verifier.close();
     await alerts.close();
     await usage.close();
@@ -277,6 +303,8 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
       server.closeAllConnections();
       clearTimeout(timer);
       await stopped;
+      clearInterval(retentionTimer);
+      await pruning;
       await usage.close();
       await alerts.close();
       limiter.close();

@@ -1,3 +1,11 @@
+import { LATENCY_COLUMNS, latencyBucketSql } from '../usage/histogram.ts';
+
+/** The latency histogram columns of `usage_hourly` (src/usage/histogram.ts: fixed, never changed). */
+const LATENCY_COLUMN_DEFS = LATENCY_COLUMNS.map((c) => `${c} INTEGER NOT NULL DEFAULT 0`).join(',\n        ');
+const LATENCY_BACKFILL = LATENCY_COLUMNS.map(
+  (_c, i) => `SUM(CASE WHEN bucket = ${i} THEN 1 ELSE 0 END)`,
+).join(',\n          ');
+
 /**
  * Versioned schema migrations. Each version has one statement list per dialect; the PostgreSQL
  * list must be kept in lockstep with the SQLite one (same tables, columns and meaning).
@@ -207,6 +215,84 @@ export const MIGRATIONS: readonly Migration[] = [
         first_seen INTEGER NOT NULL,
         PRIMARY KEY (key_id, network)
       );
+    `,
+  },
+  {
+    version: 4,
+    name: 'hourly and daily usage rollups (with latency histograms), raw usage retention',
+    sqlite: `
+      -- One row per (UTC hour, workspace, key, model, endpoint), kept up to date in the transaction
+      -- that inserts the raw records: only a raw record actually inserted (not a duplicate id) counts.
+      -- '' stands for "none" (a record without a key or a model), so that the primary key matches.
+      -- lat_00 … lat_31 count requests per latency bucket (src/usage/histogram.ts).
+      CREATE TABLE usage_hourly (
+        hour INTEGER NOT NULL,
+        workspace_id TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        model TEXT NOT NULL,
+        endpoint TEXT NOT NULL,
+        requests INTEGER NOT NULL,
+        errors INTEGER NOT NULL,
+        prompt_tokens INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL,
+        total_tokens INTEGER NOT NULL,
+        estimated_requests INTEGER NOT NULL,
+        latency_sum_ms REAL NOT NULL,
+        latency_max_ms REAL NOT NULL,
+        ${LATENCY_COLUMN_DEFS},
+        PRIMARY KEY (hour, workspace_id, key_id, model, endpoint)
+      ) WITHOUT ROWID;
+      CREATE INDEX usage_hourly_key ON usage_hourly (key_id, hour);
+      CREATE INDEX usage_hourly_workspace ON usage_hourly (workspace_id, hour);
+
+      -- The same sums per UTC day (the sum of the day's hours, kept in the same transaction): long
+      -- ranges read 24 times fewer rows.
+      CREATE TABLE usage_daily (
+        day INTEGER NOT NULL,
+        workspace_id TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        model TEXT NOT NULL,
+        endpoint TEXT NOT NULL,
+        requests INTEGER NOT NULL,
+        errors INTEGER NOT NULL,
+        prompt_tokens INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL,
+        total_tokens INTEGER NOT NULL,
+        estimated_requests INTEGER NOT NULL,
+        latency_sum_ms REAL NOT NULL,
+        latency_max_ms REAL NOT NULL,
+        ${LATENCY_COLUMN_DEFS},
+        PRIMARY KEY (day, workspace_id, key_id, model, endpoint)
+      ) WITHOUT ROWID;
+      CREATE INDEX usage_daily_key ON usage_daily (key_id, day);
+      CREATE INDEX usage_daily_workspace ON usage_daily (workspace_id, day);
+
+      -- Raw records before raw_since (an hour boundary) have been deleted by the retention sweep:
+      -- reports use whole-hour rollups there, and a late record from then is not stored (its id
+      -- can no longer be checked for a duplicate).
+      CREATE TABLE usage_retention (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        raw_since INTEGER NOT NULL
+      );
+      INSERT INTO usage_retention (id, raw_since) VALUES (1, 0);
+
+      INSERT INTO usage_hourly (hour, workspace_id, key_id, model, endpoint, requests, errors, prompt_tokens,
+          completion_tokens, total_tokens, estimated_requests, latency_sum_ms, latency_max_ms,
+          ${LATENCY_COLUMNS.join(', ')})
+        SELECT (time / 3600000) * 3600000, COALESCE(workspace_id, ''), COALESCE(key_id, ''), COALESCE(model, ''),
+          endpoint, COUNT(*), SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), SUM(prompt_tokens),
+          SUM(completion_tokens), SUM(total_tokens), SUM(tokens_estimated), SUM(latency_ms), MAX(latency_ms),
+          ${LATENCY_BACKFILL}
+        FROM (SELECT *, ${latencyBucketSql()} AS bucket FROM usage_records)
+        GROUP BY 1, 2, 3, 4, 5;
+      INSERT INTO usage_daily (day, workspace_id, key_id, model, endpoint, requests, errors, prompt_tokens,
+          completion_tokens, total_tokens, estimated_requests, latency_sum_ms, latency_max_ms,
+          ${LATENCY_COLUMNS.join(', ')})
+        SELECT (hour / 86400000) * 86400000, workspace_id, key_id, model, endpoint, SUM(requests), SUM(errors),
+          SUM(prompt_tokens), SUM(completion_tokens), SUM(total_tokens), SUM(estimated_requests),
+          SUM(latency_sum_ms), MAX(latency_max_ms), ${LATENCY_COLUMNS.map((c) => `SUM(${c})`).join(', ')}
+        FROM usage_hourly
+        GROUP BY 1, 2, 3, 4, 5;
     `,
   },
 ];

@@ -5,6 +5,15 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite';
+import {
+  emptyHistogram,
+  LATENCY_COLUMNS,
+  latencyBucket,
+  latencyBucketSql,
+  mergeHistogram,
+} from '../usage/histogram.ts';
+import { NO_PRICING } from '../usage/pricing.ts';
+import { foldUsage, type UsageCell, UsageCells } from '../usage/report.ts';
 import { newId } from '../util/ids.ts';
 import { MIGRATIONS } from './migrations.ts';
 import {
@@ -38,7 +47,10 @@ import {
   StoreConflictError,
   type TokenFilter,
   type UsageFilter,
+  type UsageGroup,
   type UsageRecord,
+  type UsageReport,
+  type UsageReportQuery,
   type UsageTotals,
   type User,
   type Workspace,
@@ -208,6 +220,293 @@ function policyColumns(policy: KeyPolicy): SQLInputValue[] {
     policy.budget.day,
     policy.budget.month,
   ];
+}
+
+const HOUR_MS = 3_600_000;
+const DAY_MS = 86_400_000;
+/** Raw usage records deleted per transaction by the retention sweep. */
+const PRUNE_CHUNK = 5000;
+
+/** Where usage sums are read from: the daily or hourly rollups, or the raw records. */
+type UsageSource = 'daily' | 'hourly' | 'raw';
+
+const TIME_COLUMN: Record<UsageSource, string> = { daily: 'day', hourly: 'hour', raw: 'time' };
+
+/** The group of a usage report as an expression over a source (`hour` never reads the daily rollups). */
+function groupSql(by: UsageGroup, source: UsageSource): string {
+  const raw = source === 'raw';
+  switch (by) {
+    case 'key':
+      return raw ? "COALESCE(key_id, '')" : 'key_id';
+    case 'workspace':
+      return raw ? "COALESCE(workspace_id, '')" : 'workspace_id';
+    case 'model':
+      return raw ? "COALESCE(model, '')" : 'model';
+    case 'endpoint':
+      return 'endpoint';
+    case 'hour':
+      return raw ? '(time / 3600000) * 3600000' : 'hour';
+    case 'day':
+      return source === 'daily' ? 'day' : `(${TIME_COLUMN[source]} / 86400000) * 86400000`;
+  }
+}
+
+function upsertRollup(table: 'usage_hourly' | 'usage_daily', time: 'hour' | 'day'): string {
+  return `INSERT INTO ${table} (${time}, workspace_id, key_id, model, endpoint, requests, errors,
+    prompt_tokens, completion_tokens, total_tokens, estimated_requests, latency_sum_ms, latency_max_ms,
+    ${LATENCY_COLUMNS.join(', ')})
+  VALUES (${new Array(13 + LATENCY_COLUMNS.length).fill('?').join(', ')})
+  ON CONFLICT (${time}, workspace_id, key_id, model, endpoint) DO UPDATE SET
+    requests = requests + excluded.requests, errors = errors + excluded.errors,
+    prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+    completion_tokens = completion_tokens + excluded.completion_tokens,
+    total_tokens = total_tokens + excluded.total_tokens,
+    estimated_requests = estimated_requests + excluded.estimated_requests,
+    latency_sum_ms = latency_sum_ms + excluded.latency_sum_ms,
+    latency_max_ms = MAX(latency_max_ms, excluded.latency_max_ms),
+    ${LATENCY_COLUMNS.map((c) => `${c} = ${c} + excluded.${c}`).join(', ')}`;
+}
+
+const UPSERT_HOURLY = upsertRollup('usage_hourly', 'hour');
+const UPSERT_DAILY = upsertRollup('usage_daily', 'day');
+
+/** What a batch of new records adds to one rollup row (of an hour or of a day). */
+interface RollupDelta {
+  time: number;
+  workspaceId: string;
+  keyId: string;
+  model: string;
+  endpoint: string;
+  requests: number;
+  errors: number;
+  promptTokens: number;
+  completionTokens: number;
+  totalTokens: number;
+  estimatedRequests: number;
+  latencySumMs: number;
+  latencyMaxMs: number;
+  histogram: number[];
+}
+
+function deltaAt(
+  deltas: Map<string, RollupDelta>,
+  time: number,
+  workspaceId: string,
+  keyId: string,
+  model: string,
+  endpoint: string,
+): RollupDelta {
+  const id = JSON.stringify([time, workspaceId, keyId, model, endpoint]);
+  let d = deltas.get(id);
+  if (!d) {
+    d = {
+      time,
+      workspaceId,
+      keyId,
+      model,
+      endpoint,
+      requests: 0,
+      errors: 0,
+      promptTokens: 0,
+      completionTokens: 0,
+      totalTokens: 0,
+      estimatedRequests: 0,
+      latencySumMs: 0,
+      latencyMaxMs: 0,
+      histogram: emptyHistogram(),
+    };
+    deltas.set(id, d);
+  }
+  return d;
+}
+
+function addRecord(deltas: Map<string, RollupDelta>, r: UsageRecord): void {
+  const hour = Math.floor(r.time / HOUR_MS) * HOUR_MS;
+  const d = deltaAt(deltas, hour, r.workspaceId ?? '', r.keyId ?? '', r.model ?? '', r.endpoint);
+  d.requests++;
+  if (r.status >= 400) d.errors++;
+  d.promptTokens += r.promptTokens;
+  d.completionTokens += r.completionTokens;
+  d.totalTokens += r.totalTokens;
+  if (r.tokensEstimated) d.estimatedRequests++;
+  d.latencySumMs += r.latencyMs;
+  d.latencyMaxMs = Math.max(d.latencyMaxMs, r.latencyMs);
+  const bucket = latencyBucket(r.latencyMs);
+  d.histogram[bucket] = (d.histogram[bucket] ?? 0) + 1;
+}
+
+/** The hourly deltas summed per UTC day. */
+function dailyOf(hourly: Iterable<RollupDelta>): Map<string, RollupDelta> {
+  const daily = new Map<string, RollupDelta>();
+  for (const h of hourly) {
+    const day = Math.floor(h.time / DAY_MS) * DAY_MS;
+    const d = deltaAt(daily, day, h.workspaceId, h.keyId, h.model, h.endpoint);
+    d.requests += h.requests;
+    d.errors += h.errors;
+    d.promptTokens += h.promptTokens;
+    d.completionTokens += h.completionTokens;
+    d.totalTokens += h.totalTokens;
+    d.estimatedRequests += h.estimatedRequests;
+    d.latencySumMs += h.latencySumMs;
+    d.latencyMaxMs = Math.max(d.latencyMaxMs, h.latencyMaxMs);
+    mergeHistogram(d.histogram, h.histogram);
+  }
+  return daily;
+}
+
+function rollupParams(d: RollupDelta): SQLInputValue[] {
+  return [
+    d.time,
+    d.workspaceId,
+    d.keyId,
+    d.model,
+    d.endpoint,
+    d.requests,
+    d.errors,
+    d.promptTokens,
+    d.completionTokens,
+    d.totalTokens,
+    d.estimatedRequests,
+    d.latencySumMs,
+    d.latencyMaxMs,
+    ...d.histogram,
+  ];
+}
+
+/** Adds a summed row (`g`, `model`, the sums) to its cell; returns the cell. */
+function addSums(cells: UsageCells, row: Row): UsageCell {
+  const group = typeof row.g === 'number' || typeof row.g === 'bigint' ? Number(row.g) : String(row.g ?? '');
+  const cell = cells.at(group, String(row.model ?? ''));
+  cell.requests += Number(row.requests);
+  cell.errors += Number(row.errors);
+  cell.promptTokens += Number(row.prompt_tokens);
+  cell.completionTokens += Number(row.completion_tokens);
+  cell.totalTokens += Number(row.total_tokens);
+  cell.estimatedRequests += Number(row.estimated_requests);
+  cell.latencySumMs += Number(row.latency_sum_ms);
+  cell.latencyMaxMs = Math.max(cell.latencyMaxMs, Number(row.latency_max_ms));
+  return cell;
+}
+
+/** [from, to) in epoch ms; a null bound is open. */
+export interface TimeRange {
+  from: number | null;
+  to: number | null;
+}
+
+/** A time range split by where its usage is read from; the pieces do not overlap. */
+export interface UsageRange {
+  /** Whole UTC days, from the daily rollups. */
+  daily: TimeRange[];
+  /** Whole hours, from the hourly rollups. */
+  hourly: TimeRange[];
+  /** Partial hours at the ends, from the raw records. */
+  raw: TimeRange[];
+}
+
+const floorTo = (t: number, unit: number) => Math.floor(t / unit) * unit;
+const ceilTo = (t: number, unit: number) => Math.ceil(t / unit) * unit;
+
+/**
+ * Splits [from, to) by where its usage is read from: whole days from the daily rollups (unless
+ * `days` is false), whole hours from the hourly ones, and the partial hours at the ends from the
+ * raw records while retention keeps them (from `rawSince`, an hour boundary, on): exact to the
+ * millisecond there, whole hours before.
+ */
+export function splitRange(
+  from: number | undefined,
+  to: number | undefined,
+  rawSince: number,
+  days = true,
+): UsageRange {
+  const out: UsageRange = { daily: [], hourly: [], raw: [] };
+  if (from !== undefined && to !== undefined && from >= to) return out;
+  // Whole hours [start, end), the partial ones at the ends going to the raw records.
+  let start: number | null = null;
+  let end: number | null = null;
+  if (from !== undefined && to !== undefined && floorTo(from, HOUR_MS) === floorTo(to, HOUR_MS)) {
+    // Inside one hour, short of its end.
+    const hour = floorTo(from, HOUR_MS);
+    if (hour >= rawSince) {
+      out.raw.push({ from, to });
+      return out;
+    }
+    start = hour;
+    end = hour + HOUR_MS;
+  } else {
+    if (from !== undefined) {
+      start = ceilTo(from, HOUR_MS);
+      if (start !== from) {
+        if (start - HOUR_MS >= rawSince) out.raw.push({ from, to: start });
+        else start -= HOUR_MS;
+      }
+    }
+    if (to !== undefined) {
+      end = floorTo(to, HOUR_MS);
+      if (end !== to) {
+        if (end >= rawSince) out.raw.push({ from: end, to });
+        else end += HOUR_MS;
+      }
+    }
+  }
+  if (start !== null && end !== null && start >= end) return out;
+  // Whole days inside the whole hours, the hours at the ends going to the hourly rollups.
+  const dayStart = start === null ? null : ceilTo(start, DAY_MS);
+  const dayEnd = end === null ? null : floorTo(end, DAY_MS);
+  if (!days || (dayStart !== null && dayEnd !== null && dayStart >= dayEnd)) {
+    out.hourly.push({ from: start, to: end });
+    return out;
+  }
+  out.daily.push({ from: dayStart, to: dayEnd });
+  if (start !== null && dayStart !== null && start < dayStart) out.hourly.push({ from: start, to: dayStart });
+  if (end !== null && dayEnd !== null && dayEnd < end) out.hourly.push({ from: dayEnd, to: end });
+  return out;
+}
+
+const SOURCE_TABLE: Record<UsageSource, string> = {
+  daily: 'usage_daily',
+  hourly: 'usage_hourly',
+  raw: 'usage_records',
+};
+
+/** The pieces of a split range, with the table each is read from. */
+function pieces(range: UsageRange): { source: UsageSource; range: TimeRange }[] {
+  return [
+    ...range.daily.map((r) => ({ source: 'daily' as const, range: r })),
+    ...range.hourly.map((r) => ({ source: 'hourly' as const, range: r })),
+    ...range.raw.map((r) => ({ source: 'raw' as const, range: r })),
+  ];
+}
+
+type UsageWhere = Pick<UsageReportQuery, 'workspaceId' | 'keyId' | 'model' | 'endpoint' | 'createdBy'>;
+
+/** The WHERE clause of a usage query over one source, for a time range. */
+function usageWhere(
+  filter: UsageWhere,
+  source: UsageSource,
+  range: TimeRange,
+): { sql: string; params: SQLInputValue[] } {
+  const where: string[] = [];
+  const params: SQLInputValue[] = [];
+  const add = (clause: string, value: SQLInputValue | undefined) => {
+    if (value === undefined) return;
+    where.push(clause);
+    params.push(value);
+  };
+  const time = TIME_COLUMN[source];
+  add(`${time} >= ?`, range.from ?? undefined);
+  add(`${time} < ?`, range.to ?? undefined);
+  add('key_id = ?', filter.keyId);
+  add('workspace_id = ?', filter.workspaceId);
+  add('endpoint = ?', filter.endpoint);
+  if (filter.model !== undefined) {
+    const column = source === 'raw' ? "COALESCE(model, '')" : 'model';
+    // A pattern has only * as a wildcard (policy.ts refuses ? and [), so GLOB matches it exactly.
+    const isPattern = filter.model.includes('*') && /^[A-Za-z0-9._:\-*/]+$/.test(filter.model);
+    add(isPattern ? `${column} GLOB ?` : `${column} = ?`, filter.model);
+  }
+  add('key_id IN (SELECT id FROM api_keys WHERE created_by = ?)', filter.createdBy);
+  return { sql: where.length > 0 ? where.join(' AND ') : '1', params };
 }
 
 export class SqliteStore implements Store {
@@ -987,14 +1286,11 @@ export class SqliteStore implements Store {
   }
 
   async hourlyCounts(keyId: string, since: number): Promise<HourlyCount[]> {
-    const rows = this.#stmt(
-      `SELECT (time / 3600000) * 3600000 AS hour, COUNT(*) AS requests, SUM(total_tokens) AS tokens
-       FROM usage_records WHERE key_id = ? AND time >= ? GROUP BY hour ORDER BY hour`,
-    ).all(keyId, since) as Row[];
-    return rows.map((row) => ({
-      hour: Number(row.hour),
-      requests: Number(row.requests),
-      tokens: Number(row.tokens),
+    const report = await this.usageReport({ by: 'hour', keyId, from: since });
+    return report.rows.map((row) => ({
+      hour: Number(row.group),
+      requests: row.requests,
+      tokens: row.totalTokens,
     }));
   }
 
@@ -1035,16 +1331,20 @@ export class SqliteStore implements Store {
   }
 
   async tokensUsed(filter: TokenFilter): Promise<number> {
-    const row = (
-      filter.keyId !== undefined
-        ? this.#stmt(
-            'SELECT COALESCE(SUM(total_tokens), 0) AS t FROM usage_records WHERE key_id = ? AND time >= ?',
-          ).get(filter.keyId, filter.since)
-        : this.#stmt(
-            'SELECT COALESCE(SUM(total_tokens), 0) AS t FROM usage_records WHERE workspace_id = ? AND time >= ?',
-          ).get(filter.workspaceId ?? null, filter.since)
-    ) as Row;
-    return Number(row.t);
+    if (filter.keyId === undefined && filter.workspaceId === undefined) return 0;
+    const where: UsageWhere =
+      filter.keyId !== undefined ? { keyId: filter.keyId } : { workspaceId: filter.workspaceId };
+    return this.#read(() => {
+      let total = 0;
+      for (const piece of pieces(splitRange(filter.since, undefined, this.#rawSince()))) {
+        const w = usageWhere(where, piece.source, piece.range);
+        const row = this.#stmt(
+          `SELECT COALESCE(SUM(total_tokens), 0) AS t FROM ${SOURCE_TABLE[piece.source]} WHERE ${w.sql}`,
+        ).get(...w.params) as Row;
+        total += Number(row.t);
+      }
+      return total;
+    });
   }
 
   async keyChanges(after: number): Promise<KeyChanges> {
@@ -1059,17 +1359,37 @@ export class SqliteStore implements Store {
     return { cursor: Number(rows.at(-1)?.seq), keyIds: [...new Set(rows.map((r) => String(r.key_id)))] };
   }
 
+  /** Where the raw records start (an hour boundary): before it, retention has deleted them. */
+  #rawSince(): number {
+    const row = this.#stmt('SELECT raw_since FROM usage_retention WHERE id = 1').get() as Row | undefined;
+    return num(row?.raw_since) ?? 0;
+  }
+
+  /** Runs reads on one snapshot of the database (rollups and raw records agree). */
+  #read<T>(work: () => T): T {
+    this.#db.exec('BEGIN');
+    try {
+      return work();
+    } finally {
+      this.#db.exec('COMMIT');
+    }
+  }
+
   async recordUsage(records: readonly UsageRecord[]): Promise<void> {
     if (records.length === 0) return;
     const lastUse = new Map<string, UsageRecord>();
     this.#transaction(() => {
+      const rawSince = this.#rawSince();
       const insert = this.#stmt(
         `INSERT INTO usage_records (id, time, key_id, workspace_id, model, endpoint, status, prompt_tokens,
            completion_tokens, total_tokens, latency_ms, ttft_ms, client_ip, tokens_estimated)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
       );
+      const hourly = new Map<string, RollupDelta>();
       for (const r of records) {
-        insert.run(
+        // Its raw hour is gone (retention): a duplicate could not be told apart, so it is not counted.
+        if (r.time < rawSince) continue;
+        const inserted = insert.run(
           r.id,
           r.time,
           r.keyId,
@@ -1085,11 +1405,16 @@ export class SqliteStore implements Store {
           r.clientIp,
           r.tokensEstimated ? 1 : 0,
         );
+        if (Number(inserted.changes) > 0) addRecord(hourly, r);
         if (r.keyId !== null) {
           const seen = lastUse.get(r.keyId);
           if (!seen || seen.time < r.time) lastUse.set(r.keyId, r);
         }
       }
+      const upsertHourly = this.#stmt(UPSERT_HOURLY);
+      for (const d of hourly.values()) upsertHourly.run(...rollupParams(d));
+      const upsertDaily = this.#stmt(UPSERT_DAILY);
+      for (const d of dailyOf(hourly.values()).values()) upsertDaily.run(...rollupParams(d));
       const touch = this.#stmt(
         'UPDATE api_keys SET last_used_at = ?, last_used_ip = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)',
       );
@@ -1098,35 +1423,112 @@ export class SqliteStore implements Store {
   }
 
   async usageTotals(filter: UsageFilter): Promise<UsageTotals[]> {
-    const where: string[] = ['u.key_id IS NOT NULL'];
-    const params: SQLInputValue[] = [];
-    if (filter.keyId !== undefined) {
-      where.push('u.key_id = ?');
-      params.push(filter.keyId);
+    const report = await this.usageReport({ by: 'key', keyId: filter.keyId, from: filter.since });
+    const totals: UsageTotals[] = [];
+    for (const row of report.rows) {
+      if (row.group === null) continue;
+      totals.push({
+        keyId: String(row.group),
+        name: row.name,
+        requests: row.requests,
+        errors: row.errors,
+        promptTokens: row.promptTokens,
+        completionTokens: row.completionTokens,
+        totalTokens: row.totalTokens,
+      });
     }
-    if (filter.since !== undefined) {
-      where.push('u.time >= ?');
-      params.push(filter.since);
+    return totals;
+  }
+
+  async usageReport(query: UsageReportQuery): Promise<UsageReport> {
+    const pricing = query.pricing ?? NO_PRICING;
+    const rows = this.#read(() => {
+      const cells = new UsageCells();
+      const range = splitRange(query.from, query.to, this.#rawSince(), query.by !== 'hour');
+      for (const { source, range: piece } of pieces(range)) {
+        const w = usageWhere(query, source, piece);
+        const group = groupSql(query.by, source);
+        if (source === 'raw') {
+          const found = this.#db
+            .prepare(
+              `SELECT ${group} AS g, COALESCE(model, '') AS model, ${latencyBucketSql()} AS bucket,
+                 COUNT(*) AS requests, SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END) AS errors,
+                 SUM(prompt_tokens) AS prompt_tokens, SUM(completion_tokens) AS completion_tokens,
+                 SUM(total_tokens) AS total_tokens, SUM(tokens_estimated) AS estimated_requests,
+                 SUM(latency_ms) AS latency_sum_ms, MAX(latency_ms) AS latency_max_ms
+               FROM usage_records WHERE ${w.sql} GROUP BY g, model, bucket`,
+            )
+            .all(...w.params) as Row[];
+          for (const row of found) {
+            const cell = addSums(cells, row);
+            const bucket = Number(row.bucket);
+            cell.histogram[bucket] = (cell.histogram[bucket] ?? 0) + Number(row.requests);
+          }
+          continue;
+        }
+        const found = this.#db
+          .prepare(
+            `SELECT ${group} AS g, model, SUM(requests) AS requests, SUM(errors) AS errors,
+               SUM(prompt_tokens) AS prompt_tokens, SUM(completion_tokens) AS completion_tokens,
+               SUM(total_tokens) AS total_tokens, SUM(estimated_requests) AS estimated_requests,
+               SUM(latency_sum_ms) AS latency_sum_ms, MAX(latency_max_ms) AS latency_max_ms,
+               ${LATENCY_COLUMNS.map((c) => `SUM(${c}) AS ${c}`).join(', ')}
+             FROM ${SOURCE_TABLE[source]} WHERE ${w.sql} GROUP BY g, model`,
+          )
+          .all(...w.params) as Row[];
+        for (const row of found) {
+          const cell = addSums(cells, row);
+          LATENCY_COLUMNS.forEach((c, i) => {
+            cell.histogram[i] = (cell.histogram[i] ?? 0) + Number(row[c]);
+          });
+        }
+      }
+      const folded = foldUsage(cells.values(), query.by, pricing);
+      if (query.by === 'key' || query.by === 'workspace') {
+        const ids = folded.flatMap((r) => (r.group === null ? [] : [String(r.group)]));
+        const table = query.by === 'key' ? 'api_keys' : 'workspaces';
+        const names = new Map(
+          (
+            this.#stmt(`SELECT id, name FROM ${table} WHERE id IN (SELECT value FROM json_each(?))`).all(
+              JSON.stringify(ids),
+            ) as Row[]
+          ).map((r) => [String(r.id), String(r.name)]),
+        );
+        for (const row of folded)
+          row.name = row.group === null ? null : (names.get(String(row.group)) ?? null);
+      }
+      return folded;
+    });
+    return {
+      by: query.by,
+      from: query.from ?? null,
+      to: query.to ?? null,
+      currency: pricing.currency,
+      rows,
+    };
+  }
+
+  async pruneUsage(before: number): Promise<number> {
+    const cutoff = Math.floor(before / HOUR_MS) * HOUR_MS;
+    // First the mark, so that a late record from the deleted hours is refused from now on.
+    const rawSince = this.#transaction(() => {
+      this.#stmt('UPDATE usage_retention SET raw_since = MAX(raw_since, ?) WHERE id = 1').run(cutoff);
+      return this.#rawSince();
+    });
+    let deleted = 0;
+    for (;;) {
+      // In short transactions, yielding in between: the gateway keeps serving (and metering) meanwhile.
+      const n = this.#transaction(() =>
+        Number(
+          this.#stmt(
+            'DELETE FROM usage_records WHERE rowid IN (SELECT rowid FROM usage_records WHERE time < ? LIMIT ?)',
+          ).run(rawSince, PRUNE_CHUNK).changes,
+        ),
+      );
+      deleted += n;
+      if (n < PRUNE_CHUNK) return deleted;
+      await new Promise((resolve) => setImmediate(resolve));
     }
-    const rows = this.#db
-      .prepare(
-        `SELECT u.key_id, k.name, COUNT(*) AS requests, SUM(CASE WHEN u.status >= 400 THEN 1 ELSE 0 END) AS errors,
-           SUM(u.prompt_tokens) AS prompt_tokens, SUM(u.completion_tokens) AS completion_tokens,
-           SUM(u.total_tokens) AS total_tokens
-         FROM usage_records u LEFT JOIN api_keys k ON k.id = u.key_id
-         WHERE ${where.join(' AND ')}
-         GROUP BY u.key_id, k.name ORDER BY total_tokens DESC, u.key_id`,
-      )
-      .all(...params) as Row[];
-    return rows.map((row) => ({
-      keyId: String(row.key_id),
-      name: str(row.name),
-      requests: Number(row.requests),
-      errors: Number(row.errors),
-      promptTokens: Number(row.prompt_tokens),
-      completionTokens: Number(row.completion_tokens),
-      totalTokens: Number(row.total_tokens),
-    }));
   }
 
   async close(): Promise<void> {

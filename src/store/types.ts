@@ -4,6 +4,8 @@
  * method is async even where SQLite could answer synchronously.
  */
 
+import type { Pricing } from '../usage/pricing.ts';
+
 export const DEFAULT_WORKSPACE_ID = 'ws_default';
 
 /** Scopes for the public API: one per endpoint family. */
@@ -276,6 +278,63 @@ export interface UsageFilter {
   since?: number | undefined;
 }
 
+/** What a usage report groups by: hours and days are UTC. */
+export const USAGE_GROUPS = ['key', 'model', 'endpoint', 'workspace', 'hour', 'day'] as const;
+export type UsageGroup = (typeof USAGE_GROUPS)[number];
+
+export function isUsageGroup(value: string): value is UsageGroup {
+  return (USAGE_GROUPS as readonly string[]).includes(value);
+}
+
+export interface UsageReportQuery {
+  by: UsageGroup;
+  /** Inclusive, epoch ms; undefined: from the first record. */
+  from?: number | undefined;
+  /** Exclusive, epoch ms; undefined: up to the last record. */
+  to?: number | undefined;
+  workspaceId?: string | undefined;
+  keyId?: string | undefined;
+  /** A model id or pattern (`mistral-small-*`). */
+  model?: string | undefined;
+  endpoint?: string | undefined;
+  /** Only the keys created by this user (or key) id: what a workspace member may see. */
+  createdBy?: string | undefined;
+  /** Prices for the cost column; without them every row with tokens has no cost (null). */
+  pricing?: Pricing | undefined;
+}
+
+export interface UsageReportRow {
+  /**
+   * The key id, model, endpoint or workspace id (null: records without one); for `hour` and
+   * `day`, the start of the hour or UTC day (epoch ms).
+   */
+  group: string | number | null;
+  /** The key's or workspace's name (by key, by workspace); null otherwise. */
+  name: string | null;
+  requests: number;
+  /** Requests answered with a status of 400 or more. */
+  errors: number;
+  promptTokens: number;
+  completionTokens: number;
+  totalTokens: number;
+  /** Requests whose tokens are estimates (a stream cut off before the provider's usage report). */
+  estimatedRequests: number;
+  latencyAvgMs: number | null;
+  /** From the merged latency histograms: within one bucket (about ×1.5) of the exact value. */
+  latencyP50Ms: number | null;
+  latencyP95Ms: number | null;
+  /** In the pricing's currency; null when tokens of a model without a price are part of the row. */
+  cost: number | null;
+}
+
+export interface UsageReport {
+  by: UsageGroup;
+  from: number | null;
+  to: number | null;
+  currency: string;
+  rows: UsageReportRow[];
+}
+
 export interface KeyChanges {
   /** Pass back as `after` on the next call. */
   cursor: number;
@@ -454,8 +513,24 @@ export interface Store {
   /** A key's requests and tokens per hour since a time (hours without traffic are absent). */
   hourlyCounts(keyId: string, since: number): Promise<HourlyCount[]>;
   listAudit(filter: AuditFilter): Promise<(AuditEvent & { seq: number })[]>;
+  /**
+   * Stores new records (a record whose id is already stored is skipped) and adds each one stored to
+   * the hourly rollups, in one transaction: a record counts once, whatever is retried.
+   */
   recordUsage(records: readonly UsageRecord[]): Promise<void>;
+  /** Per-key totals (the report by key, without latency and cost). */
   usageTotals(filter: UsageFilter): Promise<UsageTotals[]>;
+  /**
+   * Usage grouped by key, model, endpoint, workspace, hour or day over a time range: whole hours
+   * from the rollups, the partial hours at the ends from the raw records (whole hours again once
+   * retention has deleted those).
+   */
+  usageReport(query: UsageReportQuery): Promise<UsageReport>;
+  /**
+   * Retention: deletes the raw usage records from before the start of the hour holding `before`
+   * (rollups are kept); returns how many. Records from then that arrive later are not stored.
+   */
+  pruneUsage(before: number): Promise<number>;
   /** Total tokens recorded since a time, for one key or one workspace (budgets). */
   tokensUsed(filter: TokenFilter): Promise<number>;
   close(): Promise<void>;

@@ -489,6 +489,12 @@ describe('happy paths', () => {
         prompt_tokens: 30,
         completion_tokens: 12,
         total_tokens: 42,
+        estimated_requests: 0,
+        latency_avg_ms: 12,
+        latency_p50_ms: 12,
+        latency_p95_ms: 12,
+        cost: null,
+        currency: 'EUR',
       },
     ]);
     const since = new Date(now - 60_000).toISOString();
@@ -658,6 +664,46 @@ describe('who may call what', () => {
       scope: 'workspaces:write',
       success: 200,
       request: () => ({ path: '/admin/v1/alerts/test' }),
+    },
+    {
+      op: 'GET /admin/v1/alerts/rules',
+      scope: 'usage:read',
+      success: 200,
+      request: () => ({ path: '/admin/v1/alerts/rules' }),
+    },
+    // The values are the defaults: the rows change nothing that other tests see.
+    {
+      op: 'PUT /admin/v1/alerts/rules/usage_spike',
+      scope: 'workspaces:write',
+      success: 200,
+      request: () => ({ path: '/admin/v1/alerts/rules/usage_spike', body: { window_minutes: 5 } }),
+    },
+    {
+      op: 'PUT /admin/v1/alerts/rules/budget_threshold',
+      scope: 'workspaces:write',
+      success: 200,
+      request: () => ({
+        path: '/admin/v1/alerts/rules/budget_threshold',
+        body: { thresholds: [50, 80, 100] },
+      }),
+    },
+    {
+      op: 'PUT /admin/v1/alerts/rules/new_network',
+      scope: 'workspaces:write',
+      success: 200,
+      request: () => ({ path: '/admin/v1/alerts/rules/new_network', body: { enabled: true } }),
+    },
+    {
+      op: 'PUT /admin/v1/alerts/rules/auth_failures',
+      scope: 'workspaces:write',
+      success: 200,
+      request: () => ({ path: '/admin/v1/alerts/rules/auth_failures', body: {} }),
+    },
+    {
+      op: 'PUT /admin/v1/alerts/rules/key_expiring',
+      scope: 'workspaces:write',
+      success: 200,
+      request: () => ({ path: '/admin/v1/alerts/rules/key_expiring', body: { cooldown_minutes: 1440 } }),
     },
     {
       op: 'GET /admin/v1/openapi.json',

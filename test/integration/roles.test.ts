@@ -214,6 +214,37 @@ const TABLE: Row[] = [
     request: () => ({ path: '/admin/v1/alerts/test' }),
   },
   {
+    op: 'GET /admin/v1/alerts/rules',
+    expect: { owner: 200, admin: 200, member: 200, viewer: 200 },
+    request: () => ({ path: '/admin/v1/alerts/rules' }),
+  },
+  // The values are the defaults: the rows change nothing that other tests see.
+  {
+    op: 'PUT /admin/v1/alerts/rules/usage_spike',
+    expect: { owner: 200, admin: 200, member: 403, viewer: 403 },
+    request: () => ({ path: '/admin/v1/alerts/rules/usage_spike', body: { min_requests: 100 } }),
+  },
+  {
+    op: 'PUT /admin/v1/alerts/rules/budget_threshold',
+    expect: { owner: 200, admin: 200, member: 403, viewer: 403 },
+    request: () => ({ path: '/admin/v1/alerts/rules/budget_threshold', body: { enabled: true } }),
+  },
+  {
+    op: 'PUT /admin/v1/alerts/rules/new_network',
+    expect: { owner: 200, admin: 200, member: 403, viewer: 403 },
+    request: () => ({ path: '/admin/v1/alerts/rules/new_network', body: {} }),
+  },
+  {
+    op: 'PUT /admin/v1/alerts/rules/auth_failures',
+    expect: { owner: 200, admin: 200, member: 403, viewer: 403 },
+    request: () => ({ path: '/admin/v1/alerts/rules/auth_failures', body: { failures_per_minute: 20 } }),
+  },
+  {
+    op: 'PUT /admin/v1/alerts/rules/key_expiring',
+    expect: { owner: 200, admin: 200, member: 403, viewer: 403 },
+    request: () => ({ path: '/admin/v1/alerts/rules/key_expiring', body: { enabled: true } }),
+  },
+  {
     op: 'GET /admin/v1/openapi.json',
     expect: { owner: 200, admin: 200, member: 200, viewer: 200 },
     request: () => ({ path: '/admin/v1/openapi.json' }),

@@ -1,12 +1,20 @@
 /**
  * The management API's alert routes: list and acknowledge alerts, manage alert channels, send a
- * test alert. Part of the route table (routes.ts spreads them in).
+ * test alert, show and change the rules' settings of a workspace. Part of the route table
+ * (routes.ts spreads them in).
  *
- * Scopes: reading alerts and channels needs `usage:read` (every role has it); changing channels,
- * acknowledging and test sends need `workspaces:write` (owner and admin). A `member` sees only
- * the alerts about their own keys (and those about no key), as with keys themselves.
+ * Scopes: reading alerts, channels and rules needs `usage:read` (every role has it); changing
+ * channels and rules, acknowledging and test sends need `workspaces:write` (owner and admin). A
+ * `member` sees only the alerts about their own keys (and those about no key), as with keys
+ * themselves.
+ *
+ * Rule settings: one `PUT` route per rule kind, each with its own strict body schema, so the
+ * OpenAPI document says exactly what each rule takes. A change applies on this gateway at once
+ * (the engine's settings cache is told); other processes on the same database within a minute.
  */
 import { ChannelInputError, channelView } from '../../alerts/channels.ts';
+import { RuleSettingsError, ruleViews, setRuleOverrides } from '../../alerts/rule-settings.ts';
+import { RULE_KINDS, type RuleKind } from '../../alerts/rules.ts';
 import { addChannel, alertViews, deliveryView } from '../../alerts/service.ts';
 import type { Alert } from '../../store/types.ts';
 import { canSeeWorkspace, workspaceFilter } from './access.ts';
@@ -16,6 +24,10 @@ import {
   AcknowledgeAlertRequest,
   AlertChannelList,
   AlertList,
+  AlertRule,
+  AlertRuleList,
+  AlertRulesQuery,
+  AlertRuleUpdate,
   Alert as AlertSchema,
   CreateAlertChannelRequest,
   CreatedAlertChannel,
@@ -53,6 +65,49 @@ async function visibleWorkspaceId(ctx: Context<unknown, unknown>, id: string | u
 async function visibleToOwner(ctx: Context<unknown, unknown>, alert: Alert): Promise<boolean> {
   if (ctx.owner?.role !== 'member' || alert.keyId === null) return true;
   return (await ctx.deps.store.getKey(alert.keyId))?.createdBy === ctx.owner.userId;
+}
+
+/** `usage_spike` → `setUsageSpikeRule`. */
+function setRuleOperation(kind: RuleKind): string {
+  return `set${kind.replace(/(?:^|_)([a-z])/g, (_, c: string) => c.toUpperCase())}Rule`;
+}
+
+function setRuleRoute(kind: RuleKind): AnyRoute {
+  return defineRoute({
+    method: 'PUT',
+    path: `${BASE}/rules/${kind}`,
+    operationId: setRuleOperation(kind),
+    summary: `Set the ${kind} rule of a workspace`,
+    description:
+      `Replaces the workspace’s settings of the \`${kind}\` rule with the ones given: a setting left out takes its default, so \`{}\` resets the rule. ` +
+      'Answers the rule with its effective settings. Recorded in the audit log (`alert_rule.update`). Applies on this gateway at once; other gateway processes on the same database pick it up within a minute.',
+    tag: 'alerts',
+    scope: 'workspaces:write',
+    query: AlertRulesQuery,
+    body: AlertRuleUpdate[kind],
+    status: 200,
+    response: AlertRule,
+    async handle(ctx) {
+      const workspaceId = await visibleWorkspaceId(ctx, ctx.query.workspace_id);
+      try {
+        const view = await setRuleOverrides(
+          { store: ctx.deps.store },
+          { workspaceId, kind, overrides: ctx.body },
+          ctx.actor,
+        );
+        ctx.deps.alerts?.forgetSettings(workspaceId);
+        ctx.deps.logger.info(
+          { reqId: ctx.requestId, workspaceId, kind, overridden: view.overridden, by: ctx.caller.id },
+          'alert rule settings changed through the admin API',
+        );
+        return { body: view };
+      } catch (error) {
+        if (error instanceof RuleSettingsError)
+          throw invalid(error.field === undefined ? ['body'] : ['body', error.field], error.message);
+        throw error;
+      }
+    },
+  });
 }
 
 export const ALERT_ROUTES: readonly AnyRoute[] = [
@@ -204,4 +259,24 @@ export const ALERT_ROUTES: readonly AnyRoute[] = [
       return { body: { data: results.map(deliveryView) } };
     },
   }),
+
+  defineRoute({
+    method: 'GET',
+    path: `${BASE}/rules`,
+    operationId: 'listAlertRules',
+    summary: 'List the alert rules of a workspace',
+    description:
+      'Every rule with its effective settings for the workspace: the defaults with the workspace’s own settings laid over them; `overridden` names the ones the workspace sets.',
+    tag: 'alerts',
+    scope: 'usage:read',
+    query: AlertRulesQuery,
+    status: 200,
+    response: AlertRuleList,
+    async handle(ctx) {
+      const workspaceId = await visibleWorkspaceId(ctx, ctx.query.workspace_id);
+      return { body: { data: await ruleViews(ctx.deps.store, workspaceId) } };
+    },
+  }),
+
+  ...RULE_KINDS.map(setRuleRoute),
 ];

@@ -8,15 +8,16 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { z } from 'zod';
+import type { AlertEngine } from '../../alerts/engine.ts';
 import type { Notifier } from '../../alerts/notifier.ts';
-import { parseAuthorization } from '../../auth/bearer.ts';
+import { type AuthenticateDeps, authenticate } from '../../auth/authenticate.ts';
 import type { AuthFailureLimiter } from '../../auth/failures.ts';
-import { addressAllowed } from '../../auth/policy.ts';
 import type { KeyVerifier } from '../../auth/verifier.ts';
 import { KeyInputError, KeyNotFoundError } from '../../keys/service.ts';
 import type { Actor, KeyRecord, Role, Store } from '../../store/types.ts';
+import type { Pricing } from '../../usage/pricing.ts';
 import { UserInputError } from '../../users/service.ts';
-import { INVALID_KEY_BODY, INVALID_KEY_MESSAGE, sendError } from '../errors.ts';
+import { sendError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { actingAs, hasManagementScope } from './access.ts';
 import { AdminError, invalid, scrub, sendAdminError, sendJson, zodIssues } from './errors.ts';
@@ -36,6 +37,10 @@ export interface AdminDeps {
   dataKey?: Buffer;
   /** Sends alerts (POST /admin/v1/alerts/test needs it). */
   notifier?: Notifier;
+  /** The gateway's alert engine: told when a workspace's rule settings change, to apply them at once. */
+  alerts?: Pick<AlertEngine, 'forgetSettings'>;
+  /** Prices for the cost column of usage reports (config `pricing`); none: costs are null. */
+  pricing?: Pricing;
 }
 
 export type { AnyRoute } from './router.ts';
@@ -43,15 +48,6 @@ export { openApiDocument, ROUTES } from './routes.ts';
 
 /** Largest request body the management API reads. */
 export const ADMIN_BODY_LIMIT = 1_048_576;
-
-/** Query parameters through which clients sometimes (wrongly) send keys. */
-const KEY_IN_QUERY = /[?&](?:key|api_key|apikey|api-key|access_token|token)=/i;
-
-function authorizationCount(raw: readonly string[]): number {
-  let n = 0;
-  for (let i = 0; i < raw.length; i += 2) if (raw[i]?.toLowerCase() === 'authorization') n++;
-  return n;
-}
 
 /** Query parameters as an object; a repeated parameter becomes an array (which validation refuses). */
 function queryObject(search: string): Record<string, string | string[]> {
@@ -99,74 +95,28 @@ export function createAdminApi(
 ): (req: IncomingMessage, res: ServerResponse, requestId: string) => void {
   const { logger } = deps;
 
-  async function authenticate(
+  const authDeps: AuthenticateDeps = {
+    verifier: deps.verifier,
+    failures: deps.failures,
+    wanted: 'a key with a management scope',
+  };
+
+  async function authenticateCaller(
     req: IncomingMessage,
     res: ServerResponse,
     exchange: Exchange,
-    hasQuery: boolean,
     query: string,
   ): Promise<KeyRecord | undefined> {
-    const failures = deps.failures;
-    if (hasQuery && KEY_IN_QUERY.test(query)) {
-      failures?.recordFailure(exchange.ip);
-      exchange.failure = 'key_in_url';
-      sendError(
-        res,
-        'key_in_url',
-        'API keys are not accepted in the URL: send the key in the Authorization header as "Bearer <key>".',
-      );
-      return undefined;
+    const pending = authenticate(req, exchange.ip, query, authDeps);
+    const outcome = pending instanceof Promise ? await pending : pending;
+    if (outcome.ok) {
+      exchange.keyId = outcome.key.id;
+      return outcome.key;
     }
-    const retryAfter = failures?.retryAfter(exchange.ip) ?? 0;
-    if (retryAfter > 0) {
-      exchange.failure = 'too_many_auth_failures';
-      sendError(
-        res,
-        'too_many_auth_failures',
-        'Too many failed authentication attempts from this address; try again later.',
-        { retryAfter },
-      );
-      return undefined;
-    }
-    const auth =
-      authorizationCount(req.rawHeaders) > 1
-        ? ({ kind: 'malformed', reason: 'more than one Authorization header' } as const)
-        : parseAuthorization(req.headers.authorization);
-    if (auth.kind === 'missing') {
-      exchange.failure = 'missing_api_key';
-      sendError(
-        res,
-        'missing_api_key',
-        'No API key provided. Send a key with a management scope in the Authorization header: "Authorization: Bearer <key>".',
-      );
-      return undefined;
-    }
-    if (auth.kind === 'malformed') {
-      failures?.recordFailure(exchange.ip);
-      exchange.failure = 'invalid_authorization';
-      sendError(
-        res,
-        'invalid_authorization',
-        `Malformed Authorization header: ${auth.reason}. Expected "Authorization: Bearer <key>".`,
-      );
-      return undefined;
-    }
-    const pending = deps.verifier.verify(auth.token);
-    const verdict = pending instanceof Promise ? await pending : pending;
-    if (!verdict.ok) {
-      failures?.recordFailure(exchange.ip);
-      exchange.failure = `key_${verdict.reason}`;
-      sendError(res, 'invalid_api_key', INVALID_KEY_MESSAGE, { body: INVALID_KEY_BODY });
-      return undefined;
-    }
-    const key = verdict.key;
-    exchange.keyId = key.id;
-    if (!addressAllowed(key, exchange.ip)) {
-      exchange.failure = 'ip_not_allowed';
-      sendError(res, 'ip_not_allowed', `This key may not be used from ${exchange.ip}.`);
-      return undefined;
-    }
-    return key;
+    exchange.failure = outcome.failure;
+    if (outcome.key) exchange.keyId = outcome.key.id;
+    sendError(res, outcome.code, outcome.message, { retryAfter: outcome.retryAfter, body: outcome.body });
+    return undefined;
   }
 
   /** Reads the body within the limit; undefined when an error was sent (or the client went away). */
@@ -264,7 +214,7 @@ export function createAdminApi(
       await run(match.route, match.params, req, res, exchange, undefined, search);
       return;
     }
-    const verified = await authenticate(req, res, exchange, q !== -1, search);
+    const verified = await authenticateCaller(req, res, exchange, search);
     if (!verified) return;
     const { caller, owner } = await actingAs(deps.store, verified);
     if (match.kind === 'not_found') {

@@ -147,8 +147,15 @@ export function buildOpenApi(routes: readonly AnyRoute[]): OpenApiDoc {
       { name: 'keys', description: 'API keys: create, list, show, update, rotate, revoke.' },
       { name: 'workspaces', description: 'Workspaces and their key policy.' },
       { name: 'audit', description: 'The append-only audit log.' },
-      { name: 'usage', description: 'Metered usage per key.' },
-      { name: 'alerts', description: 'Alerts, their channels (webhook, Slack, email) and test sends.' },
+      {
+        name: 'usage',
+        description:
+          'Usage reports: per key, model, endpoint, workspace, hour or day, with latency and cost.',
+      },
+      {
+        name: 'alerts',
+        description: 'Alerts, their channels (webhook, Slack, email), test sends and the rules’ settings.',
+      },
       { name: 'meta', description: 'This document.' },
     ],
     security: [{ bearerAuth: [] }],

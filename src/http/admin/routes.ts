@@ -54,7 +54,7 @@ import {
   Workspace,
   WorkspaceList,
 } from './schemas.ts';
-import { auditView, keyView, memberView, usageView, workspaceView } from './views.ts';
+import { auditView, keyView, memberView, usageReportView, workspaceView } from './views.ts';
 
 const DEFAULT_PAGE = 50;
 const DEFAULT_GRACE_MS = 24 * 3_600_000;
@@ -568,8 +568,11 @@ export const ROUTES: readonly AnyRoute[] = [
     method: 'GET',
     path: `${BASE}/usage`,
     operationId: 'getUsage',
-    summary: 'Usage per key',
-    description: 'Requests, errors and tokens per key, since a time (default: all recorded usage).',
+    summary: 'Usage report',
+    description:
+      'Requests, errors, tokens, latency (average, p50, p95) and cost, grouped by key (default), model, ' +
+      'endpoint, workspace, hour or UTC day, over a time range (default: all recorded usage). Only the ' +
+      'usage of the keys the caller may see: its workspace’s, and for a member only their own keys.',
     tag: 'usage',
     scope: 'usage:read',
     query: UsageQuery,
@@ -579,17 +582,26 @@ export const ROUTES: readonly AnyRoute[] = [
       const { query, deps } = ctx;
       const workspaceId = workspaceFilter(ctx.caller, query.workspace_id);
       if (query.key_id !== undefined) await visibleKey(ctx, query.key_id);
-      let totals = await deps.store.usageTotals({
+      if (query.since !== undefined && query.from !== undefined)
+        throw invalid(['query', 'since'], 'give `from` or `since`, not both');
+      const fromText = query.from ?? query.since;
+      const from = fromText === undefined ? undefined : Date.parse(fromText);
+      const to = query.to === undefined ? undefined : Date.parse(query.to);
+      if (from !== undefined && to !== undefined && from >= to)
+        throw invalid(['query', 'to'], 'must be later than `from`');
+      const report = await deps.store.usageReport({
+        by: query.by ?? 'key',
+        from,
+        to,
+        workspaceId,
         keyId: query.key_id,
-        since: query.since === undefined ? undefined : Date.parse(query.since),
+        model: query.model,
+        endpoint: query.endpoint,
+        // A member sees the usage of the keys they created only.
+        createdBy: ctx.owner?.role === 'member' ? ctx.owner.userId : undefined,
+        pricing: deps.pricing,
       });
-      const createdBy = ctx.owner?.role === 'member' ? ctx.owner.userId : undefined;
-      if (workspaceId !== undefined || createdBy !== undefined) {
-        // Only the keys the caller may see: its workspace's, and for a member only their own.
-        const ids = new Set((await deps.store.listKeys({ workspaceId, createdBy })).map((k) => k.id));
-        totals = totals.filter((t) => ids.has(t.keyId));
-      }
-      return { body: { data: totals.map(usageView) } };
+      return { body: usageReportView(report) };
     },
   }),
 

@@ -4,9 +4,17 @@
  * each schema registered in `components` becomes `#/components/schemas/<id>`.
  */
 import { z } from 'zod';
+import { RULE_SETTINGS_SCHEMAS, RULE_UPDATE_SCHEMAS } from '../../alerts/rule-settings.ts';
+import type { RuleKind } from '../../alerts/rules.ts';
 import { parseCidr } from '../../auth/ip.ts';
 import { parseDuration } from '../../config/duration.ts';
-import { ALERT_KINDS, CHANNEL_TYPES, INFERENCE_SCOPES, MANAGEMENT_SCOPES } from '../../store/types.ts';
+import {
+  ALERT_KINDS,
+  CHANNEL_TYPES,
+  INFERENCE_SCOPES,
+  MANAGEMENT_SCOPES,
+  USAGE_GROUPS,
+} from '../../store/types.ts';
 
 /** The named schemas that appear under `components.schemas` in the OpenAPI document. */
 export const components = z.registry<{ id: string }>();
@@ -326,25 +334,83 @@ export const ListAuditQuery = z.strictObject({
   before: z.coerce.number().int().min(1).optional().describe('The `next_before` of the previous page.'),
 });
 
-export const UsageTotals = named(
-  'UsageTotals',
+const nullableGroup = (what: string) => z.string().nullable().optional().describe(what);
+
+export const UsageRow = named(
+  'UsageRow',
+  z
+    .strictObject({
+      key_id: nullableGroup('By key: the key (null: requests made without one).'),
+      model: nullableGroup('By model: the model requested (null: requests without one).'),
+      endpoint: nullableGroup('By endpoint: the path, e.g. /v1/chat/completions.'),
+      workspace_id: nullableGroup('By workspace: the workspace.'),
+      hour: timestamp.optional().describe('By hour: the start of the hour (UTC).'),
+      day: z.iso.date().optional().describe('By day: the UTC day, YYYY-MM-DD.'),
+      name: z.string().nullable().optional().describe('By key or workspace: its name.'),
+      requests: z.int(),
+      errors: z.int().describe('Requests answered with a status of 400 or more.'),
+      prompt_tokens: z.int(),
+      completion_tokens: z.int(),
+      total_tokens: z.int(),
+      estimated_requests: z
+        .int()
+        .describe('Requests whose tokens are estimated: streams cut off before the usage report.'),
+      latency_avg_ms: z.number().nullable(),
+      latency_p50_ms: z
+        .number()
+        .nullable()
+        .describe(
+          'Median latency, from the latency histogram: within one bucket (about ×1.5) of the exact value.',
+        ),
+      latency_p95_ms: z.number().nullable().describe('95th percentile latency, likewise.'),
+      cost: z
+        .number()
+        .nullable()
+        .describe(
+          'In `currency`, from the price table (config `pricing`); null when the row holds tokens of a model without a price.',
+        ),
+      currency: z.string(),
+    })
+    .describe('One group: its first field names it (key_id, model, endpoint, workspace_id, hour or day).'),
+);
+
+export const UsageList = named(
+  'UsageList',
   z.strictObject({
-    key_id: z.string(),
-    name: z.string().nullable(),
-    requests: z.int(),
-    errors: z.int(),
-    prompt_tokens: z.int(),
-    completion_tokens: z.int(),
-    total_tokens: z.int(),
+    by: z.enum(USAGE_GROUPS),
+    from: timestamp.nullable().describe('Start of the range (inclusive); null: from the first record.'),
+    to: timestamp.nullable().describe('End of the range (exclusive); null: up to the last record.'),
+    currency: z.string().describe('The currency of `cost` (config `pricing.currency`).'),
+    data: z
+      .array(UsageRow)
+      .describe('Hours and days in time order; other groups by total tokens, most first.'),
   }),
 );
 
-export const UsageList = named('UsageList', z.strictObject({ data: z.array(UsageTotals) }));
+const timeOrDate = z
+  .union([timestamp, z.iso.date()])
+  .describe('ISO 8601: a time with its offset, or a date (its UTC midnight).');
 
 export const UsageQuery = z.strictObject({
+  by: z
+    .enum(USAGE_GROUPS, {
+      error: (issue) =>
+        `unknown grouping ${JSON.stringify(issue.input)}; group by ${USAGE_GROUPS.join(', ')}`,
+    })
+    .optional()
+    .describe('What each row is: key (default), model, endpoint, workspace, hour or day (UTC).'),
+  from: timeOrDate.optional().describe('Only requests at or after this time.'),
+  to: timeOrDate.optional().describe('Only requests before this time.'),
+  since: timestamp.optional().describe('The same as `from` (give one or the other).'),
   key_id: idSchema.optional().describe('Only this key.'),
-  since: timestamp.optional().describe('Only requests at or after this time (ISO 8601).'),
   workspace_id: idSchema.optional().describe('Only keys of this workspace.'),
+  model: z
+    .string()
+    .max(200)
+    .regex(/^[A-Za-z0-9._:\-*/]+$/, { error: 'a model id or pattern: letters, digits, . _ : - / and *' })
+    .optional()
+    .describe('Only this model, or the models matching a pattern such as mistral-small-*.'),
+  endpoint: z.string().max(256).optional().describe('Only this endpoint, e.g. /v1/chat/completions.'),
 });
 
 export const NoQuery = z.strictObject({});
@@ -561,3 +627,56 @@ export const TestAlertResult = named(
     data: z.array(AlertDeliveryResult).describe('One result per channel; empty when there is none.'),
   }),
 );
+
+// ---- alert rule settings ---------------------------------------------------------------------
+
+/** `usage_spike` → `UsageSpike`, for the component names. */
+function pascal(kind: RuleKind): string {
+  return kind.replace(/(?:^|_)([a-z])/g, (_, c: string) => c.toUpperCase());
+}
+
+for (const [kind, schema] of Object.entries(RULE_SETTINGS_SCHEMAS))
+  named(`${pascal(kind as RuleKind)}RuleSettings`, schema);
+for (const [kind, schema] of Object.entries(RULE_UPDATE_SCHEMAS))
+  named(`${pascal(kind as RuleKind)}RuleUpdate`, schema);
+
+/** The request body of `PUT /admin/v1/alerts/rules/{kind}`, per kind. */
+export const AlertRuleUpdate = RULE_UPDATE_SCHEMAS;
+
+function ruleViewOf<K extends RuleKind>(kind: K) {
+  const settings = RULE_SETTINGS_SCHEMAS[kind];
+  return z.strictObject({
+    kind: z.literal(kind),
+    workspace_id: z.string(),
+    description: z.string().describe('What the rule watches.'),
+    settings,
+    defaults: settings,
+    overridden: z
+      .array(z.enum(Object.keys(settings.shape) as [string, ...string[]]))
+      .describe('The settings the workspace sets; the others are the defaults.'),
+  });
+}
+
+export const AlertRule = named(
+  'AlertRule',
+  z
+    .discriminatedUnion('kind', [
+      ruleViewOf('usage_spike'),
+      ruleViewOf('budget_threshold'),
+      ruleViewOf('new_network'),
+      ruleViewOf('auth_failures'),
+      ruleViewOf('key_expiring'),
+    ])
+    .describe(
+      'An alert rule of a workspace (the same view as `keygate alerts rules --json`): `settings` are the effective ones (the defaults with the workspace’s overrides laid over them), `defaults` the defaults.',
+    ),
+);
+
+export const AlertRuleList = named(
+  'AlertRuleList',
+  z.strictObject({ data: z.array(AlertRule).describe('Every rule, in a fixed order.') }),
+);
+
+export const AlertRulesQuery = z.strictObject({
+  workspace_id: idSchema.optional().describe('The workspace (default: the calling key’s).'),
+});

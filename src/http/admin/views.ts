@@ -1,2 +1,2 @@
 /** The API's JSON views are the shared ones (src/views.ts), so the CLI and the API agree. */
-export { auditView, keyView, memberView, usageView, workspaceView } from '../../views.ts';
+export { auditView, keyView, memberView, usageReportView, workspaceView } from '../../views.ts';
