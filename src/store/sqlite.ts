@@ -13,7 +13,7 @@ import {
   mergeHistogram,
 } from '../usage/histogram.ts';
 import { NO_PRICING } from '../usage/pricing.ts';
-import { foldUsage, type UsageCell, UsageCells } from '../usage/report.ts';
+import { foldUsage, type LatencyCounts, type UsageCell, UsageCells } from '../usage/report.ts';
 import { newId } from '../util/ids.ts';
 import { MIGRATIONS } from './migrations.ts';
 import {
@@ -271,21 +271,12 @@ const UPSERT_HOURLY = upsertRollup('usage_hourly', 'hour');
 const UPSERT_DAILY = upsertRollup('usage_daily', 'day');
 
 /** What a batch of new records adds to one rollup row (of an hour or of a day). */
-interface RollupDelta {
+interface RollupDelta extends LatencyCounts {
   time: number;
   workspaceId: string;
   keyId: string;
   model: string;
   endpoint: string;
-  requests: number;
-  errors: number;
-  promptTokens: number;
-  completionTokens: number;
-  totalTokens: number;
-  estimatedRequests: number;
-  latencySumMs: number;
-  latencyMaxMs: number;
-  histogram: number[];
 }
 
 function deltaAt(

@@ -303,14 +303,8 @@ export interface UsageReportQuery {
   pricing?: Pricing | undefined;
 }
 
-export interface UsageReportRow {
-  /**
-   * The key id, model, endpoint or workspace id (null: records without one); for `hour` and
-   * `day`, the start of the hour or UTC day (epoch ms).
-   */
-  group: string | number | null;
-  /** The key's or workspace's name (by key, by workspace); null otherwise. */
-  name: string | null;
+/** The counts every usage aggregate carries (a rollup row, a report cell, a report row). */
+export interface UsageCounts {
   requests: number;
   /** Requests answered with a status of 400 or more. */
   errors: number;
@@ -319,6 +313,16 @@ export interface UsageReportRow {
   totalTokens: number;
   /** Requests whose tokens are estimates (a stream cut off before the provider's usage report). */
   estimatedRequests: number;
+}
+
+export interface UsageReportRow extends UsageCounts {
+  /**
+   * The key id, model, endpoint or workspace id (null: records without one); for `hour` and
+   * `day`, the start of the hour or UTC day (epoch ms).
+   */
+  group: string | number | null;
+  /** The key's or workspace's name (by key, by workspace); null otherwise. */
+  name: string | null;
   latencyAvgMs: number | null;
   /** From the merged latency histograms: within one bucket (about ×1.5) of the exact value. */
   latencyP50Ms: number | null;

@@ -4,20 +4,18 @@
  * group, merging latency histograms for p50 / p95 and pricing each model's tokens. Kept apart
  * from the SQL so that every store folds and prices the same way.
  */
-import type { UsageGroup, UsageReportRow } from '../store/types.ts';
+import type { UsageCounts, UsageGroup, UsageReportRow } from '../store/types.ts';
 import { emptyHistogram, latencyPercentile, mergeHistogram } from './histogram.ts';
 import { costOf, type Pricing, priceOf, roundCost } from './pricing.ts';
 
 /** Sums for one (group, model); '' stands for "none" (a record without a key, a model…). */
-export interface UsageCell {
+export interface UsageCell extends LatencyCounts {
   group: string | number;
   model: string;
-  requests: number;
-  errors: number;
-  promptTokens: number;
-  completionTokens: number;
-  totalTokens: number;
-  estimatedRequests: number;
+}
+
+/** The counts and the latency figures a rollup row holds. */
+export interface LatencyCounts extends UsageCounts {
   latencySumMs: number;
   latencyMaxMs: number;
   histogram: number[];

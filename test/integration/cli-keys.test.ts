@@ -15,7 +15,7 @@ import { request } from 'undici';
 import { SqliteStore } from '../../src/store/sqlite.ts';
 import { CLI_ACTOR } from '../../src/store/types.ts';
 import { createUser, setRole } from '../../src/users/service.ts';
-import type { CliResult, Gateway, HttpResult } from '../support/cli.ts';
+import type { CliResult, CreatedKey, Gateway, HttpResult, KeyView, RotatedKey } from '../support/cli.ts';
 import { ANY_KEY_RE, createCliHarness, KEY_RE, pollStatus, STACK_LINE, stopGateway } from '../support/cli.ts';
 
 const DAY_MS = 86_400_000;
@@ -30,39 +30,6 @@ const MANAGEMENT_SCOPES = [
   'workspaces:write',
   'metrics',
 ];
-
-interface KeyView {
-  id: string;
-  name: string;
-  workspace_id: string;
-  display: string;
-  status: string;
-  scopes: string[];
-  models: string[];
-  allowed_ips: string[];
-  limits: {
-    requests_per_minute: number | null;
-    tokens_per_minute: number | null;
-    concurrent_requests: number | null;
-  };
-  budget: { tokens_per_day: number | null; tokens_per_month: number | null };
-  created_at: string | null;
-  created_by: string | null;
-  updated_at: string | null;
-  rotated_at: string | null;
-  expires_at: string | null;
-  revoked_at: string | null;
-  last_used_at: string | null;
-  last_used_ip: string | null;
-}
-
-interface CreatedKey extends KeyView {
-  key: string;
-}
-
-interface RotatedKey extends CreatedKey {
-  previous_secret_valid_until: string;
-}
 
 interface AuditView {
   id: string;

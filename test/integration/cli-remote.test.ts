@@ -18,6 +18,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { createKey } from '../../src/keys/service.ts';
 import { CLI_ACTOR } from '../../src/store/types.ts';
 import { createUser } from '../../src/users/service.ts';
+import type { CreatedKey, KeyView, RotatedKey } from '../support/cli.ts';
 import { ANY_KEY_RE, baseEnv, KEY_RE, STACK_LINE } from '../support/cli.ts';
 import { bearer, chatBody, startTestGateway, type TestGateway, tempDir } from '../support/gateway.ts';
 
@@ -35,39 +36,6 @@ interface CliResult extends Exit {
   stdout: string;
   stderr: string;
   ms: number;
-}
-
-interface KeyView {
-  id: string;
-  name: string;
-  workspace_id: string;
-  display: string;
-  status: string;
-  scopes: string[];
-  models: string[];
-  allowed_ips: string[];
-  limits: {
-    requests_per_minute: number | null;
-    tokens_per_minute: number | null;
-    concurrent_requests: number | null;
-  };
-  budget: { tokens_per_day: number | null; tokens_per_month: number | null };
-  created_at: string | null;
-  created_by: string | null;
-  updated_at: string | null;
-  rotated_at: string | null;
-  expires_at: string | null;
-  revoked_at: string | null;
-  last_used_at: string | null;
-  last_used_ip: string | null;
-}
-
-interface CreatedKey extends KeyView {
-  key: string;
-}
-
-interface RotatedKey extends CreatedKey {
-  previous_secret_valid_until: string;
 }
 
 interface WorkspaceView {

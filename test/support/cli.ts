@@ -275,3 +275,37 @@ export function createCliHarness(options: { tempPrefix: string }): CliHarness {
     cleanup,
   };
 }
+
+/** The JSON contract of a key as `keygate … --json` prints it (written out here, not imported from src). */
+export interface KeyView {
+  id: string;
+  name: string;
+  workspace_id: string;
+  display: string;
+  status: string;
+  scopes: string[];
+  models: string[];
+  allowed_ips: string[];
+  limits: {
+    requests_per_minute: number | null;
+    tokens_per_minute: number | null;
+    concurrent_requests: number | null;
+  };
+  budget: { tokens_per_day: number | null; tokens_per_month: number | null };
+  created_at: string | null;
+  created_by: string | null;
+  updated_at: string | null;
+  rotated_at: string | null;
+  expires_at: string | null;
+  revoked_at: string | null;
+  last_used_at: string | null;
+  last_used_ip: string | null;
+}
+
+export interface CreatedKey extends KeyView {
+  key: string;
+}
+
+export interface RotatedKey extends CreatedKey {
+  previous_secret_valid_until: string;
+}
