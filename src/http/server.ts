@@ -240,20 +240,21 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
       return;
     }
     if (pathname === '/readyz') {
-      store.ping().then(
-        () => {
-          const ready = upstream.configured && !gateway.draining;
-          json(res, ready ? 200 : 503, {
-            status: ready ? 'ready' : 'not_ready',
-            checks: {
-              store: 'ok',
-              upstream: upstream.configured ? 'configured' : 'not_configured',
-              draining: gateway.draining,
-            },
-          });
-        },
-        () => json(res, 503, { status: 'not_ready', checks: { store: 'unreachable' } }),
-      );
+      Promise.all([
+        store.ping().then(
+          () => 'ok',
+          () => 'unreachable',
+        ),
+        upstream.configured
+          ? upstream.reachable().then((ok) => (ok ? 'reachable' : 'unreachable'))
+          : Promise.resolve('not_configured'),
+      ]).then(([storeCheck, upstreamCheck]) => {
+        const ready = storeCheck === 'ok' && upstreamCheck === 'reachable' && !gateway.draining;
+        json(res, ready ? 200 : 503, {
+          status: ready ? 'ready' : 'not_ready',
+          checks: { store: storeCheck, upstream: upstreamCheck, draining: gateway.draining },
+        });
+      });
       return;
     }
     sendError(

@@ -4,6 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import type { IncomingHttpHeaders } from 'node:http';
+import { connect } from 'node:net';
 import type { Dispatcher } from 'undici';
 import { Pool } from 'undici';
 
@@ -66,6 +67,30 @@ export class Upstream {
 
   get configured(): boolean {
     return this.#authorization !== undefined;
+  }
+
+  #probe: { at: number; reachable: Promise<boolean> } | undefined;
+
+  /**
+   * Whether the provider's host accepts connections (a TCP connect, no request, no key sent),
+   * remembered for 10 s so that readiness probes cost the provider nothing.
+   */
+  reachable(now = Date.now()): Promise<boolean> {
+    if (this.#probe && now - this.#probe.at < 10_000) return this.#probe.reachable;
+    const url = new URL(this.origin);
+    const port = Number(url.port) || (url.protocol === 'https:' ? 443 : 80);
+    const reachable = new Promise<boolean>((resolve) => {
+      const socket = connect({ host: url.hostname.replace(/^\[|\]$/g, ''), port, timeout: 2000 });
+      const done = (ok: boolean) => {
+        socket.destroy();
+        resolve(ok);
+      };
+      socket.once('connect', () => done(true));
+      socket.once('timeout', () => done(false));
+      socket.once('error', () => done(false));
+    });
+    this.#probe = { at: now, reachable };
+    return reachable;
   }
 
   request(req: UpstreamRequest): Promise<UpstreamResponse> {

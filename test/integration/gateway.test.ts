@@ -390,6 +390,9 @@ describe('upstream failures', () => {
       });
       assert.equal(dead.status, 502, dead.text);
       assert.equal(dead.headers['retry-after'], '1');
+      const ready = await slow.call('/readyz');
+      assert.equal(ready.status, 503, 'not ready while the provider cannot be reached');
+      assert.equal((ready.json() as { checks: { upstream: string } }).checks.upstream, 'unreachable');
       for (const text of [timedOut.text, dead.text]) {
         assert.doesNotMatch(text, /ECONNREFUSED|UND_ERR|at .*\.ts:\d+|127\.0\.0\.1/);
         assert.ok(!text.includes('upstream-secret-key'));
@@ -657,7 +660,7 @@ describe('metering and logs', () => {
     assert.equal(ready.status, 200);
     assert.deepEqual((ready.json() as { checks: unknown }).checks, {
       store: 'ok',
-      upstream: 'configured',
+      upstream: 'reachable',
       draining: false,
     });
   });
