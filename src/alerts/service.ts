@@ -66,3 +66,22 @@ export function deliveryView(result: DeliveryResult) {
 }
 
 export type DeliveryView = ReturnType<typeof deliveryView>;
+
+/** An alert with its delivery log (every attempt to every channel, newest first). */
+export async function alertDetail(store: Pick<Store, 'getKey' | 'listDeliveries'>, alert: Alert) {
+  const [view] = await alertViews(store, [alert]);
+  const deliveries = await store.listDeliveries({ alertId: alert.id, limit: 200 });
+  return {
+    alert: view as AlertView,
+    deliveries: deliveries.map((d) => ({
+      channel_id: d.channelId,
+      attempt: d.attempt,
+      outcome: d.outcome,
+      status: d.status,
+      error: d.error,
+      at: new Date(d.at).toISOString(),
+    })),
+  };
+}
+
+export type AlertDetailView = Awaited<ReturnType<typeof alertDetail>>;

@@ -46,7 +46,7 @@ import {
   type TargetOptions,
   UserError,
 } from './common.ts';
-import { table } from './format.ts';
+import { fieldRows, table } from './format.ts';
 import { count } from './parse.ts';
 
 function deliveryTable(results: readonly DeliveryView[]): string {
@@ -409,6 +409,43 @@ export function registerAlertCommands(program: Command): void {
       });
     },
   );
+
+  addTargetOptions(
+    alerts
+      .command('show')
+      .description('show an alert and its delivery log (every attempt to every channel)')
+      .argument('<id>', 'alert id')
+      .option('--json', 'print JSON'),
+  ).action(async (id: string, options: TargetOptions & { json?: boolean }) => {
+    await withBackend(options, async (backend) => {
+      const detail = await backend.showAlert(id);
+      if (options.json) {
+        printJson(detail);
+        return;
+      }
+      print(table(['FIELD', 'VALUE'], fieldRows(detail.alert as unknown as Record<string, unknown>)));
+      print('');
+      if (detail.deliveries.length === 0) {
+        print(
+          'No deliveries: the workspace had no channel when this alert was raised (add one: keygate alerts channels add).',
+        );
+        return;
+      }
+      print(
+        table(
+          ['TIME', 'CHANNEL', 'ATTEMPT', 'OUTCOME', 'STATUS', 'ERROR'],
+          detail.deliveries.map((d) => [
+            d.at,
+            d.channel_id,
+            String(d.attempt),
+            d.outcome,
+            d.status === null ? '-' : String(d.status),
+            d.error ?? '',
+          ]),
+        ),
+      );
+    });
+  });
 
   addTargetOptions(
     alerts

@@ -10,7 +10,14 @@ import type { AlertView } from '../alerts/messages.ts';
 import { createNotifier } from '../alerts/notifier.ts';
 import { type RuleView, ruleViews, setRuleOverrides } from '../alerts/rule-settings.ts';
 import type { RuleKind } from '../alerts/rules.ts';
-import { addChannel, alertViews, type DeliveryView, deliveryView } from '../alerts/service.ts';
+import {
+  type AlertDetailView,
+  addChannel,
+  alertDetail,
+  alertViews,
+  type DeliveryView,
+  deliveryView,
+} from '../alerts/service.ts';
 import { loadSecrets } from '../config/secrets.ts';
 import {
   createKey,
@@ -51,7 +58,7 @@ export type MemberView = ReturnType<typeof memberView>;
 export type { ChannelView, CreatedChannelView } from '../alerts/channels.ts';
 export type { AlertView } from '../alerts/messages.ts';
 export type { RuleView } from '../alerts/rule-settings.ts';
-export type { DeliveryView } from '../alerts/service.ts';
+export type { AlertDetailView, DeliveryView } from '../alerts/service.ts';
 
 export interface KeyListQuery {
   workspaceId?: string | undefined;
@@ -132,6 +139,8 @@ export interface Backend {
   usage(query: UsageQuery): Promise<UsageReportView>;
   listAlerts(query: AlertQuery): Promise<AlertView[]>;
   acknowledgeAlert(id: string): Promise<AlertView>;
+  /** An alert with its delivery log. */
+  showAlert(id: string): Promise<AlertDetailView>;
   listChannels(workspaceId: string | undefined): Promise<ChannelView[]>;
   addChannel(input: NewChannelInput): Promise<CreatedChannelView>;
   removeChannel(id: string): Promise<void>;
@@ -256,6 +265,11 @@ export function localBackend(ctx: CommandContext): Backend {
     },
     async listAlerts(query) {
       return alertViews(store, await store.listAlerts(query));
+    },
+    async showAlert(id) {
+      const alert = await store.getAlert(id);
+      if (!alert) throw new UserError(`no alert with id ${id} (see \`keygate alerts list\`)`);
+      return alertDetail(store, alert);
     },
     async acknowledgeAlert(id) {
       const acknowledged = await store.acknowledgeAlert(id, CLI_ACTOR, Date.now());

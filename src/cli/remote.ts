@@ -17,6 +17,7 @@ import { type KeyRestrictions, validateKeyName, validateRestrictions } from '../
 import type { KeyPatch, TokenBudget, WorkspacePatch } from '../store/types.ts';
 import { UserInputError } from '../users/service.ts';
 import type {
+  AlertDetailView,
   AlertView,
   AuditEventView,
   Backend,
@@ -583,6 +584,14 @@ export function openRemote(target: RemoteTarget): RemoteBackend {
         },
       });
       return page(answer, what).data.map((a) => view(a, what) as AlertView);
+    },
+
+    async showAlert(id) {
+      const what = 'GET /admin/v1/alerts/{id}';
+      const answer = await call('GET', `/alerts/${encodeURIComponent(id)}`);
+      const detail = view(answer, what);
+      if (typeof detail.alert !== 'object' || !Array.isArray(detail.deliveries)) throw unexpected(what);
+      return detail as unknown as AlertDetailView;
     },
 
     async acknowledgeAlert(id) {

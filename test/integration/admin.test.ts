@@ -632,6 +632,12 @@ describe('who may call what', () => {
       request: () => ({ path: '/admin/v1/alerts' }),
     },
     {
+      op: 'GET /admin/v1/alerts/{id}',
+      scope: 'usage:read',
+      success: 200,
+      request: () => ({ path: `/admin/v1/alerts/${tableAlert}` }),
+    },
+    {
       op: 'POST /admin/v1/alerts/{id}/acknowledge',
       scope: 'workspaces:write',
       success: 200,

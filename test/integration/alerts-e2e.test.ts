@@ -87,6 +87,21 @@ test('a revoked key still being tried raises a critical alert that reaches the w
   assert.equal(stored.length, 1);
   const deliveries = await t.gateway.store.listDeliveries({ alertId: stored[0]?.id ?? '' });
   assert.equal(deliveries[0]?.outcome, 'sent');
+  // The delivery log through the management API.
+  const { key: admin } = await t.createKey('alert reader', undefined, { scopes: ['admin'] });
+  const detail = await t.call(`/admin/v1/alerts/${stored[0]?.id}`, { headers: bearer(admin) });
+  assert.equal(detail.status, 200, detail.text);
+  const body = detail.json() as {
+    alert: { id: string };
+    deliveries: { outcome: string; status: number; attempt: number }[];
+  };
+  assert.equal(body.alert.id, stored[0]?.id);
+  assert.deepEqual(
+    body.deliveries.map((d) => [d.outcome, d.status, d.attempt]),
+    [['sent', 204, 1]],
+  );
+  // A literal route still wins over the alert id parameter.
+  assert.equal((await t.call('/admin/v1/alerts/channels', { headers: bearer(admin) })).status, 200);
 });
 
 test('a burst of bad keys from one address raises one alert per cooldown', async () => {

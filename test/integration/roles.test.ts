@@ -184,6 +184,12 @@ const TABLE: Row[] = [
     request: () => ({ path: '/admin/v1/alerts' }),
   },
   {
+    op: 'GET /admin/v1/alerts/{id}',
+    expect: { owner: 200, admin: 200, member: 200, viewer: 200 },
+    target: newAlert,
+    request: (a) => ({ path: `/admin/v1/alerts/${a}` }),
+  },
+  {
     op: 'POST /admin/v1/alerts/{id}/acknowledge',
     expect: { owner: 200, admin: 200, member: 403, viewer: 403 },
     target: newAlert,

@@ -15,7 +15,7 @@
 import { ChannelInputError, channelView } from '../../alerts/channels.ts';
 import { RuleSettingsError, ruleViews, setRuleOverrides } from '../../alerts/rule-settings.ts';
 import { RULE_KINDS, type RuleKind } from '../../alerts/rules.ts';
-import { addChannel, alertViews, deliveryView } from '../../alerts/service.ts';
+import { addChannel, alertDetail, alertViews, deliveryView } from '../../alerts/service.ts';
 import type { Alert } from '../../store/types.ts';
 import { canSeeWorkspace, workspaceFilter } from './access.ts';
 import { AdminError, invalid, safeId } from './errors.ts';
@@ -23,6 +23,7 @@ import { type AnyRoute, type Context, defineRoute } from './router.ts';
 import {
   AcknowledgeAlertRequest,
   AlertChannelList,
+  AlertDetail,
   AlertList,
   AlertRule,
   AlertRuleList,
@@ -135,6 +136,28 @@ export const ALERT_ROUTES: readonly AnyRoute[] = [
       const visible: Alert[] = [];
       for (const alert of alerts) if (await visibleToOwner(ctx, alert)) visible.push(alert);
       return { body: { data: await alertViews(deps.store, visible) } };
+    },
+  }),
+
+  defineRoute({
+    method: 'GET',
+    path: `${BASE}/{id}`,
+    operationId: 'getAlert',
+    summary: 'Get an alert with its delivery log',
+    description:
+      'The alert and every attempt to deliver it (channel, attempt, outcome, status, error, time).',
+    tag: 'alerts',
+    scope: 'usage:read',
+    query: NoQuery,
+    status: 200,
+    response: AlertDetail,
+    async handle(ctx) {
+      const id = ctx.params.id ?? '';
+      const alert = await ctx.deps.store.getAlert(id);
+      if (!alert || !canSeeWorkspace(ctx.caller, alert.workspaceId) || !(await visibleToOwner(ctx, alert))) {
+        throw missing('alert', id);
+      }
+      return { body: await alertDetail(ctx.deps.store, alert) };
     },
   }),
 

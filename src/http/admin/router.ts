@@ -102,12 +102,25 @@ export function matchRoute(routes: readonly AnyRoute[], method: string, pathname
   } catch {
     return { kind: 'not_found' };
   }
-  const allow: string[] = [];
+  // A literal segment beats a parameter: `/alerts/channels` is not the alert with id "channels".
+  let best: { route: AnyRoute; params: Record<string, string> } | undefined;
+  let bestParams = Number.POSITIVE_INFINITY;
+  let allow: string[] = [];
+  let allowParams = Number.POSITIVE_INFINITY;
   for (const route of routes) {
     const params = matchPath(route.path, segments);
     if (!params) continue;
-    if (route.method === method) return { kind: 'route', route, params };
-    if (!allow.includes(route.method)) allow.push(route.method);
+    const count = Object.keys(params).length;
+    if (count < allowParams) {
+      allow = [];
+      allowParams = count;
+    }
+    if (count === allowParams && !allow.includes(route.method)) allow.push(route.method);
+    if (route.method === method && count < bestParams) {
+      best = { route, params };
+      bestParams = count;
+    }
   }
+  if (best && bestParams <= allowParams) return { kind: 'route', ...best };
   return allow.length > 0 ? { kind: 'method_not_allowed', allow } : { kind: 'not_found' };
 }

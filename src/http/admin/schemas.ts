@@ -680,3 +680,22 @@ export const AlertRuleList = named(
 export const AlertRulesQuery = z.strictObject({
   workspace_id: idSchema.optional().describe('The workspace (default: the calling key’s).'),
 });
+
+export const AlertDetail = named(
+  'AlertDetail',
+  z.strictObject({
+    alert: Alert,
+    deliveries: z
+      .array(
+        z.strictObject({
+          channel_id: z.string(),
+          attempt: z.number().int(),
+          outcome: z.enum(['sent', 'failed']),
+          status: z.number().int().nullable().describe('HTTP status or SMTP reply code, when there was one'),
+          error: z.string().nullable(),
+          at: z.string(),
+        }),
+      )
+      .describe('Every delivery attempt to every channel, newest first.'),
+  }),
+);
