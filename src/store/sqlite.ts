@@ -5,15 +5,15 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite';
-import {
-  emptyHistogram,
-  LATENCY_COLUMNS,
-  latencyBucket,
-  latencyBucketSql,
-  mergeHistogram,
-} from '../usage/histogram.ts';
+import { LATENCY_COLUMNS, latencyBucket, latencyBucketSql, mergeHistogram } from '../usage/histogram.ts';
 import { NO_PRICING } from '../usage/pricing.ts';
-import { foldUsage, type LatencyCounts, type UsageCell, UsageCells } from '../usage/report.ts';
+import {
+  emptyLatencyCounts,
+  foldUsage,
+  type LatencyCounts,
+  type UsageCell,
+  UsageCells,
+} from '../usage/report.ts';
 import { newId } from '../util/ids.ts';
 import { MIGRATIONS } from './migrations.ts';
 import {
@@ -296,15 +296,7 @@ function deltaAt(
       keyId,
       model,
       endpoint,
-      requests: 0,
-      errors: 0,
-      promptTokens: 0,
-      completionTokens: 0,
-      totalTokens: 0,
-      estimatedRequests: 0,
-      latencySumMs: 0,
-      latencyMaxMs: 0,
-      histogram: emptyHistogram(),
+      ...emptyLatencyCounts(),
     };
     deltas.set(id, d);
   }
@@ -469,6 +461,29 @@ function pieces(range: UsageRange): { source: UsageSource; range: TimeRange }[] 
   ];
 }
 
+/** AND-ed conditions of a query; a condition given an undefined value is left out. */
+class Conditions {
+  readonly #clauses: string[] = [];
+  readonly params: SQLInputValue[] = [];
+
+  add(clause: string, ...values: (SQLInputValue | undefined)[]): this {
+    if (values.some((v) => v === undefined)) return this;
+    this.#clauses.push(clause);
+    for (const v of values) this.params.push(v as SQLInputValue);
+    return this;
+  }
+
+  /** `WHERE …`, or nothing when there is no condition. */
+  get where(): string {
+    return this.#clauses.length > 0 ? `WHERE ${this.#clauses.join(' AND ')}` : '';
+  }
+
+  /** The conditions joined, or `1` (true) when there is none. */
+  get expression(): string {
+    return this.#clauses.length > 0 ? this.#clauses.join(' AND ') : '1';
+  }
+}
+
 type UsageWhere = Pick<UsageReportQuery, 'workspaceId' | 'keyId' | 'model' | 'endpoint' | 'createdBy'>;
 
 /** The WHERE clause of a usage query over one source, for a time range. */
@@ -477,27 +492,21 @@ function usageWhere(
   source: UsageSource,
   range: TimeRange,
 ): { sql: string; params: SQLInputValue[] } {
-  const where: string[] = [];
-  const params: SQLInputValue[] = [];
-  const add = (clause: string, value: SQLInputValue | undefined) => {
-    if (value === undefined) return;
-    where.push(clause);
-    params.push(value);
-  };
+  const c = new Conditions();
   const time = TIME_COLUMN[source];
-  add(`${time} >= ?`, range.from ?? undefined);
-  add(`${time} < ?`, range.to ?? undefined);
-  add('key_id = ?', filter.keyId);
-  add('workspace_id = ?', filter.workspaceId);
-  add('endpoint = ?', filter.endpoint);
+  c.add(`${time} >= ?`, range.from ?? undefined);
+  c.add(`${time} < ?`, range.to ?? undefined);
+  c.add('key_id = ?', filter.keyId);
+  c.add('workspace_id = ?', filter.workspaceId);
+  c.add('endpoint = ?', filter.endpoint);
   if (filter.model !== undefined) {
     const column = source === 'raw' ? "COALESCE(model, '')" : 'model';
     // A pattern has only * as a wildcard (policy.ts refuses ? and [), so GLOB matches it exactly.
     const isPattern = filter.model.includes('*') && /^[A-Za-z0-9._:\-*/]+$/.test(filter.model);
-    add(isPattern ? `${column} GLOB ?` : `${column} = ?`, filter.model);
+    c.add(isPattern ? `${column} GLOB ?` : `${column} = ?`, filter.model);
   }
-  add('key_id IN (SELECT id FROM api_keys WHERE created_by = ?)', filter.createdBy);
-  return { sql: where.length > 0 ? where.join(' AND ') : '1', params };
+  c.add('key_id IN (SELECT id FROM api_keys WHERE created_by = ?)', filter.createdBy);
+  return { sql: c.expression, params: c.params };
 }
 
 export class SqliteStore implements Store {
@@ -653,29 +662,20 @@ export class SqliteStore implements Store {
   }
 
   async listKeys(filter: KeyFilter = {}): Promise<KeyRecord[]> {
-    const where: string[] = [];
-    const params: SQLInputValue[] = [];
-    if (filter.workspaceId !== undefined) {
-      where.push('k.workspace_id = ?');
-      params.push(filter.workspaceId);
-    }
-    if (filter.search !== undefined && filter.search !== '') {
-      where.push(
+    const search = filter.search === '' ? undefined : filter.search;
+    const c = new Conditions()
+      .add('k.workspace_id = ?', filter.workspaceId)
+      .add(
         "(instr(lower(k.name), lower(?)) > 0 OR k.id = ? OR (k.start || '…' || k.last4) = ? OR k.start = ?)",
-      );
-      params.push(filter.search, filter.search, filter.search, filter.search);
-    }
-    if (filter.createdBy !== undefined) {
-      where.push('k.created_by = ?');
-      params.push(filter.createdBy);
-    }
-    if (filter.after !== undefined) {
-      where.push('(k.created_at, k.id) > (SELECT created_at, id FROM api_keys WHERE id = ?)');
-      params.push(filter.after);
-    }
-    const sql = `SELECT ${KEY_COLUMNS} FROM ${KEY_FROM} ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''}
-      ORDER BY k.created_at, k.id`;
-    let keys = (this.#db.prepare(sql).all(...params) as Row[]).map(toKey);
+        search,
+        search,
+        search,
+        search,
+      )
+      .add('k.created_by = ?', filter.createdBy)
+      .add('(k.created_at, k.id) > (SELECT created_at, id FROM api_keys WHERE id = ?)', filter.after);
+    const sql = `SELECT ${KEY_COLUMNS} FROM ${KEY_FROM} ${c.where} ORDER BY k.created_at, k.id`;
+    let keys = (this.#db.prepare(sql).all(...c.params) as Row[]).map(toKey);
     if (filter.status !== undefined) {
       const now = Date.now();
       keys = keys.filter((k) => keyStatus(k, now) === filter.status);
@@ -1082,28 +1082,15 @@ export class SqliteStore implements Store {
   }
 
   async listAlerts(filter: AlertFilter): Promise<Alert[]> {
-    const where: string[] = [];
-    const params: SQLInputValue[] = [];
-    if (filter.workspaceId !== undefined) {
-      where.push('workspace_id = ?');
-      params.push(filter.workspaceId);
-    }
-    if (filter.kind !== undefined) {
-      where.push('kind = ?');
-      params.push(filter.kind);
-    }
-    if (filter.keyId !== undefined) {
-      where.push('key_id = ?');
-      params.push(filter.keyId);
-    }
-    if (filter.unacknowledged) where.push('acknowledged_at IS NULL');
-    params.push(Math.min(filter.limit ?? 100, 1000));
+    const c = new Conditions()
+      .add('workspace_id = ?', filter.workspaceId)
+      .add('kind = ?', filter.kind)
+      .add('key_id = ?', filter.keyId);
+    if (filter.unacknowledged) c.add('acknowledged_at IS NULL');
     return (
       this.#db
-        .prepare(
-          `SELECT * FROM alerts ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY last_at DESC, id LIMIT ?`,
-        )
-        .all(...params) as Row[]
+        .prepare(`SELECT * FROM alerts ${c.where} ORDER BY last_at DESC, id LIMIT ?`)
+        .all(...c.params, Math.min(filter.limit ?? 100, 1000)) as Row[]
     ).map(toAlert);
   }
 
@@ -1201,22 +1188,10 @@ export class SqliteStore implements Store {
     channelId?: string;
     limit?: number;
   }): Promise<AlertDelivery[]> {
-    const where: string[] = [];
-    const params: SQLInputValue[] = [];
-    if (filter.alertId !== undefined) {
-      where.push('alert_id = ?');
-      params.push(filter.alertId);
-    }
-    if (filter.channelId !== undefined) {
-      where.push('channel_id = ?');
-      params.push(filter.channelId);
-    }
-    params.push(Math.min(filter.limit ?? 100, 1000));
+    const c = new Conditions().add('alert_id = ?', filter.alertId).add('channel_id = ?', filter.channelId);
     const rows = this.#db
-      .prepare(
-        `SELECT * FROM alert_deliveries ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT ?`,
-      )
-      .all(...params) as Row[];
+      .prepare(`SELECT * FROM alert_deliveries ${c.where} ORDER BY id DESC LIMIT ?`)
+      .all(...c.params, Math.min(filter.limit ?? 100, 1000)) as Row[];
     return rows.map((row) => ({
       alertId: String(row.alert_id),
       channelId: String(row.channel_id),
@@ -1290,24 +1265,15 @@ export class SqliteStore implements Store {
   }
 
   async listAudit(filter: AuditFilter): Promise<(AuditEvent & { seq: number })[]> {
-    const where: string[] = [];
-    const params: SQLInputValue[] = [];
-    const add = (clause: string, value: SQLInputValue | undefined) => {
-      if (value === undefined) return;
-      where.push(clause);
-      params.push(value);
-    };
-    add('workspace_id = ?', filter.workspaceId);
-    add('target_id = ?', filter.targetId);
-    add('action = ?', filter.action);
-    add('at >= ?', filter.since);
-    add('seq < ?', filter.before);
-    params.push(Math.min(filter.limit ?? 100, 1000));
+    const c = new Conditions()
+      .add('workspace_id = ?', filter.workspaceId)
+      .add('target_id = ?', filter.targetId)
+      .add('action = ?', filter.action)
+      .add('at >= ?', filter.since)
+      .add('seq < ?', filter.before);
     const rows = this.#db
-      .prepare(
-        `SELECT * FROM audit_events ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY seq DESC LIMIT ?`,
-      )
-      .all(...params) as Row[];
+      .prepare(`SELECT * FROM audit_events ${c.where} ORDER BY seq DESC LIMIT ?`)
+      .all(...c.params, Math.min(filter.limit ?? 100, 1000)) as Row[];
     return rows.map((row) => ({
       seq: Number(row.seq),
       id: String(row.id),

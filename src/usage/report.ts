@@ -14,6 +14,21 @@ export interface UsageCell extends LatencyCounts {
   model: string;
 }
 
+/** Zero of everything, to add records to. */
+export function emptyLatencyCounts(): LatencyCounts {
+  return {
+    requests: 0,
+    errors: 0,
+    promptTokens: 0,
+    completionTokens: 0,
+    totalTokens: 0,
+    estimatedRequests: 0,
+    latencySumMs: 0,
+    latencyMaxMs: 0,
+    histogram: emptyHistogram(),
+  };
+}
+
 /** The counts and the latency figures a rollup row holds. */
 export interface LatencyCounts extends UsageCounts {
   latencySumMs: number;
@@ -30,19 +45,7 @@ export class UsageCells {
     const id = `${typeof group}:${group}\u0000${model}`;
     let cell = this.#cells.get(id);
     if (!cell) {
-      cell = {
-        group,
-        model,
-        requests: 0,
-        errors: 0,
-        promptTokens: 0,
-        completionTokens: 0,
-        totalTokens: 0,
-        estimatedRequests: 0,
-        latencySumMs: 0,
-        latencyMaxMs: 0,
-        histogram: emptyHistogram(),
-      };
+      cell = { group, model, ...emptyLatencyCounts() };
       this.#cells.set(id, cell);
     }
     return cell;
