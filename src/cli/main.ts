@@ -3,10 +3,12 @@
  */
 import { Command, CommanderError, Option } from 'commander';
 import { type Config, type ConfigFlags, isLoopback } from '../config/config.ts';
+import { loadSecrets } from '../config/secrets.ts';
+import { setupToken } from '../console/credentials.ts';
 import { StartError, startGateway } from '../http/server.ts';
 import { registerAdminCommands } from './admin.ts';
 import { registerAlertCommands } from './alerts.ts';
-import { configFrom, refuseRemote, UserError } from './common.ts';
+import { addStoreOptions, configFrom, refuseRemote, UserError, withStore } from './common.ts';
 import { registerKeyCommands } from './keys.ts';
 import { registerPeopleCommands } from './people.ts';
 import { registerUsageCommand } from './usage.ts';
@@ -37,6 +39,25 @@ function buildProgram(): Command {
       refuseRemote('start', options, { flagOnly: true });
       await runStart(configFrom(options));
     });
+
+  addStoreOptions(
+    program
+      .command('setup-token')
+      .description("print the console's one-time setup token (until the owner account exists)"),
+  ).action(async (options: ConfigFlags) => {
+    await withStore(options, async ({ store, config }) => {
+      const token = await setupToken(
+        store,
+        loadSecrets(config.dataDir, process.env.KEYGATE_SECRET).consoleKey,
+      );
+      if (token === undefined) {
+        throw new UserError(
+          'setup is done: an account exists already. Sign in to the console, or add users with `keygate users create`.',
+        );
+      }
+      process.stdout.write(`${token}\n`);
+    });
+  });
 
   registerKeyCommands(program);
 
@@ -79,6 +100,14 @@ async function runStart(config: Config): Promise<void> {
     err(`  upstream: ${config.upstream.url} — NO PROVIDER KEY CONFIGURED.`);
     err('    Key management works, but /v1 calls answer 503 until you set KEYGATE_UPSTREAM_KEY');
     err('    (or MISTRAL_API_KEY, or upstream.key in a --config file) and restart.');
+  }
+  err(`  console: ${running.url}/console`);
+  const setupToken = await running.console.setupToken();
+  if (setupToken !== undefined) {
+    err('');
+    err(`First run: open ${running.url}/console and create the owner account with the setup token`);
+    err(`    ${setupToken}`);
+    err('  (`keygate setup-token` shows it again until the owner account exists).');
   }
   err('');
   err('Next:');

@@ -87,6 +87,12 @@ export const configSchema = z
         changePollMs: positiveInt.default(250),
         /** How often expired keys are recorded in the audit log (they are refused at once regardless). @default 60 s */
         expirySweepMs: positiveInt.default(60_000),
+        /** How long a console session lasts after sign-in. @default 12 h */
+        sessionTtlMs: positiveInt.default(12 * 3_600_000),
+        /** Failed console sign-ins per account in 15 minutes before the account is locked for 15 minutes. @default 5 */
+        loginFailuresPerAccount: positiveInt.default(5),
+        /** Failed console sign-ins per client address in 15 minutes before the address is locked. @default 20 */
+        loginFailuresPerIp: positiveInt.default(20),
       })
       .strict()
       .prefault({}),

@@ -7,6 +7,8 @@ export interface ServerSecrets {
   pepper: Buffer;
   /** Key for encrypting secrets at rest (provider keys, webhook secrets). Derived, never stored. */
   dataKey: Buffer;
+  /** Key for the console: CSRF tokens and the first-run setup token. Derived, never stored. */
+  consoleKey: Buffer;
   /** Where the root secret came from, for the start-up banner. */
   source: 'env' | 'file' | 'generated';
 }
@@ -30,6 +32,14 @@ function derive(root: Buffer, info: string): Buffer {
   return Buffer.from(hkdfSync('sha256', root, 'keygate', info, 32));
 }
 
+function deriveAll(root: Buffer): Omit<ServerSecrets, 'source'> {
+  return {
+    pepper: derive(root, 'key-hash-pepper/v1'),
+    dataKey: derive(root, 'data-key/v1'),
+    consoleKey: derive(root, 'console/v1'),
+  };
+}
+
 /**
  * Loads the server's root secret: KEYGATE_SECRET when set, otherwise the data directory's `secret`
  * file, generated (256 bits, mode 0600) on first start. The pepper and data key are derived from
@@ -41,11 +51,7 @@ export function loadSecrets(dataDir: string, envSecret: string | undefined): Ser
       throw new Error(`KEYGATE_SECRET must be at least ${MIN_SECRET_LENGTH} characters of random data`);
     }
     const root = Buffer.from(envSecret, 'utf8');
-    return {
-      pepper: derive(root, 'key-hash-pepper/v1'),
-      dataKey: derive(root, 'data-key/v1'),
-      source: 'env',
-    };
+    return { ...deriveAll(root), source: 'env' };
   }
   const path = join(dataDir, SECRET_FILE);
   let source: ServerSecrets['source'] = 'file';
@@ -65,5 +71,5 @@ export function loadSecrets(dataDir: string, envSecret: string | undefined): Ser
   }
   if (text.length < MIN_SECRET_LENGTH) throw new Error(`${path} is too short to be a Keygate secret`);
   const root = Buffer.from(text, 'utf8');
-  return { pepper: derive(root, 'key-hash-pepper/v1'), dataKey: derive(root, 'data-key/v1'), source };
+  return { ...deriveAll(root), source };
 }

@@ -26,7 +26,16 @@ export type ErrorCode =
   | 'upstream_unreachable'
   | 'upstream_timeout'
   | 'shutting_down'
-  | 'internal_error';
+  | 'internal_error'
+  | 'not_signed_in'
+  | 'invalid_credentials'
+  | 'totp_required'
+  | 'invalid_totp'
+  | 'too_many_attempts'
+  | 'csrf_failed'
+  | 'invalid_setup_token'
+  | 'setup_done'
+  | 'invalid_invite';
 
 type ErrorType =
   | 'invalid_request_error'
@@ -56,6 +65,15 @@ const STATUS: Record<ErrorCode, number> = {
   upstream_timeout: 504,
   shutting_down: 503,
   internal_error: 500,
+  not_signed_in: 401,
+  invalid_credentials: 401,
+  totp_required: 401,
+  invalid_totp: 401,
+  too_many_attempts: 429,
+  csrf_failed: 403,
+  invalid_setup_token: 403,
+  setup_done: 409,
+  invalid_invite: 404,
 };
 
 const TYPE: Record<ErrorCode, ErrorType> = {
@@ -79,6 +97,15 @@ const TYPE: Record<ErrorCode, ErrorType> = {
   upstream_timeout: 'server_error',
   shutting_down: 'server_error',
   internal_error: 'server_error',
+  not_signed_in: 'authentication_error',
+  invalid_credentials: 'authentication_error',
+  totp_required: 'authentication_error',
+  invalid_totp: 'authentication_error',
+  too_many_attempts: 'rate_limit_error',
+  csrf_failed: 'permission_error',
+  invalid_setup_token: 'permission_error',
+  setup_done: 'invalid_request_error',
+  invalid_invite: 'invalid_request_error',
 };
 
 export function statusOf(code: ErrorCode): number {

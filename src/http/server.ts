@@ -16,6 +16,8 @@ import { parseCidrs } from '../auth/ip.ts';
 import { KeyVerifier } from '../auth/verifier.ts';
 import type { Config } from '../config/config.ts';
 import { ensureDataDir, loadSecrets, type ServerSecrets } from '../config/secrets.ts';
+import { ConsoleAuth } from '../console/api.ts';
+import { CONSOLE_HEADERS, createConsoleStatic } from '../console/static.ts';
 import { createMemoryLimiter } from '../limits/index.ts';
 import { createMetricsEndpoint } from '../metrics/endpoint.ts';
 import { Metrics } from '../metrics/index.ts';
@@ -45,6 +47,8 @@ export interface RunningGateway {
   /** Sends alerts to the channels of their workspace (in the background; `notify` never throws). */
   notifier: Notifier;
   alerts: AlertEngine;
+  /** Console sessions; `setupToken()` is the first-run token until an owner exists. */
+  console: ConsoleAuth;
   /** Graceful stop: refuse new connections, finish in-flight requests, flush usage, close the store. */
   close(): Promise<void>;
 }
@@ -142,6 +146,17 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
   const notifier = createNotifier({ store, dataKey: secrets.dataKey, logger });
   const alerts = new AlertEngine({ store, logger });
   alerts.onAlert((alert) => void notifier.notify(alert));
+  const consoleAuth = new ConsoleAuth({
+    store,
+    consoleKey: secrets.consoleKey,
+    dataKey: secrets.dataKey,
+    logger,
+    clientAddress: (req) => clientAddress(req, trustedProxies),
+    sessionTtlMs: config.auth.sessionTtlMs,
+    loginFailuresPerAccount: config.auth.loginFailuresPerAccount,
+    loginFailuresPerIp: config.auth.loginFailuresPerIp,
+  });
+  const consoleStatic = createConsoleStatic();
   const admin = createAdminApi({
     store,
     verifier,
@@ -154,6 +169,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     notifier,
     alerts,
     pricing: config.pricing,
+    console: consoleAuth,
   });
   const metrics = new Metrics({
     sources: { keyCache: verifier, usageQueue: usage, inflight: (): number => gateway.inflight },
@@ -230,7 +246,19 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
       admin(req, res, requestId);
       return;
     }
-    const pathname = url.split('?', 1)[0];
+    const pathname = url.split('?', 1)[0] ?? '/';
+    if (pathname === '/console' || pathname.startsWith('/console/')) {
+      if (pathname.startsWith('/console/api/')) {
+        for (const [name, value] of Object.entries(CONSOLE_HEADERS)) res.setHeader(name, value);
+        consoleAuth.handle(req, res, requestId);
+      } else consoleStatic(req, res);
+      return;
+    }
+    if (pathname === '/') {
+      res.writeHead(302, { location: '/console/' });
+      res.end();
+      return;
+    }
     if (pathname === '/metrics') {
       metricsEndpoint(req, res, requestId);
       return;
@@ -316,5 +344,18 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     })();
     return closing;
   };
-  return { url, port, tls, secrets, store, verifier, upstream, logger, notifier, alerts, close };
+  return {
+    url,
+    port,
+    tls,
+    secrets,
+    store,
+    verifier,
+    upstream,
+    logger,
+    notifier,
+    alerts,
+    console: consoleAuth,
+    close,
+  };
 }

@@ -27,8 +27,10 @@ import {
   type AuditFilter,
   type Changes,
   type ChannelType,
+  type CredentialsPatch,
   type ExpiryReminder,
   type HourlyCount,
+  type Invite,
   type KeyChanges,
   type KeyFilter,
   type KeyPatch,
@@ -42,6 +44,7 @@ import {
   type RotateInput,
   type Scope,
   type SecretMatch,
+  type SessionRecord,
   type Severity,
   type Store,
   StoreConflictError,
@@ -53,6 +56,7 @@ import {
   type UsageReportQuery,
   type UsageTotals,
   type User,
+  type UserCredentials,
   type Workspace,
   type WorkspacePatch,
   type WorkspacePolicy,
@@ -141,6 +145,20 @@ function toChannel(row: Row): AlertChannel {
     name: String(row.name),
     configSealed: String(row.config_sealed),
     createdAt: Number(row.created_at),
+  };
+}
+
+function toInvite(row: Row): Invite {
+  return {
+    id: String(row.id),
+    workspaceId: String(row.workspace_id),
+    email: String(row.email),
+    role: String(row.role) as Role,
+    createdBy: str(row.created_by),
+    createdAt: Number(row.created_at),
+    expiresAt: Number(row.expires_at),
+    acceptedAt: num(row.accepted_at),
+    revokedAt: num(row.revoked_at),
   };
 }
 
@@ -877,7 +895,7 @@ export class SqliteStore implements Store {
     });
   }
 
-  async getUser(idOrEmail: string): Promise<(User & { passwordHash: string }) | undefined> {
+  async getUser(idOrEmail: string): Promise<UserCredentials | undefined> {
     const row = this.#stmt('SELECT * FROM users WHERE id = ? OR email = lower(?)').get(
       idOrEmail,
       idOrEmail,
@@ -889,7 +907,217 @@ export class SqliteStore implements Store {
       createdAt: Number(row.created_at),
       disabledAt: num(row.disabled_at),
       passwordHash: String(row.password_hash),
+      totpSecret: str(row.totp_secret),
+      totpEnabledAt: num(row.totp_enabled_at),
+      recoveryCodes: strings(row.recovery_codes),
     };
+  }
+
+  async updateCredentials(
+    userId: string,
+    patch: CredentialsPatch,
+    action: string,
+    actor: Actor,
+    at: number,
+  ): Promise<boolean> {
+    const sets: string[] = [];
+    const params: SQLInputValue[] = [];
+    const changed: Changes = {};
+    const set = (column: string, value: SQLInputValue) => {
+      sets.push(`${column} = ?`);
+      params.push(value);
+      // The audit names what changed, never a hash or secret.
+      changed[column] = { after: value === null ? null : 'set' };
+    };
+    if (patch.passwordHash !== undefined) set('password_hash', patch.passwordHash);
+    if (patch.totpSecret !== undefined) set('totp_secret', patch.totpSecret);
+    if (patch.totpEnabledAt !== undefined) set('totp_enabled_at', patch.totpEnabledAt);
+    if (patch.recoveryCodes !== undefined) set('recovery_codes', JSON.stringify(patch.recoveryCodes));
+    return this.#transaction(() => {
+      const found =
+        sets.length === 0
+          ? this.#stmt('SELECT 1 FROM users WHERE id = ?').get(userId) !== undefined
+          : Number(
+              this.#db.prepare(`UPDATE users SET ${sets.join(', ')} WHERE id = ?`).run(...params, userId)
+                .changes,
+            ) > 0;
+      if (!found) return false;
+      this.#audit({
+        at,
+        workspaceId: null,
+        actor,
+        action,
+        targetType: 'user',
+        targetId: userId,
+        changes: changed,
+      });
+      return true;
+    });
+  }
+
+  async createSession(session: SessionRecord): Promise<void> {
+    this.#stmt(
+      `INSERT INTO sessions (id, user_id, created_at, expires_at, last_seen_at, revoked_at, ip, user_agent)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+    ).run(
+      session.id,
+      session.userId,
+      session.createdAt,
+      session.expiresAt,
+      session.lastSeenAt,
+      session.revokedAt,
+      session.ip,
+      session.userAgent,
+    );
+  }
+
+  async getSession(id: string): Promise<SessionRecord | undefined> {
+    const row = this.#stmt('SELECT * FROM sessions WHERE id = ?').get(id) as Row | undefined;
+    if (!row) return undefined;
+    return {
+      id: String(row.id),
+      userId: String(row.user_id),
+      createdAt: Number(row.created_at),
+      expiresAt: Number(row.expires_at),
+      lastSeenAt: Number(row.last_seen_at),
+      revokedAt: num(row.revoked_at),
+      ip: str(row.ip),
+      userAgent: str(row.user_agent),
+    };
+  }
+
+  async touchSession(id: string, at: number): Promise<void> {
+    this.#stmt('UPDATE sessions SET last_seen_at = ? WHERE id = ? AND last_seen_at < ?').run(at, id, at);
+  }
+
+  async revokeSessions(
+    filter: { id: string } | { userId: string; exceptId?: string | undefined },
+    at: number,
+  ): Promise<number> {
+    return this.#transaction(() => {
+      this.#stmt('DELETE FROM sessions WHERE expires_at < ? OR revoked_at < ?').run(at, at - 86_400_000);
+      const c = new Conditions().add('revoked_at IS NULL');
+      if ('id' in filter) c.add('id = ?', filter.id);
+      else c.add('user_id = ?', filter.userId).add('id <> ?', filter.exceptId);
+      return Number(
+        this.#db.prepare(`UPDATE sessions SET revoked_at = ? ${c.where}`).run(at, ...c.params).changes,
+      );
+    });
+  }
+
+  async createInvite(invite: Invite & { tokenHash: string }, actor: Actor): Promise<Invite> {
+    return this.#transaction(() => {
+      this.#stmt(
+        `INSERT INTO invites (id, token_hash, workspace_id, email, role, created_by, created_at, expires_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+      ).run(
+        invite.id,
+        invite.tokenHash,
+        invite.workspaceId,
+        invite.email,
+        invite.role,
+        invite.createdBy,
+        invite.createdAt,
+        invite.expiresAt,
+      );
+      this.#audit({
+        at: invite.createdAt,
+        workspaceId: invite.workspaceId,
+        actor,
+        action: 'invite.create',
+        targetType: 'invite',
+        targetId: invite.id,
+        changes: { email: { after: invite.email }, role: { after: invite.role } },
+      });
+      const { tokenHash: _, ...view } = invite;
+      return { ...view, acceptedAt: null, revokedAt: null };
+    });
+  }
+
+  async listInvites(workspaceId: string): Promise<Invite[]> {
+    return (
+      this.#stmt('SELECT * FROM invites WHERE workspace_id = ? ORDER BY created_at DESC, id').all(
+        workspaceId,
+      ) as Row[]
+    ).map(toInvite);
+  }
+
+  async findInvite(tokenHash: string): Promise<Invite | undefined> {
+    const row = this.#stmt('SELECT * FROM invites WHERE token_hash = ?').get(tokenHash) as Row | undefined;
+    return row ? toInvite(row) : undefined;
+  }
+
+  async acceptInvite(id: string, userId: string, actor: Actor, at: number): Promise<Membership | undefined> {
+    return this.#transaction(() => {
+      const accepted = this.#stmt(
+        `UPDATE invites SET accepted_at = ?
+         WHERE id = ? AND accepted_at IS NULL AND revoked_at IS NULL AND expires_at > ?
+         RETURNING workspace_id, role, email`,
+      ).get(at, id, at) as Row | undefined;
+      if (!accepted) return undefined;
+      const workspaceId = String(accepted.workspace_id);
+      const role = String(accepted.role) as Role;
+      if (!this.#membership(workspaceId, userId)) {
+        this.#stmt(
+          'INSERT INTO memberships (workspace_id, user_id, role, created_at) VALUES (?, ?, ?, ?)',
+        ).run(workspaceId, userId, role, at);
+        this.#audit({
+          at,
+          workspaceId,
+          actor,
+          action: 'membership.set',
+          targetType: 'membership',
+          targetId: userId,
+          changes: { role: { after: role } },
+        });
+      }
+      this.#audit({
+        at,
+        workspaceId,
+        actor,
+        action: 'invite.accept',
+        targetType: 'invite',
+        targetId: id,
+        changes: { user_id: { after: userId } },
+      });
+      const membership = this.#membership(workspaceId, userId);
+      if (!membership) throw new Error('membership vanished after insert');
+      return membership;
+    });
+  }
+
+  async revokeInvite(workspaceId: string, id: string, actor: Actor, at: number): Promise<boolean> {
+    return this.#transaction(() => {
+      const changed = Number(
+        this.#stmt(
+          'UPDATE invites SET revoked_at = ? WHERE id = ? AND workspace_id = ? AND accepted_at IS NULL AND revoked_at IS NULL',
+        ).run(at, id, workspaceId).changes,
+      );
+      if (changed === 0) return false;
+      this.#audit({
+        at,
+        workspaceId,
+        actor,
+        action: 'invite.revoke',
+        targetType: 'invite',
+        targetId: id,
+        changes: {},
+      });
+      return true;
+    });
+  }
+
+  async getSetting(name: string): Promise<string | undefined> {
+    const row = this.#stmt('SELECT value FROM settings WHERE name = ?').get(name) as Row | undefined;
+    return row ? String(row.value) : undefined;
+  }
+
+  async initSetting(name: string, value: string): Promise<string> {
+    this.#stmt('INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING').run(
+      name,
+      value,
+    );
+    return String((this.#stmt('SELECT value FROM settings WHERE name = ?').get(name) as Row).value);
   }
 
   async listUsers(): Promise<User[]> {

@@ -140,6 +140,52 @@ export interface User {
   disabledAt: number | null;
 }
 
+/** A user with what signing in needs: the password hash and the two-factor state. */
+export interface UserCredentials extends User {
+  passwordHash: string;
+  /** The TOTP secret, sealed with the data key; set (pending) before two-factor sign-in is enabled. */
+  totpSecret: string | null;
+  /** When two-factor sign-in was switched on; null: off (a secret may be pending). */
+  totpEnabledAt: number | null;
+  /** SHA-256 hashes (hex) of the unused two-factor recovery codes. */
+  recoveryCodes: string[];
+}
+
+/** A change to a user's credentials; fields left out stay as they are. */
+export interface CredentialsPatch {
+  passwordHash?: string;
+  totpSecret?: string | null;
+  totpEnabledAt?: number | null;
+  recoveryCodes?: string[];
+}
+
+/** A console session. The browser holds a random token; the store keeps only its SHA-256 hash. */
+export interface SessionRecord {
+  /** SHA-256 (hex) of the session token. */
+  id: string;
+  userId: string;
+  createdAt: number;
+  expiresAt: number;
+  lastSeenAt: number;
+  revokedAt: number | null;
+  ip: string | null;
+  userAgent: string | null;
+}
+
+/** An invitation to join a workspace with a role, redeemed with a token shown once. */
+export interface Invite {
+  id: string;
+  workspaceId: string;
+  /** Lower-cased. */
+  email: string;
+  role: Role;
+  createdBy: string | null;
+  createdAt: number;
+  expiresAt: number;
+  acceptedAt: number | null;
+  revokedAt: number | null;
+}
+
 export interface Membership {
   workspaceId: string;
   userId: string;
@@ -167,7 +213,7 @@ export interface AuditEvent {
   workspaceId: string | null;
   actor: Actor;
   action: string;
-  targetType: 'key' | 'workspace' | 'user' | 'membership' | 'alert' | 'channel';
+  targetType: 'key' | 'workspace' | 'user' | 'membership' | 'alert' | 'channel' | 'session' | 'invite';
   targetId: string | null;
   changes: Changes;
 }
@@ -468,7 +514,44 @@ export interface Store {
   /** Changed keys (and workspaces, by id) after the cursor; `after = -1` returns only the current cursor. */
   keyChanges(after: number): Promise<KeyChanges>;
   createUser(user: User & { passwordHash: string }, actor: Actor): Promise<User>;
-  getUser(idOrEmail: string): Promise<(User & { passwordHash: string }) | undefined>;
+  getUser(idOrEmail: string): Promise<UserCredentials | undefined>;
+  /**
+   * Changes a user's password or two-factor state and records `action` in the audit log (naming
+   * the fields changed, never their values). False when there is no such user.
+   */
+  updateCredentials(
+    userId: string,
+    patch: CredentialsPatch,
+    action: string,
+    actor: Actor,
+    at: number,
+  ): Promise<boolean>;
+  createSession(session: SessionRecord): Promise<void>;
+  getSession(id: string): Promise<SessionRecord | undefined>;
+  /** Notes that a session was used (the console calls it at most once a minute per session). */
+  touchSession(id: string, at: number): Promise<void>;
+  /**
+   * Ends sessions: one (`id`), or every live one of a user (`userId`, but `exceptId`). Returns how
+   * many ended. Sessions past their expiry or ended more than a day ago are deleted on the way.
+   */
+  revokeSessions(
+    filter: { id: string } | { userId: string; exceptId?: string | undefined },
+    at: number,
+  ): Promise<number>;
+  createInvite(invite: Invite & { tokenHash: string }, actor: Actor): Promise<Invite>;
+  listInvites(workspaceId: string): Promise<Invite[]>;
+  findInvite(tokenHash: string): Promise<Invite | undefined>;
+  /**
+   * Redeems an open invitation (not accepted, revoked or expired at `at`): the user joins its
+   * workspace with its role (a member already keeps their role). Undefined when it is not open.
+   */
+  acceptInvite(id: string, userId: string, actor: Actor, at: number): Promise<Membership | undefined>;
+  /** Revokes an open invitation of the workspace; false when there is none with that id. */
+  revokeInvite(workspaceId: string, id: string, actor: Actor, at: number): Promise<boolean>;
+  /** A server-wide setting, e.g. the salt of the first-run setup token. */
+  getSetting(name: string): Promise<string | undefined>;
+  /** Stores `value` unless the setting exists; returns the value stored (theirs if it existed). */
+  initSetting(name: string, value: string): Promise<string>;
   listUsers(): Promise<User[]>;
   /** Adds a member, or changes the role of an existing one. */
   setMembership(

@@ -1,7 +1,7 @@
 import { encodeBase62, randomBase62 } from '../keys/format.ts';
 
 /** Prefixed, roughly time-sortable identifiers: `key_0kXb3f9ZQ2mWc8rT`. */
-export function newId(prefix: 'key' | 'req' | 'ws' | 'evt' | 'usr' | 'alr' | 'ch'): string {
+export function newId(prefix: 'key' | 'req' | 'ws' | 'evt' | 'usr' | 'alr' | 'ch' | 'inv'): string {
   return `${prefix}_${encodeBase62(Math.floor(Date.now() / 1000), 6)}${randomBase62(12)}`;
 }
 

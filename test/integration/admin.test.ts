@@ -614,6 +614,27 @@ describe('who may call what', () => {
       }),
     },
     {
+      op: 'POST /admin/v1/workspaces/{id}/invites',
+      scope: 'workspaces:write',
+      success: 201,
+      request: () => ({
+        path: `/admin/v1/workspaces/${DEFAULT_WORKSPACE_ID}/invites`,
+        body: { email: 'table-invited@example.com', role: 'member' },
+      }),
+    },
+    {
+      op: 'GET /admin/v1/workspaces/{id}/invites',
+      scope: 'workspaces:read',
+      success: 200,
+      request: () => ({ path: `/admin/v1/workspaces/${DEFAULT_WORKSPACE_ID}/invites` }),
+    },
+    {
+      op: 'DELETE /admin/v1/workspaces/{id}/invites/{invite_id}',
+      scope: 'workspaces:write',
+      success: 200,
+      request: () => ({ path: `/admin/v1/workspaces/${DEFAULT_WORKSPACE_ID}/invites/${tableInvite}` }),
+    },
+    {
       op: 'GET /admin/v1/audit',
       scope: 'audit:read',
       success: 200,
@@ -722,6 +743,7 @@ describe('who may call what', () => {
   /** An alert and a channel for the rows that act on one (only the admin caller succeeds, once). */
   let tableAlert = '';
   let tableChannel = '';
+  let tableInvite = '';
 
   before(async () => {
     const { alert } = await h.store.raiseAlert(
@@ -746,6 +768,12 @@ describe('who may call what', () => {
     });
     assert.equal(channel.status, 201, channel.text);
     tableChannel = (channel.json as { id: string }).id;
+    const invite = await h.call('POST', `/admin/v1/workspaces/${DEFAULT_WORKSPACE_ID}/invites`, {
+      key: admin.key,
+      body: { email: 'table-invite@example.com', role: 'viewer' },
+    });
+    assert.equal(invite.status, 201, invite.text);
+    tableInvite = (invite.json as { id: string }).id;
     for (const email of ['table-put@example.com', 'table-delete@example.com']) {
       await createUser(h.store, { email, password: 'a long enough password' }, CLI_ACTOR);
     }

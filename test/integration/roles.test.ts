@@ -99,7 +99,47 @@ async function newChannel(): Promise<string> {
   return created.id;
 }
 
+/** A fresh open invitation to the default workspace. */
+async function newInvite(): Promise<string> {
+  const invite = await t.gateway.store.createInvite(
+    {
+      id: newId('inv'),
+      tokenHash: newId('inv'),
+      workspaceId: DEFAULT_WORKSPACE_ID,
+      email: 'invited@example.com',
+      role: 'viewer',
+      createdBy: null,
+      createdAt: Date.now(),
+      expiresAt: Date.now() + 60_000,
+      acceptedAt: null,
+      revokedAt: null,
+    },
+    CLI_ACTOR,
+  );
+  return invite.id;
+}
+
 const TABLE: Row[] = [
+  {
+    op: 'POST /admin/v1/workspaces/{id}/invites',
+    expect: { owner: 201, admin: 201, member: 403, viewer: 403 },
+    target: async () => `new-${newId('usr').toLowerCase()}@example.com`,
+    request: (email) => ({
+      path: `/admin/v1/workspaces/${DEFAULT_WORKSPACE_ID}/invites`,
+      body: { email, role: 'viewer' },
+    }),
+  },
+  {
+    op: 'GET /admin/v1/workspaces/{id}/invites',
+    expect: { owner: 200, admin: 200, member: 200, viewer: 200 },
+    request: () => ({ path: `/admin/v1/workspaces/${DEFAULT_WORKSPACE_ID}/invites` }),
+  },
+  {
+    op: 'DELETE /admin/v1/workspaces/{id}/invites/{invite_id}',
+    expect: { owner: 200, admin: 200, member: 403, viewer: 403 },
+    target: newInvite,
+    request: (id) => ({ path: `/admin/v1/workspaces/${DEFAULT_WORKSPACE_ID}/invites/${id}` }),
+  },
   {
     op: 'GET /admin/v1/keys',
     expect: { owner: 200, admin: 200, member: 200, viewer: 200 },

@@ -36,9 +36,16 @@ export function hasManagementScope(key: KeyRecord, scope: ManagementScope): bool
   return scopes.includes('admin') || scopes.includes(scope);
 }
 
-/** True for the operator's key: `admin` in the default workspace, which may act on every workspace. */
+/**
+ * True for the operator's key: `admin` in the default workspace, which may act on every workspace.
+ * A console session (its caller id is a user id) always acts in the one workspace it picked.
+ */
 export function actsOnAllWorkspaces(key: KeyRecord): boolean {
-  return key.workspaceId === DEFAULT_WORKSPACE_ID && key.policy.scopes.includes('admin');
+  return (
+    key.workspaceId === DEFAULT_WORKSPACE_ID &&
+    key.policy.scopes.includes('admin') &&
+    !key.id.startsWith('usr_')
+  );
 }
 
 export function canSeeWorkspace(caller: KeyRecord, workspaceId: string): boolean {

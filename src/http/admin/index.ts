@@ -13,6 +13,7 @@ import type { Notifier } from '../../alerts/notifier.ts';
 import { type AuthenticateDeps, authenticate } from '../../auth/authenticate.ts';
 import type { AuthFailureLimiter } from '../../auth/failures.ts';
 import type { KeyVerifier } from '../../auth/verifier.ts';
+import { ConsoleAuth, ConsoleRefusal } from '../../console/api.ts';
 import { KeyInputError, KeyNotFoundError } from '../../keys/service.ts';
 import type { Actor, KeyRecord, Role, Store } from '../../store/types.ts';
 import type { Pricing } from '../../usage/pricing.ts';
@@ -41,6 +42,8 @@ export interface AdminDeps {
   alerts?: Pick<AlertEngine, 'forgetSettings'>;
   /** Prices for the cost column of usage reports (config `pricing`); none: costs are null. */
   pricing?: Pricing;
+  /** Console sessions: a request with the session cookie and no Authorization acts as its user. */
+  console?: ConsoleAuth;
 }
 
 export type { AnyRoute } from './router.ts';
@@ -87,6 +90,8 @@ interface Exchange {
   pathname: string;
   started: number;
   keyId?: string;
+  /** The signed-in user, for a console request. */
+  userId?: string;
   failure?: string;
 }
 
@@ -168,7 +173,7 @@ export function createAdminApi(
     exchange: Exchange,
     caller: KeyRecord | undefined,
     search: string,
-    owner?: { userId: string; role: Role },
+    who: { owner?: { userId: string; role: Role }; actor?: Actor; operator?: boolean } = {},
   ): Promise<void> {
     const query = parse('query', route.query, queryObject(search));
     let body: unknown;
@@ -189,14 +194,15 @@ export function createAdminApi(
       }
       body = parse('body', route.body, body);
     }
-    const actor: Actor = { type: 'key', id: caller?.id ?? null, ip: exchange.ip };
+    const actor: Actor = who.actor ?? { type: 'key', id: caller?.id ?? null, ip: exchange.ip };
     const ctx: Parameters<AnyRoute['handle']>[0] = {
       deps,
       req,
       requestId: exchange.requestId,
       caller: caller as KeyRecord,
       actor,
-      owner,
+      owner: who.owner,
+      operator: who.operator === true,
       params,
       query,
       body,
@@ -214,9 +220,18 @@ export function createAdminApi(
       await run(match.route, match.params, req, res, exchange, undefined, search);
       return;
     }
-    const verified = await authenticateCaller(req, res, exchange, search);
-    if (!verified) return;
-    const { caller, owner } = await actingAs(deps.store, verified);
+    let who: { caller: KeyRecord; owner?: { userId: string; role: Role }; actor?: Actor; operator?: boolean };
+    if (deps.console && ConsoleAuth.wantsSession(req)) {
+      // The console: a session cookie (no Authorization header) acts with its user's role.
+      who = await deps.console.callerFor(req, exchange.ip);
+      exchange.userId = who.caller.id;
+    } else {
+      const verified = await authenticateCaller(req, res, exchange, search);
+      if (!verified) return;
+      const acting = await actingAs(deps.store, verified);
+      who = { caller: acting.caller, ...(acting.owner ? { owner: acting.owner } : {}) };
+    }
+    const { caller } = who;
     if (match.kind === 'not_found') {
       exchange.failure = 'not_found';
       sendError(
@@ -242,12 +257,14 @@ export function createAdminApi(
       sendError(
         res,
         'insufficient_scope',
-        `This key lacks the scope "${route.scope}" needed for ${route.method} ${route.path} (a key with "admin" has every management scope).`,
+        who.actor?.type === 'user'
+          ? `Your role "${who.owner?.role}" in this workspace does not allow ${route.method} ${route.path}; ask an owner or admin.`
+          : `This key lacks the scope "${route.scope}" needed for ${route.method} ${route.path} (a key with "admin" has every management scope).`,
         { scope: route.scope },
       );
       return;
     }
-    await run(route, params, req, res, exchange, caller, search, owner);
+    await run(route, params, req, res, exchange, caller, search, who);
   }
 
   return (req, res, requestId) => {
@@ -268,6 +285,7 @@ export function createAdminApi(
           path: scrub(exchange.pathname),
           status: res.writableFinished ? res.statusCode : 499,
           keyId: exchange.keyId,
+          userId: exchange.userId,
           ip: exchange.ip,
           failure: exchange.failure,
           ms: Math.round((performance.now() - exchange.started) * 1000) / 1000,
@@ -276,6 +294,11 @@ export function createAdminApi(
       );
     });
     serve(req, res, exchange).catch((error: unknown) => {
+      if (error instanceof ConsoleRefusal) {
+        exchange.failure = error.code;
+        sendError(res, error.code, error.message);
+        return;
+      }
       if (error instanceof AdminError) {
         exchange.failure = error.code;
         sendAdminError(res, error);

@@ -25,6 +25,11 @@ export interface Context<Query, Body> {
    * key's workspace. The key's management scopes are already narrowed to what the role allows.
    */
   owner: { userId: string; role: Role } | undefined;
+  /**
+   * A console session of the owner of ws_default (the operator): it acts in the workspace the
+   * console picked, but may also change workspace policies and create workspaces.
+   */
+  operator: boolean;
   /** Path parameters, by the name in the template (`{id}` → `params.id`), decoded. */
   params: Readonly<Record<string, string>>;
   query: Query;

@@ -26,6 +26,7 @@ import {
 } from './access.ts';
 import { ALERT_ROUTES } from './alert-routes.ts';
 import { AdminError, invalid, notFound } from './errors.ts';
+import { INVITE_ROUTES } from './invite-routes.ts';
 import { buildOpenApi, type OpenApiDoc } from './openapi.ts';
 import { type AnyRoute, type Context, defineRoute } from './router.ts';
 import {
@@ -390,9 +391,10 @@ export const ROUTES: readonly AnyRoute[] = [
     response: WorkspaceList,
     async handle(ctx) {
       const { store } = ctx.deps;
-      const list = actsOnAllWorkspaces(ctx.caller)
-        ? await store.listWorkspaces()
-        : [await store.getWorkspace(ctx.caller.workspaceId)].filter((w) => w !== undefined);
+      const list =
+        actsOnAllWorkspaces(ctx.caller) || ctx.operator
+          ? await store.listWorkspaces()
+          : [await store.getWorkspace(ctx.caller.workspaceId)].filter((w) => w !== undefined);
       return { body: { data: list.map(workspaceView) } };
     },
   }),
@@ -430,7 +432,7 @@ export const ROUTES: readonly AnyRoute[] = [
       const ws = await visibleWorkspace(ctx, ctx.params.id ?? '');
       const changesPolicy =
         body.max_key_lifetime !== undefined || body.allowed_ips !== undefined || body.budget !== undefined;
-      if (changesPolicy && !actsOnAllWorkspaces(ctx.caller)) {
+      if (changesPolicy && !actsOnAllWorkspaces(ctx.caller) && !ctx.operator) {
         throw new AdminError(
           'forbidden',
           "Only the operator's key (an admin key of ws_default) may change a workspace's lifetime cap, IP allowlist or budget.",
@@ -463,7 +465,7 @@ export const ROUTES: readonly AnyRoute[] = [
     status: 201,
     response: Workspace,
     async handle(ctx) {
-      if (!actsOnAllWorkspaces(ctx.caller)) {
+      if (!actsOnAllWorkspaces(ctx.caller) && !ctx.operator) {
         throw new AdminError('insufficient_scope', 'Only an admin key of ws_default can create workspaces.', {
           scope: 'admin',
         });
@@ -604,6 +606,8 @@ export const ROUTES: readonly AnyRoute[] = [
       return { body: usageReportView(report) };
     },
   }),
+
+  ...INVITE_ROUTES,
 
   ...ALERT_ROUTES,
 

@@ -308,7 +308,7 @@ export const AuditEvent = named(
     }),
     action: z.string().describe('e.g. key.create, key.update, key.rotate, key.revoke, workspace.update'),
     target: z.strictObject({
-      type: z.enum(['key', 'workspace', 'user', 'membership', 'alert', 'channel']),
+      type: z.enum(['key', 'workspace', 'user', 'membership', 'alert', 'channel', 'session', 'invite']),
       id: z.string().nullable(),
     }),
     changes: z
@@ -479,6 +479,43 @@ export const SetRoleRequest = named(
 );
 
 export const Removed = named('Removed', z.strictObject({ removed: z.literal(true) }));
+
+export const CreateInviteRequest = named(
+  'CreateInviteRequest',
+  z.strictObject({
+    email: z.string().min(3).max(254).describe('Who is invited; they sign in with this address.'),
+    role: role.describe('owner, admin, member or viewer'),
+  }),
+);
+
+const inviteFields = {
+  id: z.string(),
+  workspace_id: z.string(),
+  email: z.string(),
+  role,
+  created_by: z.string().nullable(),
+  created_at: timestamp,
+  expires_at: timestamp,
+  accepted_at: timestamp.nullable(),
+  revoked_at: timestamp.nullable(),
+  status: z.enum(['open', 'accepted', 'revoked', 'expired']),
+};
+
+export const Invite = named('Invite', z.strictObject(inviteFields));
+
+export const CreatedInvite = named(
+  'CreatedInvite',
+  z.strictObject({
+    ...inviteFields,
+    token: z
+      .string()
+      .describe(
+        'The invitation token, shown only here. The invitee opens /console/invite#<token> (in the fragment, so it reaches no server log).',
+      ),
+  }),
+);
+
+export const InviteList = named('InviteList', z.strictObject({ data: z.array(Invite) }));
 
 // ---- alerts and alert channels ---------------------------------------------------------------
 
