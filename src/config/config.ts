@@ -49,6 +49,47 @@ export const configSchema = z
       .strict()
       .prefault({}),
     dataDir: z.string().min(1).default('.keygate'),
+    /** PostgreSQL instead of the embedded SQLite file: for several instances sharing one truth. */
+    database: z
+      .object({
+        url: z
+          .string()
+          .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// (or postgresql://) URL')
+          .optional(),
+        /** Connections per instance. @default 10 */
+        poolSize: positiveInt.max(1000).default(10),
+      })
+      .strict()
+      .prefault({}),
+    /** Redis for state shared by instances: limits, budgets, concurrency leases, key-change broadcast. */
+    redis: z
+      .object({
+        url: z
+          .string()
+          .regex(/^rediss?:\/\//, 'must be a redis:// (or rediss://) URL')
+          .optional(),
+        /** Prefix of every Redis key Keygate writes (several deployments can share one Redis). */
+        prefix: z
+          .string()
+          .regex(/^[A-Za-z0-9:_.-]{1,64}$/, 'letters, digits and : _ . - (1 to 64)')
+          .default('keygate:'),
+        /** A Redis command slower than this counts as a failure. @default 200 ms */
+        commandTimeoutMs: positiveInt.default(200),
+      })
+      .strict()
+      .prefault({}),
+    limits: z
+      .object({
+        /**
+         * When Redis cannot be reached: `local` keeps serving with per-instance limits (each
+         * instance allows 1/expectedInstances of every limit), `deny` refuses limited requests (503).
+         */
+        onRedisFailure: z.enum(['local', 'deny']).default('local'),
+        /** How many instances share the limits, for the `local` fallback. @default 1 */
+        expectedInstances: positiveInt.max(1000).default(1),
+      })
+      .strict()
+      .prefault({}),
     keys: z
       .object({
         prefix: z.string().default(DEFAULT_KEY_PREFIX),
@@ -197,6 +238,8 @@ const SOURCES: Record<string, string> = {
   dataDir: '--data-dir / KEYGATE_DATA_DIR',
   'upstream.url': 'KEYGATE_UPSTREAM_URL',
   'upstream.key': 'KEYGATE_UPSTREAM_KEY / MISTRAL_API_KEY',
+  'database.url': 'DATABASE_URL',
+  'redis.url': 'REDIS_URL',
 };
 
 function readPath(input: unknown, path: readonly PropertyKey[]): unknown {
@@ -222,12 +265,16 @@ export function loadConfig(
   const input: Record<string, unknown> = configPath ? readConfigFile(resolve(cwd, configPath)) : {};
   const server = section(input, 'server');
   const upstream = section(input, 'upstream');
+  const database = section(input, 'database');
+  const redis = section(input, 'redis');
 
   set(server, 'host', env.KEYGATE_HOST);
   set(server, 'port', env.KEYGATE_PORT);
   set(input, 'dataDir', env.KEYGATE_DATA_DIR);
   set(upstream, 'url', env.KEYGATE_UPSTREAM_URL);
   set(upstream, 'key', env.KEYGATE_UPSTREAM_KEY || env.MISTRAL_API_KEY);
+  set(database, 'url', env.DATABASE_URL);
+  set(redis, 'url', env.REDIS_URL);
 
   set(server, 'host', flags.host);
   set(server, 'port', flags.port);
