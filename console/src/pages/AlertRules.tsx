@@ -1,0 +1,238 @@
+import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
+import { type FormEvent, useState } from 'react';
+import { admin, api, query } from '../api.ts';
+import { Badge } from '../components/Badge.tsx';
+import { Button } from '../components/Button.tsx';
+import { Dialog } from '../components/Dialog.tsx';
+import { ErrorBanner } from '../components/ErrorBanner.tsx';
+import { Field } from '../components/Field.tsx';
+import { Loading } from '../components/Loading.tsx';
+import { formatInt } from '../format.ts';
+import { enc } from '../queries.ts';
+import { useSession } from '../session.tsx';
+import type { AlertRule, AlertRuleList, SettingValue } from '../types.ts';
+
+const RULE_NAMES: Record<string, string> = {
+  usage_spike: 'Usage spike',
+  budget_threshold: 'Budget threshold',
+  new_network: 'New network',
+  auth_failures: 'Failed authentication',
+  key_expiring: 'Key expiring',
+};
+
+const SETTING_NAMES: Record<string, string> = {
+  enabled: 'Enabled',
+  window_minutes: 'Window (minutes)',
+  factor: 'Spike factor (× usual level)',
+  min_requests: 'Minimum requests',
+  min_tokens: 'Minimum tokens',
+  baseline_days: 'Baseline (days)',
+  cooldown_minutes: 'Cooldown (minutes)',
+  thresholds: 'Thresholds (% of a budget)',
+  failures_per_minute: 'Failures per minute',
+};
+
+export const ruleName = (kind: string) => RULE_NAMES[kind] ?? kind;
+const settingName = (name: string) => SETTING_NAMES[name] ?? name.replaceAll('_', ' ');
+
+function showValue(value: SettingValue): string {
+  if (typeof value === 'boolean') return value ? 'on' : 'off';
+  if (Array.isArray(value)) return value.map((v) => `${v}%`).join(', ');
+  return formatInt(value);
+}
+
+export function AlertRules() {
+  const { workspace, can } = useSession();
+  const [editing, setEditing] = useState<AlertRule | null>(null);
+  const rules = useQuery({
+    queryKey: [workspace.id, 'alert-rules'],
+    queryFn: () => api.get<AlertRuleList>(admin(`/alerts/rules${query({ workspace_id: workspace.id })}`)),
+  });
+  return (
+    <section className="section" aria-labelledby="rules-title">
+      <div className="section-header">
+        <h2 id="rules-title">Rules</h2>
+      </div>
+      <ErrorBanner error={rules.error} title="The rules could not be loaded." />
+      {rules.isPending ? (
+        <Loading />
+      ) : (
+        <div className="table-wrap">
+          <table className="table">
+            <thead>
+              <tr>
+                <th scope="col">Rule</th>
+                <th scope="col">Status</th>
+                <th scope="col">Thresholds</th>
+                {can.manageWorkspace ? (
+                  <th scope="col">
+                    <span className="visually-hidden">Actions</span>
+                  </th>
+                ) : null}
+              </tr>
+            </thead>
+            <tbody>
+              {(rules.data?.data ?? []).map((rule) => (
+                <tr key={rule.kind}>
+                  <td>
+                    <div className="cell-main">{ruleName(rule.kind)}</div>
+                    <div className="cell-sub">{rule.description}</div>
+                  </td>
+                  <td>
+                    {rule.settings.enabled === false ? (
+                      <Badge tone="gray">off</Badge>
+                    ) : (
+                      <Badge tone="green">on</Badge>
+                    )}
+                  </td>
+                  <td>
+                    <dl className="settings-list">
+                      {Object.entries(rule.settings)
+                        .filter(([name]) => name !== 'enabled')
+                        .map(([name, value]) => (
+                          <div key={name}>
+                            <dt>{settingName(name)}</dt>
+                            <dd>
+                              {showValue(value)}
+                              {rule.overridden.includes(name) ? (
+                                <span
+                                  className="muted"
+                                  title={`default: ${showValue(rule.defaults[name] ?? value)}`}
+                                >
+                                  {' '}
+                                  (set)
+                                </span>
+                              ) : null}
+                            </dd>
+                          </div>
+                        ))}
+                    </dl>
+                  </td>
+                  {can.manageWorkspace ? (
+                    <td className="row-actions">
+                      <Button
+                        size="small"
+                        variant="ghost"
+                        onClick={() => setEditing(rule)}
+                        aria-label={`Edit the ${ruleName(rule.kind)} rule`}
+                      >
+                        Edit
+                      </Button>
+                    </td>
+                  ) : null}
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+      {editing ? <RuleDialog rule={editing} onClose={() => setEditing(null)} /> : null}
+    </section>
+  );
+}
+
+function toText(value: SettingValue): string | boolean {
+  if (typeof value === 'boolean') return value;
+  if (Array.isArray(value)) return value.join(', ');
+  return String(value);
+}
+
+function RuleDialog({ rule, onClose }: { rule: AlertRule; onClose: () => void }) {
+  const { workspace } = useSession();
+  const queryClient = useQueryClient();
+  const [values, setValues] = useState<Record<string, string | boolean>>(() =>
+    Object.fromEntries(Object.entries(rule.settings).map(([name, v]) => [name, toText(v)])),
+  );
+  const [fieldErrors, setFieldErrors] = useState<Record<string, string>>({});
+  const save = useMutation({
+    mutationFn: (body: Record<string, SettingValue>) =>
+      api.put<AlertRule>(
+        admin(`/alerts/rules/${enc(rule.kind)}${query({ workspace_id: workspace.id })}`),
+        body,
+      ),
+    onSuccess: () => {
+      void queryClient.invalidateQueries({ queryKey: [workspace.id, 'alert-rules'] });
+      onClose();
+    },
+  });
+
+  function submit(event: FormEvent) {
+    event.preventDefault();
+    const body: Record<string, SettingValue> = {};
+    const errors: Record<string, string> = {};
+    for (const [name, defaultValue] of Object.entries(rule.defaults)) {
+      const raw = values[name];
+      let value: SettingValue;
+      if (typeof defaultValue === 'boolean') value = raw === true;
+      else if (Array.isArray(defaultValue)) {
+        const parts = String(raw)
+          .split(/[\s,%]+/)
+          .filter(Boolean)
+          .map(Number);
+        if (parts.some((n) => !Number.isFinite(n))) {
+          errors[name] = 'Enter whole percentages separated by commas, e.g. 50, 80, 100.';
+          continue;
+        }
+        value = parts;
+      } else {
+        const n = Number(String(raw).trim());
+        if (String(raw).trim() === '' || !Number.isFinite(n)) {
+          errors[name] = 'Enter a number.';
+          continue;
+        }
+        value = n;
+      }
+      // Only what differs from the default is the workspace's own setting.
+      if (JSON.stringify(value) !== JSON.stringify(defaultValue)) body[name] = value;
+    }
+    setFieldErrors(errors);
+    if (Object.keys(errors).length === 0) save.mutate(body);
+  }
+
+  return (
+    <Dialog title={`${ruleName(rule.kind)} rule`} description={rule.description} onClose={onClose}>
+      <form className="form" onSubmit={submit} noValidate>
+        {Object.entries(rule.defaults).map(([name, defaultValue]) =>
+          typeof defaultValue === 'boolean' ? (
+            <label key={name} className="check">
+              <input
+                type="checkbox"
+                checked={values[name] === true}
+                onChange={(e) => setValues((v) => ({ ...v, [name]: e.target.checked }))}
+              />
+              <span>{settingName(name)}</span>
+            </label>
+          ) : (
+            <Field
+              key={name}
+              label={settingName(name)}
+              hint={`Default: ${showValue(defaultValue)}`}
+              error={fieldErrors[name]}
+            >
+              {(props) => (
+                <input
+                  {...props}
+                  className="input"
+                  inputMode={Array.isArray(defaultValue) ? 'text' : 'decimal'}
+                  value={String(values[name] ?? '')}
+                  onChange={(e) => setValues((v) => ({ ...v, [name]: e.target.value }))}
+                />
+              )}
+            </Field>
+          ),
+        )}
+        <ErrorBanner error={save.error} title="The rule was not changed." />
+        <div className="dialog-actions">
+          <Button onClick={() => save.mutate({})} disabled={save.isPending}>
+            Reset to defaults
+          </Button>
+          <span className="spacer" />
+          <Button onClick={onClose}>Cancel</Button>
+          <Button type="submit" variant="primary" busy={save.isPending}>
+            Save rule
+          </Button>
+        </div>
+      </form>
+    </Dialog>
+  );
+}

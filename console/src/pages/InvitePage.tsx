@@ -1,0 +1,209 @@
+import { useQuery, useQueryClient } from '@tanstack/react-query';
+import { type FormEvent, useEffect, useRef, useState } from 'react';
+import { SESSION_KEY } from '../App.tsx';
+import { api } from '../api.ts';
+import { Button } from '../components/Button.tsx';
+import { ErrorBanner } from '../components/ErrorBanner.tsx';
+import { Field } from '../components/Field.tsx';
+import { Loading } from '../components/Loading.tsx';
+import { SignInForm } from '../components/SignInForm.tsx';
+import { formatDateTime } from '../format.ts';
+import type { InviteInfo, Session } from '../types.ts';
+import { AuthFrame } from './AuthFrame.tsx';
+import { MIN_PASSWORD } from './SetupPage.tsx';
+
+interface InvitePageProps {
+  session: Session;
+  onJoined: (workspaceId: string, session: Session) => void;
+}
+
+/** `/console/invite#<token>`: what the invitation is for, then a new password or a sign-in, then accept. */
+export function InvitePage({ session, onJoined }: InvitePageProps) {
+  const [token] = useState(() => decodeURIComponent(window.location.hash.slice(1)));
+  const inspect = useQuery({
+    queryKey: ['invite', token],
+    queryFn: () => api.post<InviteInfo>('/console/api/invite/inspect', { token }),
+    enabled: token !== '',
+    staleTime: Number.POSITIVE_INFINITY,
+  });
+
+  if (token === '') {
+    return (
+      <AuthFrame title="Incomplete invitation link">
+        <p>
+          This address has no invitation in it. Open the whole link you were sent (it ends with <code>#</code>{' '}
+          and a long code), or ask for a new invitation.
+        </p>
+      </AuthFrame>
+    );
+  }
+  if (inspect.isPending) {
+    return (
+      <AuthFrame title="Invitation">
+        <Loading label="Checking the invitation…" />
+      </AuthFrame>
+    );
+  }
+  if (inspect.isError) {
+    return (
+      <AuthFrame title="This invitation cannot be used">
+        <ErrorBanner error={inspect.error} />
+        <p className="muted">Invitations are valid for 7 days and work once. Ask for a new one if needed.</p>
+      </AuthFrame>
+    );
+  }
+
+  const invite = inspect.data;
+  const subtitle = (
+    <>
+      You are invited to <strong>{invite.workspace_name}</strong> as <strong>{invite.role}</strong>, with the
+      email <strong>{invite.email}</strong>. The invitation expires {formatDateTime(invite.expires_at)}.
+    </>
+  );
+  return (
+    <AuthFrame title={`Join ${invite.workspace_name}`} subtitle={subtitle}>
+      <InviteStep session={session} invite={invite} token={token} onJoined={onJoined} />
+    </AuthFrame>
+  );
+}
+
+function InviteStep({
+  session,
+  invite,
+  token,
+  onJoined,
+}: {
+  session: Session;
+  invite: InviteInfo;
+  token: string;
+  onJoined: InvitePageProps['onJoined'];
+}) {
+  const queryClient = useQueryClient();
+  const [error, setError] = useState<unknown>(null);
+  const [busy, setBusy] = useState(false);
+
+  async function accept(password?: string) {
+    setBusy(true);
+    setError(null);
+    try {
+      const next = await api.post<Session>(
+        '/console/api/invite/accept',
+        password ? { token, password } : { token },
+      );
+      window.history.replaceState(null, '', window.location.pathname);
+      onJoined(invite.workspace_id, next);
+    } catch (caught) {
+      setError(caught);
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  async function signOut() {
+    try {
+      await api.post('/console/api/logout');
+    } finally {
+      await queryClient.refetchQueries({ queryKey: SESSION_KEY });
+    }
+  }
+
+  const user = session.user;
+  if (user && user.email.toLowerCase() === invite.email.toLowerCase()) {
+    return (
+      <div className="form">
+        <p>
+          You are signed in as <strong>{user.email}</strong>.
+        </p>
+        <ErrorBanner error={error} />
+        <Button variant="primary" busy={busy} onClick={() => void accept()}>
+          Accept invitation
+        </Button>
+      </div>
+    );
+  }
+  if (user) {
+    return (
+      <div className="form">
+        <p>
+          You are signed in as <strong>{user.email}</strong>, but this invitation is for{' '}
+          <strong>{invite.email}</strong>. Sign out, then open the link again.
+        </p>
+        <Button onClick={() => void signOut()}>Sign out</Button>
+      </div>
+    );
+  }
+  if (invite.account_exists) {
+    return (
+      <>
+        <p className="muted">You already have an account: sign in to accept.</p>
+        <SignInForm
+          fixedEmail={invite.email}
+          onSignedIn={(signedIn) => queryClient.setQueryData(SESSION_KEY, signedIn)}
+        />
+      </>
+    );
+  }
+  return <NewAccountForm busy={busy} error={error} onSubmit={(password) => void accept(password)} />;
+}
+
+function NewAccountForm({
+  busy,
+  error,
+  onSubmit,
+}: {
+  busy: boolean;
+  error: unknown;
+  onSubmit: (password: string) => void;
+}) {
+  const [password, setPassword] = useState('');
+  const [confirm, setConfirm] = useState('');
+  const first = useRef<HTMLInputElement>(null);
+  useEffect(() => first.current?.focus(), []);
+  const [touched, setTouched] = useState(false);
+  const passwordError =
+    touched && password.length < MIN_PASSWORD ? `Use at least ${MIN_PASSWORD} characters.` : undefined;
+  const confirmError = touched && confirm !== password ? 'The two passwords differ.' : undefined;
+
+  function submit(event: FormEvent) {
+    event.preventDefault();
+    setTouched(true);
+    if (password.length >= MIN_PASSWORD && confirm === password) onSubmit(password);
+  }
+
+  return (
+    <form className="form" onSubmit={submit} noValidate>
+      <p className="muted">Choose a password for your new account.</p>
+      <Field label="Password" hint={`At least ${MIN_PASSWORD} characters.`} error={passwordError}>
+        {(props) => (
+          <input
+            {...props}
+            className="input"
+            type="password"
+            value={password}
+            onChange={(e) => setPassword(e.target.value)}
+            autoComplete="new-password"
+            ref={first}
+            required
+          />
+        )}
+      </Field>
+      <Field label="Confirm password" error={confirmError}>
+        {(props) => (
+          <input
+            {...props}
+            className="input"
+            type="password"
+            value={confirm}
+            onChange={(e) => setConfirm(e.target.value)}
+            autoComplete="new-password"
+            required
+          />
+        )}
+      </Field>
+      <ErrorBanner error={error} />
+      <Button type="submit" variant="primary" busy={busy} disabled={password === ''}>
+        Create account and join
+      </Button>
+    </form>
+  );
+}

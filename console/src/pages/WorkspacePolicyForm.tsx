@@ -1,0 +1,165 @@
+import { useMutation, useQueryClient } from '@tanstack/react-query';
+import { type FormEvent, useState } from 'react';
+import { admin, api } from '../api.ts';
+import { Button } from '../components/Button.tsx';
+import { ErrorBanner } from '../components/ErrorBanner.tsx';
+import { Field } from '../components/Field.tsx';
+import { Loading } from '../components/Loading.tsx';
+import { DURATION_PATTERN, parsePositive, splitList } from '../format.ts';
+import { enc, useWorkspaceDetails } from '../queries.ts';
+import { useSession } from '../session.tsx';
+import type { Workspace } from '../types.ts';
+
+interface PolicyBody {
+  name?: string;
+  max_key_lifetime?: string | null;
+  allowed_ips?: string[];
+  budget?: { tokens_per_day?: number | null; tokens_per_month?: number | null };
+}
+
+export function WorkspacePolicyForm() {
+  const details = useWorkspaceDetails();
+  if (details.isPending) return <Loading />;
+  if (!details.data) return <ErrorBanner error={details.error} title="The workspace could not be loaded." />;
+  return <PolicyForm key={details.data.id} current={details.data} />;
+}
+
+function PolicyForm({ current }: { current: Workspace }) {
+  const { workspace, can } = useSession();
+  const queryClient = useQueryClient();
+  const [name, setName] = useState(current.name);
+  const [lifetime, setLifetime] = useState(current.policy.max_key_lifetime ?? '');
+  const [ips, setIps] = useState(current.policy.allowed_ips.join('\n'));
+  const [day, setDay] = useState(current.policy.budget.tokens_per_day?.toString() ?? '');
+  const [month, setMonth] = useState(current.policy.budget.tokens_per_month?.toString() ?? '');
+  const [errors, setErrors] = useState<Record<string, string>>({});
+  const [saved, setSaved] = useState(false);
+  const save = useMutation({
+    mutationFn: (body: PolicyBody) => api.patch<Workspace>(admin(`/workspaces/${enc(workspace.id)}`), body),
+    onSuccess: (updated) => {
+      queryClient.setQueryData([workspace.id, 'workspace'], updated);
+      setSaved(true);
+    },
+  });
+  const readOnly = !can.manageWorkspace;
+
+  function submit(event: FormEvent) {
+    event.preventDefault();
+    setSaved(false);
+    const found: Record<string, string> = {};
+    const body: PolicyBody = {};
+    if (name.trim() !== current.name) body.name = name.trim();
+    const life = lifetime.trim();
+    if (life !== '' && !DURATION_PATTERN.test(life))
+      found.lifetime = 'Enter a duration such as 90d, or leave it empty.';
+    if ((life === '' ? null : life) !== current.policy.max_key_lifetime)
+      body.max_key_lifetime = life === '' ? null : life;
+    const ipList = splitList(ips);
+    if (ipList.join('\n') !== current.policy.allowed_ips.join('\n')) body.allowed_ips = ipList;
+    const d = parsePositive(day);
+    const m = parsePositive(month);
+    if ('error' in d) found.day = d.error;
+    if ('error' in m) found.month = m.error;
+    if ('value' in d && 'value' in m) {
+      const budget: PolicyBody['budget'] = {};
+      if (d.value !== current.policy.budget.tokens_per_day) budget.tokens_per_day = d.value;
+      if (m.value !== current.policy.budget.tokens_per_month) budget.tokens_per_month = m.value;
+      if (Object.keys(budget).length > 0) body.budget = budget;
+    }
+    setErrors(found);
+    if (Object.keys(found).length > 0) return;
+    if (Object.keys(body).length === 0) {
+      setSaved(true);
+      return;
+    }
+    save.mutate(body);
+  }
+
+  return (
+    <form className="card form form-narrow" onSubmit={submit} noValidate>
+      <h2 className="card-title">Workspace policy</h2>
+      <p className="muted">
+        Applies to every key of the workspace. Only the operator (the owner who set up Keygate) may change the
+        lifetime cap, the IP allowlist and the budget; owners and admins may rename the workspace.
+      </p>
+      <fieldset className="fieldset-plain" disabled={readOnly}>
+        <Field label="Workspace name">
+          {(props) => (
+            <input {...props} className="input" value={name} onChange={(e) => setName(e.target.value)} />
+          )}
+        </Field>
+        <Field
+          label="Max key lifetime"
+          hint="New keys must expire within this, e.g. 90d. Empty: keys may live forever."
+          error={errors.lifetime}
+        >
+          {(props) => (
+            <input
+              {...props}
+              className="input mono"
+              placeholder="unlimited"
+              value={lifetime}
+              onChange={(e) => setLifetime(e.target.value)}
+            />
+          )}
+        </Field>
+        <Field
+          label="Allowed IP ranges"
+          hint="The default allowlist of keys without their own, one address or CIDR range per line. Empty: anywhere."
+        >
+          {(props) => (
+            <textarea
+              {...props}
+              className="input mono"
+              rows={3}
+              value={ips}
+              onChange={(e) => setIps(e.target.value)}
+              spellCheck={false}
+            />
+          )}
+        </Field>
+        <div className="form-grid">
+          <Field label="Workspace budget: tokens per day" error={errors.day}>
+            {(props) => (
+              <input
+                {...props}
+                className="input"
+                inputMode="numeric"
+                placeholder="No budget"
+                value={day}
+                onChange={(e) => setDay(e.target.value)}
+              />
+            )}
+          </Field>
+          <Field label="Workspace budget: tokens per month" error={errors.month}>
+            {(props) => (
+              <input
+                {...props}
+                className="input"
+                inputMode="numeric"
+                placeholder="No budget"
+                value={month}
+                onChange={(e) => setMonth(e.target.value)}
+              />
+            )}
+          </Field>
+        </div>
+      </fieldset>
+      <ErrorBanner error={save.error} title="The policy was not changed." />
+      {saved && !save.isPending ? (
+        <div className="banner banner-success" role="status">
+          Saved.
+        </div>
+      ) : null}
+      {readOnly ? (
+        <p className="muted">Your role ({workspace.role}) can read the policy but not change it.</p>
+      ) : (
+        <div className="form-actions">
+          <Button type="submit" variant="primary" busy={save.isPending}>
+            Save policy
+          </Button>
+        </div>
+      )}
+    </form>
+  );
+}

@@ -1,0 +1,65 @@
+/** The signed-in user, the workspace they act in, and what their role lets them do there. */
+import { createContext, type ReactNode, useContext } from 'react';
+import { ROLE_SCOPES, type Role, type Session, type SessionUser, type SessionWorkspace } from './types.ts';
+
+export interface Abilities {
+  /** Create, edit, rotate and revoke keys (a member: their own). */
+  writeKeys: boolean;
+  /** Change the workspace: members, invitations, alert rules and channels, acknowledge alerts. */
+  manageWorkspace: boolean;
+  readAudit: boolean;
+  /** The management scopes this role may grant to a key. */
+  grantable: (scope: string) => boolean;
+}
+
+export function abilitiesOf(role: Role): Abilities {
+  const scopes = ROLE_SCOPES[role];
+  const has = (scope: string) => scopes.includes('admin') || (scopes as readonly string[]).includes(scope);
+  return {
+    writeKeys: has('keys:write'),
+    manageWorkspace: has('workspaces:write'),
+    readAudit: has('audit:read'),
+    grantable: has,
+  };
+}
+
+export interface SessionContextValue {
+  session: Session;
+  user: SessionUser;
+  workspace: SessionWorkspace;
+  can: Abilities;
+  setWorkspace(id: string): void;
+  /** Replaces the session (after a password change, a TOTP change, an invitation). */
+  replaceSession(session: Session): void;
+  signOut(): Promise<void>;
+}
+
+const SessionContext = createContext<SessionContextValue | null>(null);
+
+export function SessionProvider({ value, children }: { value: SessionContextValue; children: ReactNode }) {
+  return <SessionContext value={value}>{children}</SessionContext>;
+}
+
+export function useSession(): SessionContextValue {
+  const value = useContext(SessionContext);
+  if (!value) throw new Error('useSession outside of a signed-in page');
+  return value;
+}
+
+const STORAGE = 'keygate.workspace';
+
+export function rememberedWorkspace(): string | null {
+  try {
+    return window.localStorage.getItem(STORAGE);
+  } catch {
+    return null;
+  }
+}
+
+export function rememberWorkspace(id: string): void {
+  try {
+    window.localStorage.setItem(STORAGE, id);
+  } catch {
+    // Storage may be unavailable (private mode); the choice then lasts for this page only.
+  }
+}
