@@ -7,6 +7,7 @@
  * (trust authentication). When it cannot be reached its suites are skipped with the reason, except
  * under CI (the CI environment variable set), where they fail.
  */
+import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -233,46 +234,70 @@ function postgresStores(unavailable: string | undefined): StoreUnderTest {
     opened.push(store);
     return store;
   };
-  /** A connection working in the schema of `store`. */
-  const withClient = async <T>(store: Store, work: (client: pg.Client) => Promise<T>): Promise<T> => {
-    const client = new pg.Client({
-      connectionString: await urlOf(),
-      options: `-c search_path=${nameOf(store)}`,
-      types: PG_TYPES,
-    });
+  /** Connections for the tests' own SQL, each use set to the schema it is for. */
+  let direct: pg.Pool | undefined;
+  const withClient = async <T>(store: Store, work: (client: pg.PoolClient) => Promise<T>): Promise<T> => {
+    direct ??= new pg.Pool({ connectionString: await urlOf(), max: 2, types: PG_TYPES });
+    const client = await direct.connect();
+    try {
+      await client.query(`SET search_path TO ${nameOf(store)}`);
+      return await work(client);
+    } finally {
+      client.release();
+    }
+  };
+  /** A new schema at `version`, by hand as an older Keygate left it; all of them: by the store. */
+  const prepare = async (version?: number): Promise<string> => {
+    const url = await urlOf();
+    const schema = `s${schemas++}`;
+    const client = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
     await client.connect();
     try {
-      return await work(client);
+      await client.query(`CREATE SCHEMA ${schema}`);
+      if (version !== undefined) {
+        await client.query(SCHEMA_MIGRATIONS_DDL);
+        for (const m of PG_MIGRATIONS.filter((m) => m.version <= version)) {
+          await client.query(m.postgres);
+          await client.query('INSERT INTO schema_migrations VALUES ($1, $2, $3)', [
+            m.version,
+            m.name,
+            Date.now(),
+          ]);
+        }
+      }
     } finally {
       await client.end();
     }
+    if (version === undefined) {
+      const store = new PostgresStore({ url, schema, poolSize: 1 });
+      try {
+        await store.migrate();
+      } finally {
+        await store.close();
+      }
+    }
+    return schema;
   };
+  /**
+   * The next migrated schema, prepared while the test runs (migrating takes PostgreSQL some
+   * 150 ms of DDL, and the property tests open a store per run).
+   */
+  let next: Promise<string> | undefined;
   return {
     name: 'postgres',
     unavailable,
     async open(options = {}) {
-      const url = await urlOf();
-      const schema = `s${schemas++}`;
-      const client = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
-      await client.connect();
-      try {
-        await client.query(`CREATE SCHEMA ${schema}`);
-        if (options.version !== undefined) {
-          await client.query(SCHEMA_MIGRATIONS_DDL);
-          for (const m of PG_MIGRATIONS.filter((m) => m.version <= (options.version ?? 0))) {
-            await client.query(m.postgres);
-            await client.query('INSERT INTO schema_migrations VALUES ($1, $2, $3)', [
-              m.version,
-              m.name,
-              Date.now(),
-            ]);
-          }
-        }
-      } finally {
-        await client.end();
+      let schema: string;
+      if (options.version !== undefined) schema = await prepare(options.version);
+      else {
+        const ready = next ?? prepare();
+        next = prepare();
+        next.catch(() => {}); // awaited by the next open() or by cleanup()
+        schema = await ready;
       }
-      const store = track(new PostgresStore({ url, schema, poolSize: 4 }), schema);
-      if (options.version === undefined) await store.migrate();
+      const store = track(new PostgresStore({ url: await urlOf(), schema, poolSize: 4 }), schema);
+      // Up to date already (or at `version`): the store finds nothing to do, or leaves it as it is.
+      if (options.version === undefined) assert.equal(await store.migrate(), PG_MIGRATIONS.at(-1)?.version);
       return store;
     },
     async reopen(store) {
@@ -326,6 +351,10 @@ function postgresStores(unavailable: string | undefined): StoreUnderTest {
     async cleanup() {
       for (const store of opened) await store.close();
       opened.length = 0;
+      await next?.catch(() => {});
+      next = undefined;
+      await direct?.end();
+      direct = undefined;
       if (database) await dropTestDatabase(await database);
       database = undefined;
     },

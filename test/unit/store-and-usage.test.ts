@@ -1,29 +1,18 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readFileSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, test } from 'node:test';
+import { before, test } from 'node:test';
 import { createKey } from '../../src/keys/service.ts';
 import { MIGRATIONS } from '../../src/store/migrations.ts';
-import { SqliteStore } from '../../src/store/sqlite.ts';
 import type { Store, UsageRecord } from '../../src/store/types.ts';
 import { CLI_ACTOR } from '../../src/store/types.ts';
 import { UsageQueue } from '../../src/usage/queue.ts';
 import { tempDir } from '../support/gateway.ts';
+import { describeStore, storesUnderTest } from '../support/stores.ts';
 
 const pepper = Buffer.alloc(32, 3);
-let dir: string;
-let store: SqliteStore;
-
-before(async () => {
-  dir = tempDir();
-  store = new SqliteStore(join(dir, 'keygate.db'));
-  await store.migrate();
-});
-after(async () => {
-  await store.close();
-  rmSync(dir, { recursive: true, force: true });
-});
+const STORES = await storesUnderTest();
 
 function record(id: string, keyId: string, prompt: number, completion: number): UsageRecord {
   return {
@@ -43,12 +32,8 @@ function record(id: string, keyId: string, prompt: number, completion: number): 
   };
 }
 
-test('migrations are versioned and running them again changes nothing', async () => {
-  assert.equal(await store.migrate(), MIGRATIONS.at(-1)?.version);
-  assert.equal(await store.migrate(), MIGRATIONS.at(-1)?.version);
-});
-
-test('several processes migrating one new database at once all succeed', () => {
+test('several processes migrating one new SQLite database at once all succeed', () => {
+  const dir = tempDir();
   const path = join(dir, 'race.db');
   const script = `import { SqliteStore } from ${JSON.stringify(new URL('../../src/store/sqlite.ts', import.meta.url).href)};
     const s = new SqliteStore(${JSON.stringify(path)}); console.log(await s.migrate()); await s.close();`;
@@ -59,163 +44,170 @@ test('several processes migrating one new database at once all succeed', () => {
     assert.equal(child.status, 0, child.stderr);
     assert.equal(child.stdout.trim(), String(MIGRATIONS.at(-1)?.version));
   }
+  rmSync(dir, { recursive: true, force: true });
 });
 
-test('the database holds only the hash of a key, never the key', async () => {
-  const { key, record: created } = await createKey({ store, pepper, prefix: 'kg' }, { name: 'hashed' });
-  const bytes = ['keygate.db', 'keygate.db-wal']
-    .map((f) => {
+for (const s of STORES) {
+  describeStore(s, 'store and usage', () => {
+    let store: Store;
+    before(async () => {
+      store = await s.open();
+    });
+
+    test('migrations are versioned and running them again changes nothing', async () => {
+      assert.equal(await store.migrate(), MIGRATIONS.at(-1)?.version);
+      assert.equal(await store.migrate(), MIGRATIONS.at(-1)?.version);
+    });
+
+    test('the database holds only the hash of a key, never the key', async () => {
+      const { key, record: created } = await createKey({ store, pepper, prefix: 'kg' }, { name: 'hashed' });
+      const bytes = await s.dump(store);
+      assert.ok(bytes.includes(created.id), 'the key record was written');
+      assert.ok(!bytes.includes(key));
+      assert.ok(!bytes.includes(key.slice(7, 30)), 'no long run of the secret part either');
+    });
+
+    test('revoking twice keeps the first revocation time and records one change', async () => {
+      const { record: created } = await createKey({ store, pepper, prefix: 'kg' }, { name: 'revoke twice' });
+      const before = (await store.keyChanges(-1)).cursor;
+      const first = await store.revokeKey(created.id, 1000, CLI_ACTOR);
+      const second = await store.revokeKey(created.id, 2000, CLI_ACTOR);
+      assert.equal(first?.revokedAt, 1000);
+      assert.equal(second?.revokedAt, 1000);
+      const changes = await store.keyChanges(before);
+      assert.deepEqual(changes.keyIds, [created.id]);
+    });
+
+    test('usage records are idempotent by request id and totals add up per key', async () => {
+      const { record: a } = await createKey({ store, pepper, prefix: 'kg' }, { name: 'usage a' });
+      await store.recordUsage([record('req_1', a.id, 3, 4), record('req_2', a.id, 5, 6)]);
+      await store.recordUsage([record('req_2', a.id, 5, 6)]); // a retried batch
+      const [totals] = await store.usageTotals({ keyId: a.id });
+      assert.deepEqual(totals, {
+        keyId: a.id,
+        name: 'usage a',
+        requests: 2,
+        errors: 0,
+        promptTokens: 8,
+        completionTokens: 10,
+        totalTokens: 18,
+      });
+      const touched = await store.getKey(a.id);
+      assert.equal(touched?.lastUsedIp, '127.0.0.1');
+    });
+
+    test('the usage queue batches, keeps records when the store fails, and drains on close', async () => {
+      const { record: k } = await createKey({ store, pepper, prefix: 'kg' }, { name: 'queue' });
+      let failing = true;
+      let batches = 0;
+      const flaky: Store = Object.create(store) as Store;
+      flaky.recordUsage = async (records) => {
+        if (failing) throw new Error('store down');
+        batches++;
+        await store.recordUsage(records);
+      };
+      const errors: unknown[] = [];
+      const queue = new UsageQueue({
+        store: flaky,
+        flushIntervalMs: 60_000,
+        batchSize: 10,
+        maxQueued: 1000,
+        onError: (e) => errors.push(e),
+      });
+      for (let i = 0; i < 25; i++) queue.push(record(`q_${i}`, k.id, 1, 1));
+      await queue.flush();
+      assert.ok(errors.length > 0);
+      assert.equal(queue.depth, 25, 'nothing is lost while the store is down');
+      failing = false;
+      await queue.close();
+      assert.equal(queue.depth, 0);
+      assert.equal(batches, 3);
+      const [totals] = await store.usageTotals({ keyId: k.id });
+      assert.equal(totals?.requests, 25);
+    });
+
+    test('the usage queue drops the oldest records past its bound and counts them', async () => {
+      const drops: number[] = [];
+      const down: Store = Object.create(store) as Store;
+      down.recordUsage = async () => {
+        throw new Error('down');
+      };
+      const queue = new UsageQueue({
+        store: down,
+        flushIntervalMs: 60_000,
+        batchSize: 1000,
+        maxQueued: 5,
+        onDrop: (n) => drops.push(n),
+      });
+      for (let i = 0; i < 8; i++) queue.push(record(`d_${i}`, 'key_x', 1, 1));
+      assert.equal(queue.depth, 5);
+      assert.equal(queue.dropped, 3);
+      assert.equal(
+        drops.reduce((a, b) => a + b, 0),
+        3,
+      );
+      await queue.flush();
+    });
+
+    test('expiries are recorded in the audit log once, by whichever process gets there first', async () => {
+      const now = Date.now();
+      const { record: soon } = await createKey(
+        { store, pepper, prefix: 'kg', now: now - 2000 },
+        { name: 'soon', expiresInMs: 1000 },
+      );
+      const { record: later } = await createKey(
+        { store, pepper, prefix: 'kg' },
+        { name: 'later', expiresInMs: 3_600_000 },
+      );
+      const second = await s.reopen(store);
       try {
-        return readFileSync(join(dir, f)).toString('latin1');
-      } catch {
-        return '';
+        const [a, b] = await Promise.all([store.recordExpiries(now), second.recordExpiries(now)]);
+        const recorded = [...a, ...b];
+        assert.ok(recorded.includes(soon.id));
+        assert.ok(!recorded.includes(later.id));
+        assert.equal(recorded.filter((id) => id === soon.id).length, 1);
+        const events = await store.listAudit({ targetId: soon.id, action: 'key.expire' });
+        assert.equal(events.length, 1);
+        assert.equal(events[0]?.actor.type, 'system');
+        assert.equal(events[0]?.at, soon.expiresAt);
+        assert.deepEqual(await store.recordExpiries(now), []);
+      } finally {
+        await second.close();
       }
-    })
-    .join('');
-  assert.ok(bytes.includes(created.id), 'the key record was written');
-  assert.ok(!bytes.includes(key));
-  assert.ok(!bytes.includes(key.slice(7, 30)), 'no long run of the secret part either');
-});
+    });
 
-test('revoking twice keeps the first revocation time and records one change', async () => {
-  const { record: created } = await createKey({ store, pepper, prefix: 'kg' }, { name: 'revoke twice' });
-  const before = (await store.keyChanges(-1)).cursor;
-  const first = await store.revokeKey(created.id, 1000, CLI_ACTOR);
-  const second = await store.revokeKey(created.id, 2000, CLI_ACTOR);
-  assert.equal(first?.revokedAt, 1000);
-  assert.equal(second?.revokedAt, 1000);
-  const changes = await store.keyChanges(before);
-  assert.deepEqual(changes.keyIds, [created.id]);
-});
-
-test('usage records are idempotent by request id and totals add up per key', async () => {
-  const { record: a } = await createKey({ store, pepper, prefix: 'kg' }, { name: 'usage a' });
-  await store.recordUsage([record('req_1', a.id, 3, 4), record('req_2', a.id, 5, 6)]);
-  await store.recordUsage([record('req_2', a.id, 5, 6)]); // a retried batch
-  const [totals] = await store.usageTotals({ keyId: a.id });
-  assert.deepEqual(totals, {
-    keyId: a.id,
-    name: 'usage a',
-    requests: 2,
-    errors: 0,
-    promptTokens: 8,
-    completionTokens: 10,
-    totalTokens: 18,
+    test('expiry reminders go out once per threshold, the most urgent one first, and again after an extension', async () => {
+      const day = 86_400_000;
+      const now = Date.now();
+      const { record: inTen } = await createKey(
+        { store, pepper, prefix: 'kg', now },
+        { name: 'ten days', expiresInMs: 10 * day },
+      );
+      const { record: inTwo } = await createKey(
+        { store, pepper, prefix: 'kg', now },
+        { name: 'two days', expiresInMs: 2 * day },
+      );
+      const { record: far } = await createKey(
+        { store, pepper, prefix: 'kg', now },
+        { name: 'far', expiresInMs: 60 * day },
+      );
+      const thresholds = [14 * day, 3 * day];
+      const first = await store.recordExpiryReminders(now, thresholds);
+      const byKey = new Map(first.map((r) => [r.keyId, r.thresholdMs]));
+      assert.equal(byKey.get(inTen.id), 14 * day);
+      assert.equal(byKey.get(inTwo.id), 3 * day, 'only the most urgent reminder');
+      assert.ok(!byKey.has(far.id));
+      const again = await store.recordExpiryReminders(now + 1000, thresholds);
+      assert.ok(!again.some((r) => [inTen.id, inTwo.id].includes(r.keyId)), 'each reminder once');
+      // Eight days on, the ten-day key is inside three days: its second reminder.
+      const later = await store.recordExpiryReminders(now + 8 * day, thresholds);
+      assert.ok(later.some((r) => r.keyId === inTen.id && r.thresholdMs === 3 * day));
+      // Extending the key starts its reminders over for the new expiry.
+      await store.updateKey(inTwo.id, { expiresAt: now + 13 * day }, CLI_ACTOR, now);
+      const extended = await store.recordExpiryReminders(now + 1 * day, thresholds);
+      assert.ok(extended.some((r) => r.keyId === inTwo.id && r.thresholdMs === 14 * day));
+      const audit = await store.listAudit({ targetId: inTen.id, action: 'key.expiry_reminder' });
+      assert.equal(audit.length, 2);
+    });
   });
-  const touched = await store.getKey(a.id);
-  assert.equal(touched?.lastUsedIp, '127.0.0.1');
-});
-
-test('the usage queue batches, keeps records when the store fails, and drains on close', async () => {
-  const { record: k } = await createKey({ store, pepper, prefix: 'kg' }, { name: 'queue' });
-  let failing = true;
-  let batches = 0;
-  const flaky: Store = Object.create(store) as Store;
-  flaky.recordUsage = async (records) => {
-    if (failing) throw new Error('store down');
-    batches++;
-    await store.recordUsage(records);
-  };
-  const errors: unknown[] = [];
-  const queue = new UsageQueue({
-    store: flaky,
-    flushIntervalMs: 60_000,
-    batchSize: 10,
-    maxQueued: 1000,
-    onError: (e) => errors.push(e),
-  });
-  for (let i = 0; i < 25; i++) queue.push(record(`q_${i}`, k.id, 1, 1));
-  await queue.flush();
-  assert.ok(errors.length > 0);
-  assert.equal(queue.depth, 25, 'nothing is lost while the store is down');
-  failing = false;
-  await queue.close();
-  assert.equal(queue.depth, 0);
-  assert.equal(batches, 3);
-  const [totals] = await store.usageTotals({ keyId: k.id });
-  assert.equal(totals?.requests, 25);
-});
-
-test('the usage queue drops the oldest records past its bound and counts them', async () => {
-  const drops: number[] = [];
-  const down: Store = Object.create(store) as Store;
-  down.recordUsage = async () => {
-    throw new Error('down');
-  };
-  const queue = new UsageQueue({
-    store: down,
-    flushIntervalMs: 60_000,
-    batchSize: 1000,
-    maxQueued: 5,
-    onDrop: (n) => drops.push(n),
-  });
-  for (let i = 0; i < 8; i++) queue.push(record(`d_${i}`, 'key_x', 1, 1));
-  assert.equal(queue.depth, 5);
-  assert.equal(queue.dropped, 3);
-  assert.equal(
-    drops.reduce((a, b) => a + b, 0),
-    3,
-  );
-  await queue.flush();
-});
-
-test('expiries are recorded in the audit log once, by whichever process gets there first', async () => {
-  const now = Date.now();
-  const { record: soon } = await createKey(
-    { store, pepper, prefix: 'kg', now: now - 2000 },
-    { name: 'soon', expiresInMs: 1000 },
-  );
-  const { record: later } = await createKey(
-    { store, pepper, prefix: 'kg' },
-    { name: 'later', expiresInMs: 3_600_000 },
-  );
-  const second = new SqliteStore(join(dir, 'keygate.db'));
-  try {
-    const [a, b] = await Promise.all([store.recordExpiries(now), second.recordExpiries(now)]);
-    const recorded = [...a, ...b];
-    assert.ok(recorded.includes(soon.id));
-    assert.ok(!recorded.includes(later.id));
-    assert.equal(recorded.filter((id) => id === soon.id).length, 1);
-    const events = await store.listAudit({ targetId: soon.id, action: 'key.expire' });
-    assert.equal(events.length, 1);
-    assert.equal(events[0]?.actor.type, 'system');
-    assert.equal(events[0]?.at, soon.expiresAt);
-    assert.deepEqual(await store.recordExpiries(now), []);
-  } finally {
-    await second.close();
-  }
-});
-
-test('expiry reminders go out once per threshold, the most urgent one first, and again after an extension', async () => {
-  const day = 86_400_000;
-  const now = Date.now();
-  const { record: inTen } = await createKey(
-    { store, pepper, prefix: 'kg', now },
-    { name: 'ten days', expiresInMs: 10 * day },
-  );
-  const { record: inTwo } = await createKey(
-    { store, pepper, prefix: 'kg', now },
-    { name: 'two days', expiresInMs: 2 * day },
-  );
-  const { record: far } = await createKey(
-    { store, pepper, prefix: 'kg', now },
-    { name: 'far', expiresInMs: 60 * day },
-  );
-  const thresholds = [14 * day, 3 * day];
-  const first = await store.recordExpiryReminders(now, thresholds);
-  const byKey = new Map(first.map((r) => [r.keyId, r.thresholdMs]));
-  assert.equal(byKey.get(inTen.id), 14 * day);
-  assert.equal(byKey.get(inTwo.id), 3 * day, 'only the most urgent reminder');
-  assert.ok(!byKey.has(far.id));
-  const again = await store.recordExpiryReminders(now + 1000, thresholds);
-  assert.ok(!again.some((r) => [inTen.id, inTwo.id].includes(r.keyId)), 'each reminder once');
-  // Eight days on, the ten-day key is inside three days: its second reminder.
-  const later = await store.recordExpiryReminders(now + 8 * day, thresholds);
-  assert.ok(later.some((r) => r.keyId === inTen.id && r.thresholdMs === 3 * day));
-  // Extending the key starts its reminders over for the new expiry.
-  await store.updateKey(inTwo.id, { expiresAt: now + 13 * day }, CLI_ACTOR, now);
-  const extended = await store.recordExpiryReminders(now + 1 * day, thresholds);
-  assert.ok(extended.some((r) => r.keyId === inTwo.id && r.thresholdMs === 14 * day));
-  const audit = await store.listAudit({ targetId: inTen.id, action: 'key.expiry_reminder' });
-  assert.equal(audit.length, 2);
-});
+}

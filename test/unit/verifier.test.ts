@@ -1,18 +1,16 @@
 import assert from 'node:assert/strict';
-import { rmSync } from 'node:fs';
-import { join } from 'node:path';
-import { after, before, test } from 'node:test';
+import { before, test } from 'node:test';
 import { KeyVerifier } from '../../src/auth/verifier.ts';
 import { generateKey } from '../../src/keys/format.ts';
 import { createKey } from '../../src/keys/service.ts';
-import { SqliteStore } from '../../src/store/sqlite.ts';
 import type { Store } from '../../src/store/types.ts';
 import { CLI_ACTOR } from '../../src/store/types.ts';
-import { tempDir } from '../support/gateway.ts';
+import { describeStore, storesUnderTest } from '../support/stores.ts';
 
 const pepper = Buffer.alloc(32, 7);
-let dir: string;
-let store: SqliteStore;
+const STORES = await storesUnderTest();
+/** The store of the suite running (one per store kind, in turn). */
+let store: Store;
 let lookups = 0;
 
 /** The real store, counting key lookups. */
@@ -42,97 +40,98 @@ function verifier(options: Partial<{ ttlMs: number }> = {}) {
   });
 }
 
-before(async () => {
-  dir = tempDir();
-  store = new SqliteStore(join(dir, 'keygate.db'));
-  await store.migrate();
-});
-after(async () => {
-  await store.close();
-  rmSync(dir, { recursive: true, force: true });
-});
+for (const s of STORES) {
+  describeStore(s, 'key verification', () => {
+    before(async () => {
+      store = await s.open();
+    });
 
-test('a key whose checksum does not match is refused without touching the store', async () => {
-  const v = verifier();
-  lookups = 0;
-  const key = generateKey();
-  const broken = `${key.slice(0, -1)}${key.endsWith('A') ? 'B' : 'A'}`;
-  for (const token of [broken, 'kg_short', 'not-a-key-at-all', `${key}x`]) {
-    assert.deepEqual(await v.verify(token), { ok: false, reason: 'malformed' });
-  }
-  assert.equal(lookups, 0);
-  v.close();
-});
+    test('a key whose checksum does not match is refused without touching the store', async () => {
+      const v = verifier();
+      lookups = 0;
+      const key = generateKey();
+      const broken = `${key.slice(0, -1)}${key.endsWith('A') ? 'B' : 'A'}`;
+      for (const token of [broken, 'kg_short', 'not-a-key-at-all', `${key}x`]) {
+        assert.deepEqual(await v.verify(token), { ok: false, reason: 'malformed' });
+      }
+      assert.equal(lookups, 0);
+      v.close();
+    });
 
-test('a valid key is found once, then answered from the cache synchronously', async () => {
-  const v = verifier();
-  await v.start();
-  const { key, record } = await createKey({ store, pepper, prefix: 'kg' }, { name: 'cached' });
-  lookups = 0;
-  const first = await v.verify(key);
-  assert.ok(first.ok && first.key.id === record.id);
-  const second = v.verify(key);
-  assert.ok(!(second instanceof Promise), 'a cache hit must not need a promise');
-  assert.ok(second.ok);
-  assert.equal(lookups, 1);
-  v.close();
-});
+    test('a valid key is found once, then answered from the cache synchronously', async () => {
+      const v = verifier();
+      await v.start();
+      const { key, record } = await createKey({ store, pepper, prefix: 'kg' }, { name: 'cached' });
+      lookups = 0;
+      const first = await v.verify(key);
+      assert.ok(first.ok && first.key.id === record.id);
+      const second = v.verify(key);
+      assert.ok(!(second instanceof Promise), 'a cache hit must not need a promise');
+      assert.ok(second.ok);
+      assert.equal(lookups, 1);
+      v.close();
+    });
 
-test('unknown keys are cached negatively, and concurrent misses share one lookup', async () => {
-  const v = verifier();
-  await v.start();
-  const unknown = generateKey();
-  lookups = 0;
-  const results = await Promise.all(Array.from({ length: 20 }, () => v.verify(unknown)));
-  for (const r of results) assert.deepEqual(r, { ok: false, reason: 'unknown' });
-  assert.deepEqual(await v.verify(unknown), { ok: false, reason: 'unknown' });
-  assert.equal(lookups, 1);
-  v.close();
-});
+    test('unknown keys are cached negatively, and concurrent misses share one lookup', async () => {
+      const v = verifier();
+      await v.start();
+      const unknown = generateKey();
+      lookups = 0;
+      const results = await Promise.all(Array.from({ length: 20 }, () => v.verify(unknown)));
+      for (const r of results) assert.deepEqual(r, { ok: false, reason: 'unknown' });
+      assert.deepEqual(await v.verify(unknown), { ok: false, reason: 'unknown' });
+      assert.equal(lookups, 1);
+      v.close();
+    });
 
-test('a revoke seen in the change feed drops the cached key at once', async () => {
-  const v = verifier();
-  await v.start();
-  const { key, record } = await createKey({ store, pepper, prefix: 'kg' }, { name: 'to revoke' });
-  assert.ok((await v.verify(key)).ok);
-  await store.revokeKey(record.id, Date.now(), CLI_ACTOR);
-  assert.ok((await v.verify(key)).ok, 'still cached until the feed is read');
-  await v.syncChanges();
-  const refused = await v.verify(key);
-  assert.equal(refused.ok, false);
-  assert.ok(!refused.ok && refused.reason === 'revoked' && refused.key?.id === record.id, 'named for alerts');
-  v.close();
-});
+    test('a revoke seen in the change feed drops the cached key at once', async () => {
+      const v = verifier();
+      await v.start();
+      const { key, record } = await createKey({ store, pepper, prefix: 'kg' }, { name: 'to revoke' });
+      assert.ok((await v.verify(key)).ok);
+      await store.revokeKey(record.id, Date.now(), CLI_ACTOR);
+      assert.ok((await v.verify(key)).ok, 'still cached until the feed is read');
+      await v.syncChanges();
+      const refused = await v.verify(key);
+      assert.equal(refused.ok, false);
+      assert.ok(
+        !refused.ok && refused.reason === 'revoked' && refused.key?.id === record.id,
+        'named for alerts',
+      );
+      v.close();
+    });
 
-test('a key created after its hash was remembered as unknown becomes usable after the feed is read', async () => {
-  const v = verifier();
-  await v.start();
-  // Create in the store, but make the verifier see it as unknown first by asking before the insert.
-  const key = generateKey();
-  assert.deepEqual(await v.verify(key), { ok: false, reason: 'unknown' });
-  const other = await createKey({ store, pepper, prefix: 'kg' }, { name: 'other' });
-  await v.syncChanges();
-  assert.ok((await v.verify(other.key)).ok);
-  v.close();
-});
+    test('a key created after its hash was remembered as unknown becomes usable after the feed is read', async () => {
+      const v = verifier();
+      await v.start();
+      // Create in the store, but make the verifier see it as unknown first by asking before the insert.
+      const key = generateKey();
+      assert.deepEqual(await v.verify(key), { ok: false, reason: 'unknown' });
+      const other = await createKey({ store, pepper, prefix: 'kg' }, { name: 'other' });
+      await v.syncChanges();
+      assert.ok((await v.verify(other.key)).ok);
+      v.close();
+    });
 
-test('an expired key is refused by the clock, even from the cache', async () => {
-  const v = verifier();
-  await v.start();
-  const { key } = await createKey({ store, pepper, prefix: 'kg' }, { name: 'short', expiresInMs: 1000 });
-  const now = Date.now();
-  assert.ok((await v.verify(key, now)).ok);
-  const expired = await v.verify(key, now + 1001);
-  assert.ok(!expired.ok && expired.reason === 'expired');
-  v.close();
-});
+    test('an expired key is refused by the clock, even from the cache', async () => {
+      const v = verifier();
+      await v.start();
+      const { key } = await createKey({ store, pepper, prefix: 'kg' }, { name: 'short', expiresInMs: 1000 });
+      const now = Date.now();
+      assert.ok((await v.verify(key, now)).ok);
+      const expired = await v.verify(key, now + 1001);
+      assert.ok(!expired.ok && expired.reason === 'expired');
+      v.close();
+    });
 
-test('a key hashed under another pepper does not verify', async () => {
-  const { key } = await createKey(
-    { store, pepper: Buffer.alloc(32, 9), prefix: 'kg' },
-    { name: 'other pepper' },
-  );
-  const v = verifier();
-  assert.deepEqual(await v.verify(key), { ok: false, reason: 'unknown' });
-  v.close();
-});
+    test('a key hashed under another pepper does not verify', async () => {
+      const { key } = await createKey(
+        { store, pepper: Buffer.alloc(32, 9), prefix: 'kg' },
+        { name: 'other pepper' },
+      );
+      const v = verifier();
+      assert.deepEqual(await v.verify(key), { ok: false, reason: 'unknown' });
+      v.close();
+    });
+  });
+}
