@@ -443,8 +443,9 @@ function rollupUpsertSql(table: 'usage_hourly' | 'usage_daily', time: 'hour' | '
 /**
  * A batch of usage records in one statement (one round trip, one transaction): the records from
  * before the retention mark are left out, the new ids inserted (the first of a repeated id wins),
- * exactly the inserted ones added to the hourly and daily rollups (rows upserted in key order, so
- * that concurrent batches lock them in the same order), and each key's last use moved forward.
+ * exactly the inserted ones added to the hourly and daily rollups, and each key's last use moved
+ * forward. Rows are locked in key order (ids, rollup keys, key ids), so that concurrent batches
+ * take their locks in the same order and do not deadlock.
  * The share lock on the retention mark makes pruning wait for batches in flight.
  */
 const RECORD_USAGE = `
@@ -469,11 +470,18 @@ const RECORD_USAGE = `
     ${rollupUpsertSql('usage_hourly', 'hour')}
   ), daily AS (
     ${rollupUpsertSql('usage_daily', 'day')}
+  ), last_use AS (
+    SELECT DISTINCT ON (key_id) key_id, time, client_ip FROM input
+    WHERE key_id IS NOT NULL ORDER BY key_id, time DESC, ord
+  ), locked AS (
+    SELECT k.id FROM api_keys AS k JOIN last_use AS u ON u.key_id = k.id
+    WHERE k.last_used_at IS NULL OR k.last_used_at < u.time
+    ORDER BY k.id FOR NO KEY UPDATE OF k
   ), touched AS (
     UPDATE api_keys AS k SET last_used_at = u.time, last_used_ip = u.client_ip
-    FROM (SELECT DISTINCT ON (key_id) key_id, time, client_ip FROM input
-          WHERE key_id IS NOT NULL ORDER BY key_id, time DESC, ord) AS u
-    WHERE k.id = u.key_id AND (k.last_used_at IS NULL OR k.last_used_at < u.time)
+    FROM last_use AS u
+    WHERE k.id = u.key_id AND k.id IN (SELECT id FROM locked)
+      AND (k.last_used_at IS NULL OR k.last_used_at < u.time)
   )
   SELECT COUNT(*) AS stored FROM inserted`;
 

@@ -265,8 +265,17 @@ function severalInstances(s: StoreUnderTest): void {
     const stores = await instances(4);
     const [first] = stores as [Store];
     const base = Date.UTC(2026, 1, 2, 22);
+    const keys: string[] = [];
+    for (let k = 0; k < 5; k++)
+      keys.push((await createKey({ store: first, pepper, prefix: 'kg' }, { name: `used ${k}` })).record.id);
     const records = Array.from({ length: 600 }, (_, i) =>
-      usage(`u${i % 400}`, `key_${i % 5}`, base + ((i * 37_000) % (5 * 3_600_000)), i % 400, 2 ** (i % 17)),
+      usage(
+        `u${i % 400}`,
+        keys[i % 5] ?? '',
+        base + ((i * 37_000) % (5 * 3_600_000)),
+        i % 400,
+        2 ** (i % 17),
+      ),
     );
     // Each instance writes overlapping slices in batches of 50: every id reaches the store 1–3 times.
     await Promise.all(
@@ -302,6 +311,11 @@ function severalInstances(s: StoreUnderTest): void {
       400,
     );
     assert.equal(await first.tokensUsed({ workspaceId: 'ws_default', since: base }), tokens);
+    // Each key's last use is its latest record, whichever batch carried it.
+    for (const keyId of keys) {
+      const latest = Math.max(...records.filter((r) => r.keyId === keyId).map((r) => r.time));
+      assert.equal((await first.getKey(keyId))?.lastUsedAt, latest);
+    }
   });
 
   test('the audit log refuses updates and deletes, even of no row', async () => {
