@@ -30,6 +30,8 @@ export function fetchSession(): Promise<Session> {
   return api.get<Session>('/console/api/session');
 }
 
+const SIGNED_OUT: Session = { setup_required: false, user: null, csrf_token: null, workspaces: [] };
+
 /** Paths that only make sense signed out; signed in, they lead to the keys. */
 const ENTRY_PATHS = new Set(['/', '/sign-in', '/setup']);
 
@@ -78,9 +80,12 @@ export function App() {
       async signOut() {
         try {
           await api.post('/console/api/logout');
+          // Signed out: the pages unmount before their queries are dropped, so none refetches.
+          queryClient.setQueryData<Session>(SESSION_KEY, SIGNED_OUT);
+        } catch {
+          await queryClient.refetchQueries({ queryKey: SESSION_KEY });
         } finally {
           queryClient.removeQueries({ predicate: (q) => q.queryKey[0] !== SESSION_KEY[0] });
-          await queryClient.refetchQueries({ queryKey: SESSION_KEY });
         }
       },
     };

@@ -29,17 +29,20 @@ export function formatPercent(part: number, whole: number): string {
 export function formatMs(value: number | null | undefined): string {
   if (value === null || value === undefined) return '—';
   if (value >= 10_000) return `${(value / 1000).toFixed(1)} s`;
-  return `${Math.round(value)} ms`;
+  return `${integer.format(Math.round(value))} ms`;
 }
 
 export function formatCost(value: number | null | undefined, currency: string): string {
   if (value === null || value === undefined) return '—';
+  if (value > 0 && value < 0.0001) return `< ${formatCost(0.0001, currency)}`;
   try {
+    // Small sums keep four decimals (€0.0720), larger ones two (€12.40).
+    const digits = value < 1 && value > 0 ? 4 : 2;
     return new Intl.NumberFormat('en-US', {
       style: 'currency',
       currency,
-      minimumFractionDigits: 2,
-      maximumFractionDigits: value < 1 && value > 0 ? 4 : 2,
+      minimumFractionDigits: digits,
+      maximumFractionDigits: digits,
     }).format(value);
   } catch {
     return `${value.toFixed(4)} ${currency}`;

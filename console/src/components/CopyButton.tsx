@@ -44,7 +44,7 @@ export function CopyButton({
       <Button variant="primary" onClick={copy}>
         {state === 'copied' ? 'Copied' : label}
       </Button>
-      <span className="copy-status" role="status">
+      <span className={state === 'manual' ? 'copy-status' : 'copy-status visually-hidden'} role="status">
         {state === 'copied'
           ? 'Copied to the clipboard.'
           : state === 'manual'

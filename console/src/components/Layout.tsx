@@ -34,29 +34,31 @@ export function Layout({ path, children }: { path: string; children: ReactNode }
         Skip to content
       </a>
       <aside className="sidebar">
-        <div className="brand">
-          <Logo />
-          <span className="brand-name">Keygate</span>
-        </div>
-        <nav aria-label="Console">
-          <ul className="nav">
-            {NAV.map((item) => {
-              const current = path === item.to || path.startsWith(`${item.to}/`);
-              return (
-                <li key={item.to}>
-                  <Link to={item.to} className={current ? 'nav-link active' : 'nav-link'} current={current}>
-                    <Icon name={item.icon} />
-                    {item.label}
-                  </Link>
-                </li>
-              );
-            })}
-          </ul>
-        </nav>
-        <div className="sidebar-footer">
-          <a className="sidebar-doc" href="/admin/v1/openapi.json" target="_blank" rel="noreferrer">
-            Management API (OpenAPI)
-          </a>
+        <div className="sidebar-inner">
+          <div className="brand">
+            <Logo />
+            <span className="brand-name">Keygate</span>
+          </div>
+          <nav aria-label="Console">
+            <ul className="nav">
+              {NAV.map((item) => {
+                const current = path === item.to || path.startsWith(`${item.to}/`);
+                return (
+                  <li key={item.to}>
+                    <Link to={item.to} className={current ? 'nav-link active' : 'nav-link'} current={current}>
+                      <Icon name={item.icon} />
+                      {item.label}
+                    </Link>
+                  </li>
+                );
+              })}
+            </ul>
+          </nav>
+          <div className="sidebar-footer">
+            <a className="sidebar-doc" href="/admin/v1/openapi.json" target="_blank" rel="noreferrer">
+              Management API (OpenAPI)
+            </a>
+          </div>
         </div>
       </aside>
       <div className="main">

@@ -22,22 +22,40 @@ const RULE_NAMES: Record<string, string> = {
 
 const SETTING_NAMES: Record<string, string> = {
   enabled: 'Enabled',
-  window_minutes: 'Window (minutes)',
-  factor: 'Spike factor (× usual level)',
+  window_minutes: 'Window',
+  factor: 'Spike factor',
   min_requests: 'Minimum requests',
   min_tokens: 'Minimum tokens',
-  baseline_days: 'Baseline (days)',
-  cooldown_minutes: 'Cooldown (minutes)',
-  thresholds: 'Thresholds (% of a budget)',
+  baseline_days: 'Baseline days',
+  cooldown_minutes: 'Cooldown',
+  thresholds: 'Thresholds',
   failures_per_minute: 'Failures per minute',
 };
 
 export const ruleName = (kind: string) => RULE_NAMES[kind] ?? kind;
 const settingName = (name: string) => SETTING_NAMES[name] ?? name.replaceAll('_', ' ');
 
-function showValue(value: SettingValue): string {
+/** The label of a setting's input, with the unit the number is in. */
+function inputLabel(name: string): string {
+  if (name.endsWith('_minutes')) return `${settingName(name)} (minutes)`;
+  if (name === 'thresholds') return 'Thresholds (% of a budget, comma-separated)';
+  if (name === 'factor') return 'Spike factor (× the usual level)';
+  return settingName(name);
+}
+
+/** 44640 minutes → "31 days". */
+function minutes(value: number): string {
+  const plural = (n: number, unit: string) => `${formatInt(n)} ${unit}${n === 1 ? '' : 's'}`;
+  if (value >= 1440 && value % 1440 === 0) return plural(value / 1440, 'day');
+  if (value >= 60 && value % 60 === 0) return plural(value / 60, 'hour');
+  return plural(value, 'minute');
+}
+
+function showValue(value: SettingValue, name = ''): string {
   if (typeof value === 'boolean') return value ? 'on' : 'off';
   if (Array.isArray(value)) return value.map((v) => `${v}%`).join(', ');
+  if (name.endsWith('_minutes')) return minutes(value);
+  if (name === 'factor') return `×${value}`;
   return formatInt(value);
 }
 
@@ -61,7 +79,9 @@ export function AlertRules() {
           <table className="table">
             <thead>
               <tr>
-                <th scope="col">Rule</th>
+                <th scope="col" className="col-wide">
+                  Rule
+                </th>
                 <th scope="col">Status</th>
                 <th scope="col">Thresholds</th>
                 {can.manageWorkspace ? (
@@ -205,8 +225,8 @@ function RuleDialog({ rule, onClose }: { rule: AlertRule; onClose: () => void })
           ) : (
             <Field
               key={name}
-              label={settingName(name)}
-              hint={`Default: ${showValue(defaultValue)}`}
+              label={inputLabel(name)}
+              hint={`Default: ${showValue(defaultValue, name)}`}
               error={fieldErrors[name]}
             >
               {(props) => (

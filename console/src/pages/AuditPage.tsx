@@ -164,7 +164,7 @@ export function AuditPage() {
             <EmptyState title={filtered ? 'No event matches these filters.' : 'Nothing recorded yet.'}>
               {filtered
                 ? 'Try another action, clear the target, or a longer time range.'
-                : 'Every change to keys, members, policy, alerts and every sign-in is recorded here.'}
+                : 'Every change to keys, members, policy and alerts is recorded here.'}
             </EmptyState>
           ) : (
             <>

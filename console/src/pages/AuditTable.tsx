@@ -2,10 +2,20 @@ import { Badge } from '../components/Badge.tsx';
 import { formatDateTime } from '../format.ts';
 import type { AuditEvent } from '../types.ts';
 
-function short(value: unknown): string {
+function short(field: string, value: unknown): string {
   if (value === undefined) return '∅';
+  // Times are stored as epoch milliseconds.
+  if (typeof value === 'number' && /(_at|_until)$/.test(field))
+    return formatDateTime(new Date(value).toISOString());
   const text = typeof value === 'string' ? value : JSON.stringify(value);
   return text.length > 60 ? `${text.slice(0, 59)}…` : text;
+}
+
+/** A creation lists every field; the empty ones (null, []) say nothing. */
+function meaningful([, change]: [string, { before?: unknown; after?: unknown }]): boolean {
+  if ('before' in change) return true;
+  const after = change.after;
+  return !(after === null || (Array.isArray(after) && after.length === 0));
 }
 
 function Actor({ actor, emails }: { actor: AuditEvent['actor']; emails: Map<string, string> }) {
@@ -36,7 +46,7 @@ export function AuditTable({ events, emails }: { events: AuditEvent[]; emails: M
         </thead>
         <tbody>
           {events.map((event) => {
-            const changes = Object.entries(event.changes);
+            const changes = Object.entries(event.changes).filter(meaningful);
             return (
               <tr key={event.id}>
                 <td className="nowrap">
@@ -63,11 +73,11 @@ export function AuditTable({ events, emails }: { events: AuditEvent[]; emails: M
                         <li key={field}>
                           <span className="change-field">{field}</span>{' '}
                           {'before' in change ? (
-                            <span className="change-before">{short(change.before)}</span>
+                            <span className="change-before">{short(field, change.before)}</span>
                           ) : null}
                           {'before' in change && 'after' in change ? ' → ' : null}
                           {'after' in change ? (
-                            <span className="change-after">{short(change.after)}</span>
+                            <span className="change-after">{short(field, change.after)}</span>
                           ) : null}
                         </li>
                       ))}

@@ -58,13 +58,12 @@ export function KeyTable({ keys, emails, monthTokens, canWrite, onEdit, onRotate
             <th scope="col">Key</th>
             <th scope="col">Scopes</th>
             <th scope="col">Models</th>
-            <th scope="col">Created by</th>
             <th scope="col">Created</th>
             <th scope="col">Last used</th>
             <th scope="col">Expires</th>
             <th scope="col">Status</th>
             <th scope="col" className="num">
-              Tokens this month
+              Tokens <span className="th-sub">this month</span>
             </th>
             {canWrite ? (
               <th scope="col">
@@ -78,7 +77,9 @@ export function KeyTable({ keys, emails, monthTokens, canWrite, onEdit, onRotate
             <tr key={key.id} data-key-id={key.id}>
               <td>
                 <div className="cell-main">{key.name}</div>
-                <div className="cell-sub mono">{key.id}</div>
+                <div className="cell-sub mono cell-id" title={key.id}>
+                  {key.id}
+                </div>
                 <Restrictions apiKey={key} />
               </td>
               <td className="mono nowrap">{key.display}</td>
@@ -98,15 +99,16 @@ export function KeyTable({ keys, emails, monthTokens, canWrite, onEdit, onRotate
                   </div>
                 )}
               </td>
-              <td className="nowrap">
-                {key.created_by ? (
-                  (emails.get(key.created_by) ?? <span className="mono">{key.created_by}</span>)
-                ) : (
-                  <span className="muted">CLI</span>
-                )}
-              </td>
-              <td className="nowrap">
-                <Time iso={key.created_at} />
+              <td>
+                <div className="nowrap">
+                  <Time iso={key.created_at} />
+                </div>
+                <div className="cell-sub">
+                  by{' '}
+                  {key.created_by
+                    ? (emails.get(key.created_by) ?? <span className="mono">{key.created_by}</span>)
+                    : 'the CLI'}
+                </div>
               </td>
               <td className="nowrap">
                 <Time iso={key.last_used_at} empty="never" />
@@ -121,7 +123,7 @@ export function KeyTable({ keys, emails, monthTokens, canWrite, onEdit, onRotate
               {canWrite ? (
                 <td className="row-actions">
                   {key.status === 'revoked' ? null : (
-                    <>
+                    <div className="row-actions-stack">
                       <Button
                         size="small"
                         variant="ghost"
@@ -147,7 +149,7 @@ export function KeyTable({ keys, emails, monthTokens, canWrite, onEdit, onRotate
                       >
                         Revoke
                       </Button>
-                    </>
+                    </div>
                   )}
                 </td>
               ) : null}

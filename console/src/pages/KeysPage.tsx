@@ -48,6 +48,7 @@ export function KeysPage() {
     initialPageParam: undefined as string | undefined,
     getNextPageParam: (last) => last.next_after ?? undefined,
     placeholderData: keepPreviousData,
+    refetchInterval: 30_000,
   });
 
   const list = keys.data?.pages.flatMap((p) => p.data) ?? [];

@@ -12,7 +12,7 @@ import { TwoFactorSection } from './TwoFactorSection.tsx';
 export function ProfileSection() {
   const { user, session } = useSession();
   return (
-    <>
+    <div className="profile">
       <section className="card">
         <h2 className="card-title">Profile</h2>
         <dl className="facts">
@@ -32,7 +32,7 @@ export function ProfileSection() {
       </section>
       <PasswordForm />
       <TwoFactorSection />
-    </>
+    </div>
   );
 }
 
@@ -75,7 +75,7 @@ function PasswordForm() {
   }
 
   return (
-    <form className="card form form-narrow" onSubmit={submit} noValidate>
+    <form className="card form" onSubmit={submit} noValidate>
       <h2 className="card-title">Password</h2>
       <p className="muted">Changing it signs you out everywhere else.</p>
       <Field label="Current password">

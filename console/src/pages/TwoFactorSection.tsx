@@ -17,12 +17,10 @@ export function TwoFactorSection() {
   const [recoveryCodes, setRecoveryCodes] = useState<string[] | null>(null);
   return (
     <section className="card" aria-labelledby="totp-title">
-      <div className="section-header">
-        <h2 className="card-title" id="totp-title">
-          Two-factor sign-in
-        </h2>
+      <h2 className="card-title title-with-badge" id="totp-title">
+        Two-factor sign-in{' '}
         {user.totp_enabled ? <Badge tone="green">on</Badge> : <Badge tone="gray">off</Badge>}
-      </div>
+      </h2>
       {recoveryCodes ? (
         <RecoveryCodes codes={recoveryCodes} onDone={() => setRecoveryCodes(null)} />
       ) : user.totp_enabled ? (

@@ -58,10 +58,10 @@ export function UsageStats({
         sub={`${formatInt(errors)} of ${formatInt(requests)} requests`}
       />
       <Stat
-        label="Latency"
+        label="Latency (median)"
         testId="latency"
         value={formatMs(totals?.latency_p50_ms)}
-        sub={`p50 · avg ${formatMs(totals?.latency_avg_ms)} · p95 ${formatMs(totals?.latency_p95_ms)}`}
+        sub={`average ${formatMs(totals?.latency_avg_ms)} · p95 ${formatMs(totals?.latency_p95_ms)}`}
       />
       <Stat
         label="Cost"

@@ -46,8 +46,9 @@ export function UsageTables({
               {keys.slice(0, 10).map((row) => (
                 <tr key={row.key_id ?? 'none'}>
                   <td>
-                    <div className="cell-main">{row.name ?? (row.key_id ? row.key_id : 'no key')}</div>
-                    {row.key_id ? <div className="cell-sub mono">{row.key_id}</div> : null}
+                    <div className="cell-main" title={row.key_id ?? undefined}>
+                      {row.name ?? row.key_id ?? 'no key'}
+                    </div>
                   </td>
                   <td className="num">{formatInt(row.requests)}</td>
                   <td className="num">{formatPercent(row.errors, row.requests)}</td>
