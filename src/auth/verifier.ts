@@ -26,6 +26,11 @@ export interface VerifierOptions {
   maxEntries: number;
   /** Change-feed poll interval; 0 disables polling (tests drive `syncChanges` themselves). */
   pollMs: number;
+  /**
+   * While the store cannot be read, a cached answer this long past its TTL is still used (0:
+   * never). Changes learnt meanwhile (`invalidate`, e.g. from a broadcast) still drop entries.
+   */
+  staleIfErrorMs?: number;
   onError?: (error: unknown) => void;
 }
 
@@ -38,6 +43,7 @@ export class KeyVerifier {
   readonly #hashesByKey = new Map<string, Set<string>>();
   readonly #inflight = new Map<string, Promise<Entry>>();
   readonly #onError: (error: unknown) => void;
+  readonly #staleIfErrorMs: number;
   #cursor = -1;
   #timer: NodeJS.Timeout | undefined;
   #polling = false;
@@ -46,15 +52,20 @@ export class KeyVerifier {
   /** Cache statistics, read by metrics. */
   hits = 0;
   misses = 0;
+  /** Answers given from an expired entry because the store could not be read. */
+  staleServed = 0;
 
   constructor(options: VerifierOptions) {
     this.#store = options.store;
     this.#pepper = pepperKey(options.pepper);
     this.#prefix = options.prefix;
     this.#onError = options.onError ?? (() => {});
+    this.#staleIfErrorMs = options.staleIfErrorMs ?? 0;
     this.#cache = new LRUCache({
       max: options.maxEntries,
       ttl: options.ttlMs,
+      // An expired entry stays (until replaced or evicted) as the fallback for a store outage.
+      noDeleteOnStaleGet: true,
       dispose: (entry, hash) => {
         if (entry.value) this.#forgetHash(entry.value.key.id, hash);
       },
@@ -77,26 +88,31 @@ export class KeyVerifier {
     if (set.size === 0) this.#hashesByKey.delete(keyId);
   }
 
+  /** Drops what is cached about these keys (a change learnt from elsewhere, e.g. a broadcast). */
+  invalidate(keyIds: readonly string[]): void {
+    if (keyIds.length === 0) return;
+    this.#generation++;
+    if (keyIds.some((id) => id.startsWith('ws_'))) {
+      this.#cache.clear();
+      this.#hashesByKey.clear();
+      return;
+    }
+    for (const keyId of keyIds) {
+      for (const hash of this.#hashesByKey.get(keyId) ?? []) this.#cache.delete(hash);
+      this.#hashesByKey.delete(keyId);
+    }
+    for (const [hash, entry] of this.#cache.entries()) if (entry.value === null) this.#cache.delete(hash);
+  }
+
   /** Applies the store's change feed to the cache. */
   async syncChanges(): Promise<void> {
     if (this.#polling || this.#cursor < 0) return;
     this.#polling = true;
     try {
       const changes = await this.#store.keyChanges(this.#cursor);
-      if (changes.keyIds.length > 0) {
-        this.#generation++;
-        if (changes.keyIds.some((id) => id.startsWith('ws_'))) {
-          // A workspace policy changed: every cached key carries a copy of it.
-          this.#cache.clear();
-          this.#hashesByKey.clear();
-        }
-        for (const keyId of changes.keyIds) {
-          for (const hash of this.#hashesByKey.get(keyId) ?? []) this.#cache.delete(hash);
-          this.#hashesByKey.delete(keyId);
-        }
-        // A created key may have been remembered as unknown: drop the negative entries.
-        for (const [hash, entry] of this.#cache.entries()) if (entry.value === null) this.#cache.delete(hash);
-      }
+      // A workspace change clears everything (every cached key carries a copy of its policy); a
+      // created key may have been remembered as unknown, so negative entries go too.
+      this.invalidate(changes.keyIds);
       this.#cursor = changes.cursor;
     } catch (error) {
       this.#onError(error);
@@ -138,7 +154,15 @@ export class KeyVerifier {
   async #load(hash: string): Promise<Entry> {
     const generation = this.#generation;
     try {
-      const match = (await this.#store.findKeyByHash(hash, Date.now())) ?? null;
+      let match: Entry;
+      try {
+        match = (await this.#store.findKeyByHash(hash, Date.now())) ?? null;
+      } catch (error) {
+        const stale = this.#staleEntry(hash);
+        if (stale === undefined) throw error;
+        this.staleServed++;
+        return stale.value;
+      }
       if (generation !== this.#generation) return match;
       this.#cache.set(hash, { value: match });
       if (match) {
@@ -153,6 +177,16 @@ export class KeyVerifier {
     } finally {
       this.#inflight.delete(hash);
     }
+  }
+
+  /** An expired entry still within the stale-if-error allowance, if any. */
+  #staleEntry(hash: string): { value: Entry } | undefined {
+    if (this.#staleIfErrorMs <= 0) return undefined;
+    const remaining = this.#cache.getRemainingTTL(hash);
+    if (remaining === 0 || remaining < -this.#staleIfErrorMs) return undefined;
+    const entry = this.#cache.get(hash, { allowStale: true });
+    // Only keys known to exist: a remembered "unknown" may be a key created since.
+    return entry?.value ? entry : undefined;
   }
 
   get cacheSize(): number {

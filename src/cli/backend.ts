@@ -18,7 +18,6 @@ import {
   type DeliveryView,
   deliveryView,
 } from '../alerts/service.ts';
-import { loadSecrets } from '../config/secrets.ts';
 import {
   createKey,
   type KeyRestrictions,
@@ -45,7 +44,14 @@ import {
   usageReportView,
   workspaceView,
 } from '../views.ts';
-import { type CommandContext, envValue, type TargetOptions, UserError, withStore } from './common.ts';
+import {
+  type CommandContext,
+  envValue,
+  secretsOf,
+  type TargetOptions,
+  UserError,
+  withStore,
+} from './common.ts';
 import { openRemote, remoteTarget } from './remote.ts';
 
 export type { KeyView } from '../views.ts';
@@ -169,7 +175,7 @@ function noWorkspace(id: string): UserError {
 
 /** The data key of the data directory's server secret (KEYGATE_SECRET, or <data-dir>/secret). */
 function dataKeyOf(ctx: CommandContext): Buffer {
-  return loadSecrets(ctx.config.dataDir, process.env.KEYGATE_SECRET).dataKey;
+  return secretsOf(ctx.config).dataKey;
 }
 
 /** The CLI prints each delivery's result itself. */

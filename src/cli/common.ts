@@ -1,7 +1,7 @@
 /** What every CLI command shares: errors for the user, printing, and opening the data directory. */
 import { type Command, Option } from 'commander';
 import { type Config, ConfigError, type ConfigFlags, loadConfig } from '../config/config.ts';
-import { ensureDataDir, loadSecrets } from '../config/secrets.ts';
+import { ensureDataDir, secretsFor } from '../config/secrets.ts';
 import { type KeyDeps, KeyInputError, KeyNotFoundError } from '../keys/service.ts';
 import { openStore } from '../store/index.ts';
 import type { Store } from '../store/types.ts';
@@ -66,13 +66,22 @@ export async function withStore<T>(
 ): Promise<T> {
   const config = configFrom(options);
   ensureDataDir(config.dataDir);
-  const store = await openStore(config.dataDir);
+  let store: Store;
+  try {
+    store = await openStore({
+      dataDir: config.dataDir,
+      databaseUrl: config.database.url,
+      poolSize: Math.min(config.database.poolSize, 2),
+    });
+  } catch (error) {
+    throw new UserError(`cannot open the store: ${(error as Error).message}`);
+  }
   const ctx: CommandContext = {
     store,
     config,
     keys: () => ({
       store,
-      pepper: loadSecrets(config.dataDir, process.env.KEYGATE_SECRET).pepper,
+      pepper: secretsOf(config).pepper,
       prefix: config.keys.prefix,
     }),
   };
@@ -160,4 +169,13 @@ export function print(text: string): void {
 
 export function printJson(value: unknown): void {
   print(JSON.stringify(value, null, 2));
+}
+
+/** The server secrets for a CLI command (KEYGATE_SECRET is required with DATABASE_URL). */
+export function secretsOf(config: Config): ReturnType<typeof secretsFor> {
+  try {
+    return secretsFor(config, process.env.KEYGATE_SECRET);
+  } catch (error) {
+    throw new UserError((error as Error).message, 2);
+  }
 }

@@ -3,12 +3,11 @@
  */
 import { Command, CommanderError, Option } from 'commander';
 import { type Config, type ConfigFlags, isLoopback } from '../config/config.ts';
-import { loadSecrets } from '../config/secrets.ts';
 import { setupToken } from '../console/credentials.ts';
 import { StartError, startGateway } from '../http/server.ts';
 import { registerAdminCommands } from './admin.ts';
 import { registerAlertCommands } from './alerts.ts';
-import { addStoreOptions, configFrom, refuseRemote, UserError, withStore } from './common.ts';
+import { addStoreOptions, configFrom, refuseRemote, secretsOf, UserError, withStore } from './common.ts';
 import { registerKeyCommands } from './keys.ts';
 import { registerPeopleCommands } from './people.ts';
 import { registerUsageCommand } from './usage.ts';
@@ -46,10 +45,7 @@ function buildProgram(): Command {
       .description("print the console's one-time setup token (until the owner account exists)"),
   ).action(async (options: ConfigFlags) => {
     await withStore(options, async ({ store, config }) => {
-      const token = await setupToken(
-        store,
-        loadSecrets(config.dataDir, process.env.KEYGATE_SECRET).consoleKey,
-      );
+      const token = await setupToken(store, secretsOf(config).consoleKey);
       if (token === undefined) {
         throw new UserError(
           'setup is done: an account exists already. Sign in to the console, or add users with `keygate users create`.',
@@ -85,7 +81,11 @@ async function runStart(config: Config): Promise<void> {
     throw error;
   }
   err(`Keygate ${VERSION} is listening on ${running.url}`);
-  err(`  data directory: ${config.dataDir} (SQLite)`);
+  err(
+    config.database.url
+      ? `  store: PostgreSQL (${redactUrl(config.database.url)}); data directory ${config.dataDir} (TLS files)`
+      : `  data directory: ${config.dataDir} (SQLite)`,
+  );
   if (running.tls) {
     err(
       `  TLS certificate: ${running.tls.certPath}${running.tls.generated ? ' (self-signed, generated now)' : ''}`,
@@ -167,5 +167,16 @@ export async function main(argv: readonly string[]): Promise<void> {
     }
     process.stderr.write(`keygate: unexpected error: ${(error as Error).message}\n`);
     process.exitCode = 1;
+  }
+}
+
+/** A connection URL without its password, for the banner. */
+function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return 'an unparsable URL';
   }
 }

@@ -126,6 +126,11 @@ export const configSchema = z
         cacheMaxEntries: positiveInt.default(100_000),
         /** How often the store's change feed is read, bounding revoke latency. @default 250 ms */
         changePollMs: positiveInt.default(250),
+        /**
+         * While the store cannot be read, how long past its cache TTL a verified key keeps working
+         * (0: not at all). Revocations broadcast over Redis still apply at once. @default 5 min
+         */
+        staleIfErrorMs: z.coerce.number().int().min(0).default(300_000),
         /** How often expired keys are recorded in the audit log (they are refused at once regardless). @default 60 s */
         expirySweepMs: positiveInt.default(60_000),
         /** How long a console session lasts after sign-in. @default 12 h */

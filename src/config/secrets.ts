@@ -73,3 +73,23 @@ export function loadSecrets(dataDir: string, envSecret: string | undefined): Ser
   const root = Buffer.from(text, 'utf8');
   return { ...deriveAll(root), source };
 }
+
+/** Why a shared database needs KEYGATE_SECRET, for the start-up error. */
+export const SHARED_SECRET_REQUIRED =
+  'KEYGATE_SECRET is required when DATABASE_URL is set: every instance and the CLI must derive the ' +
+  'same key-hashing pepper from it (it never goes into the database). Generate one once with ' +
+  '`openssl rand -base64 48` and give it to all of them.';
+
+/**
+ * The secrets for a configuration: with a shared database (PostgreSQL) the root secret must come
+ * from KEYGATE_SECRET, since a data directory's generated file would differ per machine.
+ */
+export function secretsFor(
+  config: { dataDir: string; database: { url?: string | undefined } },
+  envSecret: string | undefined,
+): ServerSecrets {
+  if (config.database.url !== undefined && (envSecret === undefined || envSecret === '')) {
+    throw new Error(SHARED_SECRET_REQUIRED);
+  }
+  return loadSecrets(config.dataDir, envSecret);
+}

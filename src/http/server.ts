@@ -15,7 +15,7 @@ import { AuthFailureLimiter } from '../auth/failures.ts';
 import { parseCidrs } from '../auth/ip.ts';
 import { KeyVerifier } from '../auth/verifier.ts';
 import type { Config } from '../config/config.ts';
-import { ensureDataDir, loadSecrets, type ServerSecrets } from '../config/secrets.ts';
+import { ensureDataDir, type ServerSecrets, secretsFor } from '../config/secrets.ts';
 import { ConsoleAuth } from '../console/api.ts';
 import { CONSOLE_HEADERS, createConsoleStatic } from '../console/static.ts';
 import { createMemoryLimiter } from '../limits/index.ts';
@@ -62,6 +62,18 @@ export class StartError extends Error {
   override name = 'StartError';
 }
 
+/** A store error for the start-up message: the cause, and where, without a password. */
+function describeStoreError(error: unknown, url: string | undefined): string {
+  const message = (error as Error).message || String(error);
+  if (url === undefined) return message;
+  let where = 'PostgreSQL';
+  try {
+    const u = new URL(url);
+    where = `PostgreSQL at ${u.hostname}:${u.port || 5432}${u.pathname}`;
+  } catch {}
+  return `${where}: ${message.replaceAll(url, '[DATABASE_URL]')}`;
+}
+
 function json(res: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);
   res.writeHead(status, {
@@ -104,7 +116,12 @@ function listen(server: Server, port: number, host: string): Promise<number> {
 export async function startGateway(config: Config, options: StartOptions = {}): Promise<RunningGateway> {
   const env = options.env ?? process.env;
   ensureDataDir(config.dataDir);
-  const secrets = loadSecrets(config.dataDir, env.KEYGATE_SECRET);
+  let secrets: ServerSecrets;
+  try {
+    secrets = secretsFor(config, env.KEYGATE_SECRET);
+  } catch (error) {
+    throw new StartError((error as Error).message);
+  }
   let tls: TlsMaterial | undefined;
   if (!config.server.http) {
     try {
@@ -122,7 +139,16 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     secrets: config.upstream.key ? [config.upstream.key] : [],
     destination: options.logDestination,
   });
-  const store = await openStore(config.dataDir);
+  let store: Store;
+  try {
+    store = await openStore({
+      dataDir: config.dataDir,
+      databaseUrl: config.database.url,
+      poolSize: config.database.poolSize,
+    });
+  } catch (error) {
+    throw new StartError(`cannot open the store: ${describeStoreError(error, config.database.url)}`);
+  }
   const verifier = new KeyVerifier({
     store,
     pepper: secrets.pepper,
@@ -130,6 +156,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     ttlMs: config.auth.cacheTtlMs,
     maxEntries: config.auth.cacheMaxEntries,
     pollMs: config.auth.changePollMs,
+    staleIfErrorMs: config.auth.staleIfErrorMs,
     onError: (error) => logger.error({ err: error }, 'reading the key change feed failed'),
   });
   await verifier.start();

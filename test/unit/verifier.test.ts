@@ -133,5 +133,51 @@ for (const s of STORES) {
       assert.deepEqual(await v.verify(key), { ok: false, reason: 'unknown' });
       v.close();
     });
+
+    test('while the store is unreachable, a cached key works for the stale allowance, then not', async () => {
+      let down = false;
+      const flaky = new Proxy(store, {
+        get(target, property, receiver) {
+          const value = Reflect.get(target, property, receiver) as unknown;
+          if (property === 'findKeyByHash' && typeof value === 'function') {
+            return (hash: string, now: number) =>
+              down
+                ? Promise.reject(new Error('connection refused'))
+                : (value as Store['findKeyByHash']).call(target, hash, now);
+          }
+          return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+        },
+      });
+      const v = new KeyVerifier({
+        store: flaky,
+        pepper,
+        prefix: 'kg',
+        ttlMs: 20,
+        maxEntries: 100,
+        pollMs: 0,
+        staleIfErrorMs: 200,
+      });
+      const { key, record } = await createKey({ store, pepper, prefix: 'kg' }, { name: 'cached' });
+      const revoked = await createKey({ store, pepper, prefix: 'kg' }, { name: 'revoked elsewhere' });
+      assert.ok((await v.verify(key)).ok);
+      assert.ok((await v.verify(revoked.key)).ok);
+      down = true;
+      await new Promise((r) => setTimeout(r, 40));
+      // Past the TTL, the store fails: the cached answer is still used...
+      assert.ok((await v.verify(key)).ok);
+      assert.equal(v.staleServed, 1);
+      // ...but not for a key whose change was learnt meanwhile (e.g. a broadcast revoke)...
+      v.invalidate([revoked.record.id]);
+      await assert.rejects(async () => v.verify(revoked.key), /connection refused/);
+      // ...nor for a key never seen...
+      await assert.rejects(async () => v.verify(generateKey()), /connection refused/);
+      // ...nor past the allowance.
+      await new Promise((r) => setTimeout(r, 220));
+      await assert.rejects(async () => v.verify(key), /connection refused/);
+      down = false;
+      assert.equal((await v.verify(key)).ok, true);
+      assert.equal(record.id.startsWith('key_'), true);
+      v.close();
+    });
   });
 }
