@@ -113,14 +113,14 @@ export function AlertRules() {
                           <div key={name}>
                             <dt>{settingName(name)}</dt>
                             <dd>
-                              {showValue(value)}
+                              {showValue(value, name)}
                               {rule.overridden.includes(name) ? (
                                 <span
                                   className="muted"
-                                  title={`default: ${showValue(rule.defaults[name] ?? value)}`}
+                                  title={`default: ${showValue(rule.defaults[name] ?? value, name)}`}
                                 >
                                   {' '}
-                                  (set)
+                                  (changed)
                                 </span>
                               ) : null}
                             </dd>
