@@ -29,10 +29,10 @@ import type { Admission, Limiter, LimitReason, LimitSubject, MemoryLimiterOption
  * Bucket levels are kept in 1/60 000 of a request or token, so refilling at `limit` per minute
  * adds exactly `limit` units per millisecond: integer arithmetic, no drift.
  */
-const SCALE = 60_000;
+export const SCALE = 60_000;
 const DEFAULT_MAX_KEYS = 100_000;
 /** `retryAfterSeconds` for a limit of 0, which never lets anything through. */
-const BLOCKED_RETRY_SECONDS = 60;
+export const BLOCKED_RETRY_SECONDS = 60;
 
 const REQUEST_HEADERS = [
   'x-ratelimit-limit-requests',
@@ -82,7 +82,7 @@ function holder(id: string): BudgetHolder {
 }
 
 /** A token count from outside: a non-negative integer, 0 for anything else. */
-function tokens(value: number): number {
+export function tokens(value: number): number {
   return typeof value === 'number' && Number.isFinite(value) && value > 0 ? Math.ceil(value) : 0;
 }
 
@@ -118,7 +118,8 @@ function bucketWait(bucket: Bucket, cost: number): number {
   return bucket.level >= need ? 0 : (need - bucket.level) / bucket.limit;
 }
 
-function waitSeconds(ms: number): number {
+/** `retryAfterSeconds` for a wait in ms (Infinity: a limit of 0). */
+export function waitSeconds(ms: number): number {
   return ms === Number.POSITIVE_INFINITY ? BLOCKED_RETRY_SECONDS : Math.max(1, Math.ceil(ms / 1000));
 }
 
@@ -126,9 +127,15 @@ function overBudget(counter: Counter | null, budget: number | null, estimate: nu
   return budget !== null && counter !== null && (counter.used >= budget || counter.used + estimate > budget);
 }
 
+/** What the rate-limit headers show of a bucket: its per-minute limit and level (1/SCALE units). */
+export interface BucketView {
+  limit: number;
+  level: number;
+}
+
 function bucketHeaders(
   headers: Record<string, string>,
-  bucket: Bucket,
+  bucket: BucketView,
   names: readonly [string, string, string],
 ): void {
   const untilFull = bucket.limit > 0 ? (bucket.limit * SCALE - bucket.level) / bucket.limit : 0;
@@ -137,11 +144,16 @@ function bucketHeaders(
   headers[names[2]] = `${Math.max(0, Math.ceil(untilFull / 1000))}s`;
 }
 
-function headersOf(key: KeyState): Record<string, string> {
+/** The `x-ratelimit-*` headers of the limits a key has (see `Admission`). */
+export function rateLimitHeaders(rpm: BucketView | null, tpm: BucketView | null): Record<string, string> {
   const headers: Record<string, string> = {};
-  if (key.rpm !== null) bucketHeaders(headers, key.rpm, REQUEST_HEADERS);
-  if (key.tpm !== null) bucketHeaders(headers, key.tpm, TOKEN_HEADERS);
+  if (rpm !== null) bucketHeaders(headers, rpm, REQUEST_HEADERS);
+  if (tpm !== null) bucketHeaders(headers, tpm, TOKEN_HEADERS);
   return headers;
+}
+
+function headersOf(key: KeyState): Record<string, string> {
+  return rateLimitHeaders(key.rpm, key.tpm);
 }
 
 const BUDGETS: Record<
@@ -153,6 +165,46 @@ const BUDGETS: Record<
   workspace_budget_day: { whose: "the workspace's", period: 'day', adjective: 'daily' },
   workspace_budget_month: { whose: "the workspace's", period: 'month', adjective: 'monthly' },
 };
+
+/**
+ * The refusal message of `reason` (see `Admission.message`). `counter` is the refused budget's
+ * counter (used or reserved before this request, and the end of its period); null for rpm, tpm
+ * and concurrency.
+ */
+export function refusalMessage(
+  reason: LimitReason,
+  subject: LimitSubject,
+  estimate: number,
+  retry: number,
+  counter: { used: number; end: number } | null,
+): string {
+  switch (reason) {
+    case 'rpm': {
+      const rpm = subject.limits.rpm;
+      return `Rate limit exceeded: this key allows ${rpm} request${rpm === 1 ? '' : 's'} per minute. Retry in ${retry}s.`;
+    }
+    case 'tpm':
+      return `Rate limit exceeded: this key allows ${subject.limits.tpm} tokens per minute and this request needs about ${estimate}. Retry in ${retry}s.`;
+    case 'concurrency':
+      return `Too many concurrent requests: this key allows ${subject.limits.concurrency} at a time.`;
+    default: {
+      const { whose, period, adjective } = BUDGETS[reason];
+      const isKey = reason === 'key_budget_day' || reason === 'key_budget_month';
+      const budget = isKey ? subject.keyBudget : subject.workspaceBudget;
+      const used = counter?.used ?? 0;
+      const resets = new Date(counter?.end ?? 0).toISOString();
+      return `Token budget exceeded: ${whose} ${adjective} budget is ${budget[period]} tokens, ${used} are used or reserved and this request needs about ${estimate}. It resets at ${resets}.`;
+    }
+  }
+}
+
+/** The budget counter a refusal names (null for rpm, tpm and concurrency). */
+function refusedCounter(reason: LimitReason, key: KeyState, workspace: BudgetHolder | null): Counter | null {
+  if (reason === 'rpm' || reason === 'tpm' || reason === 'concurrency') return null;
+  const { period } = BUDGETS[reason];
+  const isKey = reason === 'key_budget_day' || reason === 'key_budget_month';
+  return (isKey ? key : workspace)?.[period] ?? null;
+}
 
 class MemoryTicket implements Ticket {
   readonly keyId: string;
@@ -323,7 +375,7 @@ class MemoryLimiter implements Limiter {
       return {
         ok: false,
         reason,
-        message: this.#message(reason, subject, key, workspace, estimate, retry),
+        message: refusalMessage(reason, subject, estimate, retry, refusedCounter(reason, key, workspace)),
         retryAfterSeconds: retry,
         headers,
       };
@@ -390,35 +442,6 @@ class MemoryLimiter implements Limiter {
     if (now >= periods.dayStart && now < periods.dayEnd) return periods;
     this.#periods = utcPeriods(now);
     return this.#periods;
-  }
-
-  #message(
-    reason: LimitReason,
-    subject: LimitSubject,
-    key: KeyState,
-    workspace: BudgetHolder | null,
-    estimate: number,
-    retry: number,
-  ): string {
-    switch (reason) {
-      case 'rpm': {
-        const rpm = subject.limits.rpm;
-        return `Rate limit exceeded: this key allows ${rpm} request${rpm === 1 ? '' : 's'} per minute. Retry in ${retry}s.`;
-      }
-      case 'tpm':
-        return `Rate limit exceeded: this key allows ${subject.limits.tpm} tokens per minute and this request needs about ${estimate}. Retry in ${retry}s.`;
-      case 'concurrency':
-        return `Too many concurrent requests: this key allows ${subject.limits.concurrency} at a time.`;
-      default: {
-        const { whose, period, adjective } = BUDGETS[reason];
-        const isKey = reason === 'key_budget_day' || reason === 'key_budget_month';
-        const budget = isKey ? subject.keyBudget : subject.workspaceBudget;
-        const counter = (isKey ? key : workspace)?.[period] ?? null;
-        const used = counter?.used ?? 0;
-        const resets = new Date(counter?.end ?? 0).toISOString();
-        return `Token budget exceeded: ${whose} ${adjective} budget is ${budget[period]} tokens, ${used} are used or reserved and this request needs about ${estimate}. It resets at ${resets}.`;
-      }
-    }
   }
 }
 
