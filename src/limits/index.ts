@@ -5,11 +5,26 @@ export {
   estimateTokens,
 } from './estimate.ts';
 export { createMemoryLimiter } from './memory.ts';
-export type {
-  Admission,
-  Limiter,
-  LimitReason,
-  LimitSubject,
-  MemoryLimiterOptions,
-  Ticket,
+export {
+  createRedisClient,
+  createRedisLimiter,
+  DEFAULT_LEASE_MS,
+  RedisLimiter,
+  RedisLimiterError,
+  type RedisLimiterOptions,
+} from './redis.ts';
+export {
+  createResilientLimiter,
+  type LimiterState,
+  ResilientLimiter,
+  type ResilientLimiterOptions,
+} from './resilient.ts';
+export {
+  type Admission,
+  type Limiter,
+  LimiterUnavailableError,
+  type LimitReason,
+  type LimitSubject,
+  type MemoryLimiterOptions,
+  type Ticket,
 } from './types.ts';

@@ -30,6 +30,13 @@
  *   new period (usage records are timed by the request start, so they belong to the old one).
  * - The **headers and messages** follow the formats documented on `Admission`.
  * - Limits and budgets are read from the subject on **every** admit (they may have changed).
+ *
+ * A shared limiter whose backend cannot be reached and that is configured to refuse rather than
+ * fall back (`limits.onRedisFailure: deny`) rejects `admit` with a `LimiterUnavailableError`:
+ * answer it **503** with `Retry-After: retryAfterSeconds` (the key's limits are unknown, not
+ * exceeded, so 429 would be wrong). It is an error rather than a new `Admission` variant so that
+ * code written against the limits above keeps compiling; unhandled, it reaches the generic error
+ * path (500) like a failing store.
  */
 import type { KeyLimits, Store, TokenBudget } from '../store/types.ts';
 
@@ -118,4 +125,25 @@ export interface MemoryLimiterOptions {
   clock?: () => number;
   /** Idle keys (and, separately, workspaces) remembered at most; 100 000 by default. */
   maxKeys?: number;
+}
+
+/**
+ * Why `admit` was refused without looking at the key's limits: the shared limiter is unreachable
+ * and configured to deny (`limits.onRedisFailure: deny`). Send `status` (503) with `Retry-After`.
+ */
+export class LimiterUnavailableError extends Error {
+  readonly reason = 'limiter_unavailable';
+  /** The HTTP status to answer with. */
+  readonly status = 503;
+  /** Integer ≥ 1. */
+  readonly retryAfterSeconds: number;
+
+  constructor(retryAfterSeconds = 1, options?: ErrorOptions) {
+    super(
+      'The rate limiter is temporarily unavailable, so this request cannot be admitted. Retry shortly.',
+      options,
+    );
+    this.name = 'LimiterUnavailableError';
+    this.retryAfterSeconds = Math.max(1, Math.ceil(retryAfterSeconds));
+  }
 }

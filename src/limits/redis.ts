@@ -1,0 +1,630 @@
+/**
+ * The Redis limiter: the same limits as the memory limiter (`memory.ts`), kept in one Redis so
+ * that any number of gateway instances enforce them together. It fulfils the drop-in contract at
+ * the top of `types.ts`:
+ *
+ * - **One round trip per admit**: a Lua script (loaded with `defineCommand`, sent as EVALSHA)
+ *   refills and checks the rpm/tpm buckets, counts the concurrency leases, checks the four
+ *   budgets, and charges all of them only if all allow it. Redis runs a script alone, so N
+ *   concurrent admits from any number of instances against a limit of L admit exactly min(N, L).
+ *   The only extra round trips are the store reads that start a budget period (below).
+ * - **One round trip per settle**: corrects tpm and the budget counters charged at admission by
+ *   actual − estimate and frees the concurrency lease. Idempotent per ticket (a marker key set at
+ *   admission is deleted by the first settle; without it a settle does nothing), so a settle
+ *   replayed after a lost reply cannot count twice. It touches only the counters named in the
+ *   ticket, so a period that rolled over meanwhile is never touched.
+ * - **Concurrency as expiring leases**: a sorted set per key of ticket ids scored by expiry
+ *   (admission time + `leaseMs`). The admit script drops the expired ones before counting, so a
+ *   dead instance's requests free their slots after at most `leaseMs` (default: the upstream
+ *   timeout, 120 s, plus 10 s).
+ * - **Budgets**: one counter per key or workspace and period, its name holding the period start
+ *   (`kd:<dayStart>:<keyId>`), expiring an hour after the period ends. When a configured budget
+ *   has no counter for the current period yet, the script charges nothing and names the missing
+ *   counters; the limiter reads `store.tokensUsed` since the period start, creates the counter
+ *   with `SET NX` (so concurrent instances seed it once and nobody overwrites a counter in use),
+ *   and runs the admit again. Reads are shared within an instance. As in memory, a counter that
+ *   exists counts every request of its key or workspace, budget or not.
+ *
+ * **Clock**: the scripts read Redis's own clock (`TIME`), so every instance refills buckets,
+ *   expires leases and cuts budget periods by one clock, whatever the skew between the gateway
+ *   hosts (a host ahead by a minute would otherwise refill a whole minute early and expire the
+ *   other instances' leases early). UTC days and months are computed in the script. A `now`
+ *   given to `admit`/`settle`, or a `clock` option, replaces Redis's clock for that call (tests);
+ *   mix the two on one prefix and the buckets see time jump. TTLs are always relative durations,
+ *   so a fake clock in the past or the future does not expire anything early.
+ *
+ * Keys, all under `prefix` (`keygate:` by default): `kb:<keyId>` (hash: the buckets, expiring
+ * when they would be full again), `kl:<keyId>` (leases), `kd:<dayStart>:<keyId>`,
+ * `km:<monthStart>:<keyId>`, `wd:<dayStart>:<workspaceId>`, `wm:<monthStart>:<workspaceId>`
+ * (budget counters), `t:<ticketId>` (open tickets, one day at most). The ids come last so no id
+ * can make one key look like another. Scripts build these names from their arguments, so the
+ * limiter needs a standalone Redis (or one behind Sentinel), not Redis Cluster.
+ *
+ * Failures: a Redis error or a lost connection rejects `admit` with `RedisLimiterError` (see
+ * `resilient.ts` for the fallback); a failing store read rejects it with the store's error, as in
+ * memory. `settle` and `forget` report failures to `onError`; `settleAsync` lets a caller retry.
+ */
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { LRUCache } from 'lru-cache';
+import type { Store, TokenFilter } from '../store/types.ts';
+import { BLOCKED_RETRY_SECONDS, rateLimitHeaders, refusalMessage, SCALE, tokens } from './memory.ts';
+import type { Admission, Limiter, LimitReason, LimitSubject, Ticket } from './types.ts';
+
+export const DEFAULT_PREFIX = 'keygate:';
+/** The default upstream timeout (120 s) plus a margin for the response to be written. */
+export const DEFAULT_LEASE_MS = 130_000;
+/** How long an open ticket can still be settled. */
+const TICKET_TTL_MS = 86_400_000;
+/** Budget counters live this long past the end of their period. */
+const COUNTER_MARGIN_MS = 3_600_000;
+/** Admit attempts (each may first seed budget counters) before giving up. */
+const MAX_ATTEMPTS = 5;
+
+export interface RedisLimiterOptions {
+  /** The client to use (not closed by `close`); `createRedisClient` makes a suitable one. */
+  redis: Redis;
+  store: Pick<Store, 'tokensUsed'>;
+  /** Prefix of every key; `keygate:` by default. */
+  prefix?: string;
+  /** How long a concurrency slot is held by a request that is never settled; 130 s by default. */
+  leaseMs?: number;
+  /** Epoch ms used when `admit`/`settle` get no `now`; Redis's own clock (`TIME`) by default. */
+  clock?: () => number;
+  /** Failures of `settle` and `forget`, which answer nothing. */
+  onError?: (error: unknown) => void;
+  /** Budget counters remembered as seeded (saves store reads); 10 000 by default. */
+  maxSeeded?: number;
+}
+
+/** A Redis call failed or the connection is down: the limiter could not decide. */
+export class RedisLimiterError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'RedisLimiterError';
+  }
+}
+
+/**
+ * A client suited to the limiter: commands fail at once while disconnected instead of queueing
+ * (so a fallback can answer without waiting), a command the connection lost is never replayed
+ * (an admit the server ran would be charged twice), and reconnection is retried at least every
+ * second for ever. Listen for its `error` events (the resilient limiter does).
+ */
+export function createRedisClient(url: string, connectionName = 'keygate'): Redis {
+  return new Redis(url, {
+    connectionName,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    autoResendUnfulfilledCommands: false,
+    retryStrategy: (times) => Math.min(100 * times, 1000),
+    connectTimeout: 2000,
+  });
+}
+
+/** Lua shared by the scripts: the clock, number formatting and UTC periods. */
+const PRELUDE = `
+local SCALE = ${SCALE}
+local DAY = 86400000
+local P = ARGV[1]
+
+local function clock(arg)
+  local n = tonumber(arg)
+  if n then return n end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Integers as Redis strings, exactly (tostring would round past 14 digits).
+local function fmt(n) return string.format('%.0f', n) end
+
+-- Days since 1970-01-01 of a UTC date (Howard Hinnant's algorithm).
+local function daysFromCivil(y, m, d)
+  if m <= 2 then y = y - 1 end
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local mp = (m + 9) % 12
+  local doy = math.floor((153 * mp + 2) / 5) + d - 1
+  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
+  return era * 146097 + doe - 719468
+end
+
+-- dayStart, dayEnd, monthStart, monthEnd (epoch ms) of the UTC day and month holding now.
+local function periods(now)
+  local days = math.floor(now / DAY)
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local y = yoe + era * 400
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp < 10 and mp + 3 or mp - 9
+  if m <= 2 then y = y + 1 end
+  local ny, nm = y, m + 1
+  if nm > 12 then ny, nm = y + 1, 1 end
+  return days * DAY, (days + 1) * DAY, (days - d + 1) * DAY, daysFromCivil(ny, nm, 1) * DAY
+end
+
+-- Refills a bucket {level, at, limit} up to now (a clock going backwards refills nothing).
+local function refill(b, now)
+  if now <= b.at then return end
+  local cap = b.limit * SCALE
+  if b.level < cap then b.level = math.min(cap, b.level + (now - b.at) * b.limit) end
+  b.at = now
+end
+
+-- Keeps a bucket hash until its fullest bucket would be full again (then it is recreated full).
+local function keep(key, b)
+  if b == nil then return end
+  local want = 60000
+  if b.limit > 0 then want = want + math.ceil((b.limit * SCALE - b.level) / b.limit) end
+  if redis.call('PTTL', key) < want then redis.call('PEXPIRE', key, want) end
+end
+`;
+
+/**
+ * ARGV: prefix, keyId, workspaceId, now ('' = TIME), estimate, rpm, tpm, concurrency, key day
+ * budget, key month budget, workspace day budget, workspace month budget ('' = none), ticket id,
+ * lease ms, ticket ttl ms, counter margin ms.
+ *
+ * Replies [0, now, rpmLimit, rpmLevel, tpmLimit, tpmLevel, kd, km, wd, wm] (admitted; the
+ * counters charged, '' for none; limits -1 when not set), [1, now, rpmLimit, rpmLevel, tpmLimit,
+ * tpmLevel, reason, retrySeconds, used, periodEnd] (refused; used and periodEnd of a refusing
+ * budget, else 0), or [2, now, dayStart, dayEnd, monthStart, monthEnd, kd, km, wd, wm] (budget
+ * counters to seed first, '' for the others).
+ */
+const ADMIT = `${PRELUDE}
+local BLOCKED = ${BLOCKED_RETRY_SECONDS}
+local keyId, wsId = ARGV[2], ARGV[3]
+local now = clock(ARGV[4])
+local estimate = tonumber(ARGV[5])
+local rpmLimit, tpmLimit, concurrency = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local budgets = { tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12]) }
+local ticketId, leaseMs, ticketTtl, margin = ARGV[13], tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16])
+
+local dayStart, dayEnd, monthStart, monthEnd = periods(now)
+local counters = {
+  P .. 'kd:' .. fmt(dayStart) .. ':' .. keyId,
+  P .. 'km:' .. fmt(monthStart) .. ':' .. keyId,
+  P .. 'wd:' .. fmt(dayStart) .. ':' .. wsId,
+  P .. 'wm:' .. fmt(monthStart) .. ':' .. wsId,
+}
+local ends = { dayEnd, monthEnd, dayEnd, monthEnd }
+
+-- Budget counters first: a configured budget without a counter for this period is seeded first.
+local used = {}
+local missing = { '', '', '', '' }
+local seed = false
+for i = 1, 4 do
+  local v = redis.call('GET', counters[i])
+  used[i] = v and tonumber(v) or nil
+  if used[i] == nil and budgets[i] ~= nil then
+    missing[i] = counters[i]
+    seed = true
+  end
+end
+if seed then
+  return { 2, now, dayStart, dayEnd, monthStart, monthEnd, missing[1], missing[2], missing[3], missing[4] }
+end
+
+-- The buckets for the current limits: created full, refilled, clamped to a lowered capacity.
+local bucketKey = P .. 'kb:' .. keyId
+local f = redis.call('HMGET', bucketKey, 'rl', 'ra', 'rn', 'tl', 'ta', 'tn')
+local function sync(level, at, limit, want)
+  if want == nil then return nil end
+  local perMinute = math.max(0, want)
+  level, at, limit = tonumber(level), tonumber(at), tonumber(limit)
+  if level == nil or at == nil or limit == nil then return { level = perMinute * SCALE, at = now, limit = perMinute } end
+  local b = { level = level, at = at, limit = limit }
+  refill(b, now)
+  if b.limit ~= perMinute then
+    b.limit = perMinute
+    b.level = math.min(b.level, perMinute * SCALE)
+  end
+  return b
+end
+local rpm = sync(f[1], f[2], f[3], rpmLimit)
+local tpm = sync(f[4], f[5], f[6], tpmLimit)
+
+local function wait(b, cost)
+  if b.limit <= 0 then return math.huge end
+  local need = math.min(cost, b.limit) * SCALE
+  if b.level >= need then return 0 end
+  return (need - b.level) / b.limit
+end
+local function seconds(ms)
+  if ms == math.huge then return BLOCKED end
+  return math.max(1, math.ceil(ms / 1000))
+end
+
+-- Check everything; report the refusal that lasts longest.
+local reason, retry, refusedUsed, refusedEnd = nil, 0, 0, 0
+local names = { 'key_budget_day', 'key_budget_month', 'workspace_budget_day', 'workspace_budget_month' }
+for _, i in ipairs({ 2, 4, 1, 3 }) do
+  local u, budget = used[i], budgets[i]
+  if u ~= nil and budget ~= nil and (u >= budget or u + estimate > budget) then
+    local s = seconds(ends[i] - now)
+    if s > retry then reason, retry, refusedUsed, refusedEnd = names[i], s, u, ends[i] end
+  end
+end
+if tpm ~= nil then
+  local w = wait(tpm, estimate)
+  if w > 0 and seconds(w) > retry then reason, retry = 'tpm', seconds(w) end
+end
+if rpm ~= nil then
+  local w = wait(rpm, 1)
+  if w > 0 and seconds(w) > retry then reason, retry = 'rpm', seconds(w) end
+end
+local leaseKey = P .. 'kl:' .. keyId
+redis.call('ZREMRANGEBYSCORE', leaseKey, '-inf', fmt(now))
+if concurrency ~= nil and retry < 1 and redis.call('ZCARD', leaseKey) >= concurrency then
+  reason, retry = 'concurrency', 1
+end
+
+local function view(b)
+  if b == nil then return -1, 0 end
+  return b.limit, b.level
+end
+if reason ~= nil then
+  local rl, rv = view(rpm)
+  local tl, tv = view(tpm)
+  return { 1, now, rl, rv, tl, tv, reason, retry, refusedUsed, refusedEnd }
+end
+
+-- Commit everything.
+if rpm ~= nil then
+  rpm.level = rpm.level - SCALE
+  redis.call('HSET', bucketKey, 'rl', fmt(rpm.level), 'ra', fmt(rpm.at), 'rn', fmt(rpm.limit))
+else
+  redis.call('HDEL', bucketKey, 'rl', 'ra', 'rn')
+end
+if tpm ~= nil then
+  tpm.level = tpm.level - estimate * SCALE
+  redis.call('HSET', bucketKey, 'tl', fmt(tpm.level), 'ta', fmt(tpm.at), 'tn', fmt(tpm.limit))
+else
+  redis.call('HDEL', bucketKey, 'tl', 'ta', 'tn')
+end
+keep(bucketKey, rpm)
+keep(bucketKey, tpm)
+redis.call('ZADD', leaseKey, fmt(now + leaseMs), ticketId)
+redis.call('PEXPIRE', leaseKey, leaseMs + 60000)
+redis.call('SET', P .. 't:' .. ticketId, '1', 'PX', ticketTtl)
+local charged = { '', '', '', '' }
+for i = 1, 4 do
+  if used[i] ~= nil then
+    redis.call('INCRBY', counters[i], fmt(estimate))
+    charged[i] = counters[i]
+  end
+end
+local rl, rv = view(rpm)
+local tl, tv = view(tpm)
+return { 0, now, rl, rv, tl, tv, charged[1], charged[2], charged[3], charged[4] }
+`;
+
+/**
+ * ARGV: prefix, keyId, ticketId, now ('' = TIME), delta (actual − estimate), the tpm limit at
+ * admission ('' = none), then the budget counters charged. Replies 1, or 0 when the ticket was
+ * already settled (or is older than a day).
+ */
+const SETTLE = `${PRELUDE}
+local keyId, ticketId = ARGV[2], ARGV[3]
+if redis.call('DEL', P .. 't:' .. ticketId) == 0 then return 0 end
+redis.call('ZREM', P .. 'kl:' .. keyId, ticketId)
+local delta = tonumber(ARGV[5])
+if delta == 0 then return 1 end
+local now = clock(ARGV[4])
+local tpmLimit = tonumber(ARGV[6])
+if tpmLimit ~= nil then
+  local bucketKey = P .. 'kb:' .. keyId
+  local f = redis.call('HMGET', bucketKey, 'tl', 'ta', 'tn')
+  local b = nil
+  if f[3] then
+    b = { level = tonumber(f[1]), at = tonumber(f[2]), limit = tonumber(f[3]) }
+  elseif delta > 0 then
+    -- The bucket expired, so it was full: charge the extra to a full bucket.
+    b = { level = tpmLimit * SCALE, at = now, limit = tpmLimit }
+  end
+  if b ~= nil then
+    refill(b, now)
+    b.level = math.min(b.limit * SCALE, b.level - delta * SCALE)
+    redis.call('HSET', bucketKey, 'tl', fmt(b.level), 'ta', fmt(b.at), 'tn', fmt(b.limit))
+    keep(bucketKey, b)
+  end
+end
+for i = 7, #ARGV do
+  local v = redis.call('GET', ARGV[i])
+  if v then redis.call('SET', ARGV[i], fmt(math.max(0, tonumber(v) + delta)), 'KEEPTTL') end
+end
+return 1
+`;
+
+/**
+ * ARGV: prefix, keyId, now ('' = TIME). Drops the key's buckets and its counters of the current
+ * day and month unless it has live leases. Replies 1 when dropped.
+ */
+const FORGET = `${PRELUDE}
+local keyId = ARGV[2]
+local now = clock(ARGV[3])
+local leaseKey = P .. 'kl:' .. keyId
+redis.call('ZREMRANGEBYSCORE', leaseKey, '-inf', fmt(now))
+if redis.call('ZCARD', leaseKey) > 0 then return 0 end
+local dayStart, _, monthStart = periods(now)
+redis.call('DEL', P .. 'kb:' .. keyId, leaseKey, P .. 'kd:' .. fmt(dayStart) .. ':' .. keyId,
+  P .. 'km:' .. fmt(monthStart) .. ':' .. keyId)
+return 1
+`;
+
+type ScriptCall = (keys: readonly string[], args: readonly (string | number)[]) => Promise<unknown>;
+
+/** A Lua script defined on the client (EVALSHA, EVAL when the server does not know it yet). */
+function defineScript(redis: Redis, name: string, lua: string): ScriptCall {
+  if (!(name in redis)) redis.defineCommand(name, { lua });
+  const method = (redis as unknown as Record<string, (...args: (string | number)[]) => Promise<unknown>>)[
+    name
+  ];
+  if (typeof method !== 'function') throw new Error(`could not define the Redis script ${name}`);
+  return (keys, args) => method.call(redis, keys.length, ...keys, ...args);
+}
+
+class RedisTicket implements Ticket {
+  readonly keyId: string;
+  readonly workspaceId: string;
+  readonly estimatedTokens: number;
+  readonly admittedAt: number;
+  readonly owner: RedisLimiter;
+  readonly id: string;
+  /** The tpm limit when admitted (null: none). */
+  readonly tpmLimit: number | null;
+  /** The budget counters charged. */
+  readonly counters: readonly string[];
+  /** Set once a settle has been applied (or found already applied) by Redis. */
+  settled = false;
+
+  constructor(
+    owner: RedisLimiter,
+    subject: LimitSubject,
+    id: string,
+    estimate: number,
+    admittedAt: number,
+    tpmLimit: number | null,
+    counters: string[],
+  ) {
+    this.keyId = subject.keyId;
+    this.workspaceId = subject.workspaceId;
+    this.estimatedTokens = estimate;
+    this.admittedAt = admittedAt;
+    this.owner = owner;
+    this.id = id;
+    this.tpmLimit = tpmLimit;
+    this.counters = counters;
+  }
+}
+
+function arg(value: number | null | undefined): string {
+  return value === null || value === undefined ? '' : String(value);
+}
+
+function num(reply: unknown[], index: number): number {
+  const value = Number(reply[index]);
+  if (!Number.isFinite(value)) throw new RedisLimiterError(`unexpected reply from the limiter script`);
+  return value;
+}
+
+function str(reply: unknown[], index: number): string {
+  const value = reply[index];
+  if (typeof value === 'string') return value;
+  if (Buffer.isBuffer(value)) return value.toString();
+  throw new RedisLimiterError('unexpected reply from the limiter script');
+}
+
+function bucket(reply: unknown[], index: number): { limit: number; level: number } | null {
+  const limit = num(reply, index);
+  return limit < 0 ? null : { limit, level: num(reply, index + 1) };
+}
+
+const REASONS: ReadonlySet<string> = new Set<LimitReason>([
+  'rpm',
+  'tpm',
+  'concurrency',
+  'key_budget_day',
+  'key_budget_month',
+  'workspace_budget_day',
+  'workspace_budget_month',
+]);
+
+export class RedisLimiter implements Limiter {
+  readonly #redis: Redis;
+  readonly #store: RedisLimiterOptions['store'];
+  readonly #prefix: string;
+  readonly #leaseMs: number;
+  readonly #clock: (() => number) | undefined;
+  readonly #onError: (error: unknown) => void;
+  readonly #admitScript: ScriptCall;
+  readonly #settleScript: ScriptCall;
+  readonly #forgetScript: ScriptCall;
+  /** Budget counters being seeded or seeded by this instance: later admits wait for the same read. */
+  readonly #seeds: LRUCache<string, Promise<void>>;
+  #closed = false;
+
+  constructor(options: RedisLimiterOptions) {
+    this.#redis = options.redis;
+    this.#store = options.store;
+    this.#prefix = options.prefix ?? DEFAULT_PREFIX;
+    this.#leaseMs = Math.max(1000, Math.ceil(options.leaseMs ?? DEFAULT_LEASE_MS));
+    this.#clock = options.clock;
+    this.#onError = options.onError ?? (() => {});
+    this.#admitScript = defineScript(this.#redis, 'keygateLimiterAdmit', ADMIT);
+    this.#settleScript = defineScript(this.#redis, 'keygateLimiterSettle', SETTLE);
+    this.#forgetScript = defineScript(this.#redis, 'keygateLimiterForget', FORGET);
+    this.#seeds = new LRUCache({ max: Math.max(1, options.maxSeeded ?? 10_000) });
+  }
+
+  /** Whether `ticket` was issued by this limiter. */
+  owns(ticket: Ticket): boolean {
+    return ticket instanceof RedisTicket && ticket.owner === this;
+  }
+
+  /** Always a Promise: every admit asks Redis. */
+  admit(subject: LimitSubject, estimatedTokens: number, now?: number): Promise<Admission> {
+    if (this.#closed) throw new Error('the limiter is closed');
+    return this.#admit(subject, tokens(estimatedTokens), now ?? this.#clock?.());
+  }
+
+  settle(ticket: Ticket, actualTokens: number, now?: number): void {
+    this.settleAsync(ticket, actualTokens, now).catch(this.#onError);
+  }
+
+  /**
+   * `settle`, with its outcome. Throws a TypeError at once for a ticket of another limiter;
+   * rejects with `RedisLimiterError` if Redis could not be told, and can then be called again
+   * (a settle that did reach Redis is not applied twice).
+   */
+  settleAsync(ticket: Ticket, actualTokens: number, now?: number): Promise<void> {
+    if (!(ticket instanceof RedisTicket) || ticket.owner !== this) {
+      throw new TypeError('settle() was given a ticket this limiter did not issue');
+    }
+    if (ticket.settled) return Promise.resolve();
+    const delta = tokens(actualTokens) - ticket.estimatedTokens;
+    const time = now ?? this.#clock?.();
+    return this.#call(
+      this.#settleScript,
+      [],
+      [this.#prefix, ticket.keyId, ticket.id, arg(time), delta, arg(ticket.tpmLimit), ...ticket.counters],
+    ).then(() => {
+      ticket.settled = true;
+    });
+  }
+
+  forget(keyId: string): void {
+    this.#call(this.#forgetScript, [], [this.#prefix, keyId, arg(this.#clock?.())]).catch(this.#onError);
+  }
+
+  /** Stops admitting; the Redis client stays open (it belongs to the caller). */
+  close(): void {
+    this.#closed = true;
+    this.#seeds.clear();
+  }
+
+  /** A Redis call, its failures wrapped in `RedisLimiterError`. */
+  async #call(script: ScriptCall, keys: string[], args: (string | number)[]): Promise<unknown> {
+    try {
+      return await script(keys, args);
+    } catch (error) {
+      throw new RedisLimiterError(
+        `Redis limiter call failed: ${error instanceof Error ? error.message : String(error)}`,
+        { cause: error },
+      );
+    }
+  }
+
+  async #admit(subject: LimitSubject, estimate: number, now: number | undefined): Promise<Admission> {
+    const { limits, keyBudget, workspaceBudget } = subject;
+    /** Counters this admit already waited for: if one is still missing, it must be read afresh. */
+    const awaited = new Set<string>();
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      const ticketId = randomBytes(16).toString('base64url');
+      const reply = await this.#call(
+        this.#admitScript,
+        [],
+        [
+          this.#prefix,
+          subject.keyId,
+          subject.workspaceId,
+          arg(now),
+          estimate,
+          arg(limits.rpm),
+          arg(limits.tpm),
+          arg(limits.concurrency),
+          arg(keyBudget.day),
+          arg(keyBudget.month),
+          arg(workspaceBudget.day),
+          arg(workspaceBudget.month),
+          ticketId,
+          this.#leaseMs,
+          TICKET_TTL_MS,
+          COUNTER_MARGIN_MS,
+        ],
+      );
+      if (!Array.isArray(reply)) throw new RedisLimiterError('unexpected reply from the limiter script');
+      const status = num(reply, 0);
+      const time = num(reply, 1);
+      if (status === 2) {
+        await this.#seed(subject, reply, time, awaited);
+        continue;
+      }
+      const rpm = bucket(reply, 2);
+      const tpm = bucket(reply, 4);
+      const headers = rateLimitHeaders(rpm, tpm);
+      if (status === 0) {
+        const counters = [6, 7, 8, 9].map((i) => str(reply, i)).filter((name) => name !== '');
+        const ticket = new RedisTicket(this, subject, ticketId, estimate, time, tpm?.limit ?? null, counters);
+        return { ok: true, ticket, headers };
+      }
+      const reason = str(reply, 6);
+      if (!REASONS.has(reason)) throw new RedisLimiterError(`unexpected refusal reason ${reason}`);
+      const refusal = reason as LimitReason;
+      const retry = num(reply, 7);
+      const counter = { used: num(reply, 8), end: num(reply, 9) };
+      headers['retry-after'] = String(retry);
+      return {
+        ok: false,
+        reason: refusal,
+        message: refusalMessage(refusal, subject, estimate, retry, counter),
+        retryAfterSeconds: retry,
+        headers,
+      };
+    }
+    throw new RedisLimiterError('budget counters could not be seeded in Redis');
+  }
+
+  /** Seeds the counters a `2` reply names: the store's usage since the period start, SET NX. */
+  async #seed(subject: LimitSubject, reply: unknown[], now: number, awaited: Set<string>): Promise<void> {
+    const [dayStart, dayEnd, monthStart, monthEnd] = [2, 3, 4, 5].map((i) => num(reply, i)) as [
+      number,
+      number,
+      number,
+      number,
+    ];
+    const wanted: [string, TokenFilter, number][] = [
+      [str(reply, 6), { keyId: subject.keyId, since: dayStart }, dayEnd],
+      [str(reply, 7), { keyId: subject.keyId, since: monthStart }, monthEnd],
+      [str(reply, 8), { workspaceId: subject.workspaceId, since: dayStart }, dayEnd],
+      [str(reply, 9), { workspaceId: subject.workspaceId, since: monthStart }, monthEnd],
+    ];
+    const reads: Promise<void>[] = [];
+    for (const [counter, filter, end] of wanted) {
+      if (counter === '') continue;
+      let pending = awaited.has(counter) ? undefined : this.#seeds.get(counter);
+      if (pending === undefined) {
+        pending = this.#read(counter, filter, Math.max(1, end - now) + COUNTER_MARGIN_MS);
+        this.#seeds.set(counter, pending);
+        const current = pending;
+        current.catch(() => {
+          if (this.#seeds.get(counter) === current) this.#seeds.delete(counter);
+        });
+      }
+      awaited.add(counter);
+      reads.push(pending);
+    }
+    await Promise.all(reads);
+  }
+
+  async #read(counter: string, filter: TokenFilter, ttlMs: number): Promise<void> {
+    const used = tokens(await this.#store.tokensUsed(filter));
+    try {
+      await this.#redis.set(counter, String(used), 'PX', ttlMs, 'NX');
+    } catch (error) {
+      throw new RedisLimiterError(
+        `Redis limiter call failed: ${error instanceof Error ? error.message : String(error)}`,
+        { cause: error },
+      );
+    }
+  }
+}
+
+/** The Redis `Limiter` (see the top of this file). */
+export function createRedisLimiter(options: RedisLimiterOptions): RedisLimiter {
+  return new RedisLimiter(options);
+}
