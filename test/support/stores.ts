@@ -101,8 +101,26 @@ export async function createTestDatabase(): Promise<string> {
   return name;
 }
 
+/**
+ * Drops a test database. A closed pool's connections may take a moment to go (pg's pool.end()
+ * resolves before their sockets close): wait for them up to 2 s rather than kill them.
+ */
 export async function dropTestDatabase(name: string): Promise<void> {
-  await adminQuery(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+  const client = new pg.Client({ connectionString: PG_ADMIN_URL });
+  await client.connect();
+  try {
+    for (let waited = 0; waited < 2000; waited += 20) {
+      const { rows } = await client.query<{ n: number }>(
+        'SELECT COUNT(*)::int AS n FROM pg_stat_activity WHERE datname = $1',
+        [name],
+      );
+      if (rows[0]?.n === 0) break;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+  } finally {
+    await client.end();
+  }
 }
 
 /** `?` placeholders as PostgreSQL's `$1`, `$2`… (the test SQL has no `?` inside strings). */
@@ -237,7 +255,10 @@ function postgresStores(unavailable: string | undefined): StoreUnderTest {
   /** Connections for the tests' own SQL, each use set to the schema it is for. */
   let direct: pg.Pool | undefined;
   const withClient = async <T>(store: Store, work: (client: pg.PoolClient) => Promise<T>): Promise<T> => {
-    direct ??= new pg.Pool({ connectionString: await urlOf(), max: 2, types: PG_TYPES });
+    if (!direct) {
+      direct = new pg.Pool({ connectionString: await urlOf(), max: 2, types: PG_TYPES });
+      direct.on('error', () => {}); // an idle connection cut (the next use reconnects)
+    }
     const client = await direct.connect();
     try {
       await client.query(`SET search_path TO ${nameOf(store)}`);
