@@ -505,6 +505,8 @@ export class PostgresStore implements Store {
       connectionString: options.url,
       max: options.poolSize ?? 10,
       connectionTimeoutMillis: options.connectTimeoutMs ?? 10_000,
+      // Shown in pg_stat_activity (unless the URL names another).
+      application_name: 'keygate',
       types: PG_TYPES,
       ...(options.schema !== undefined ? { options: `-c search_path=${options.schema}` } : {}),
     });

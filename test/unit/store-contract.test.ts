@@ -98,13 +98,15 @@ test('ten PostgreSQL instances migrating one new database at once: each migratio
     } finally {
       await client.end();
     }
-    // openStore with the URL: the PostgreSQL store, migrated.
-    const opened = await openStore(url);
-    try {
-      assert.equal(opened.kind, 'postgres');
-      await opened.ping();
-    } finally {
-      await opened.close();
+    // openStore with the URL (alone, or besides a data directory): the PostgreSQL store, migrated.
+    for (const where of [url, { dataDir: '/nonexistent/keygate', databaseUrl: url, poolSize: 2 }]) {
+      const opened = await openStore(where);
+      try {
+        assert.equal(opened.kind, 'postgres');
+        await opened.ping();
+      } finally {
+        await opened.close();
+      }
     }
   } finally {
     await Promise.all(stores.map((s) => s.close()));
