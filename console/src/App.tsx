@@ -62,6 +62,12 @@ export function App() {
     if (signedIn && ENTRY_PATHS.has(path)) navigate('/keys', { replace: true });
   }, [signedIn, path]);
 
+  // Signed out (or the session ended): forget what the signed-in pages loaded. In an effect, so
+  // the pages have unmounted first; removed under a mounted page, a query would refetch (401).
+  useEffect(() => {
+    if (!signedIn) queryClient.removeQueries({ predicate: (q) => q.queryKey[0] !== SESSION_KEY[0] });
+  }, [signedIn, queryClient]);
+
   const value = useMemo<SessionContextValue | null>(() => {
     if (!session?.user || !workspace) return null;
     return {
@@ -80,12 +86,9 @@ export function App() {
       async signOut() {
         try {
           await api.post('/console/api/logout');
-          // Signed out: the pages unmount before their queries are dropped, so none refetches.
           queryClient.setQueryData<Session>(SESSION_KEY, SIGNED_OUT);
         } catch {
           await queryClient.refetchQueries({ queryKey: SESSION_KEY });
-        } finally {
-          queryClient.removeQueries({ predicate: (q) => q.queryKey[0] !== SESSION_KEY[0] });
         }
       },
     };

@@ -85,7 +85,7 @@ export function UsageTables({
             <tbody>
               {models.slice(0, 10).map((row) => (
                 <tr key={row.model ?? 'none'}>
-                  <td className="mono">{row.model ?? <span className="muted">none</span>}</td>
+                  <td className="mono">{row.model ?? <span className="muted">(no model)</span>}</td>
                   <td className="num">{formatInt(row.requests)}</td>
                   <td className="num">{formatInt(row.total_tokens)}</td>
                   <td className="num">{formatCost(row.cost, currency)}</td>
