@@ -35,7 +35,8 @@ export type ErrorCode =
   | 'csrf_failed'
   | 'invalid_setup_token'
   | 'setup_done'
-  | 'invalid_invite';
+  | 'invalid_invite'
+  | 'limiter_unavailable';
 
 type ErrorType =
   | 'invalid_request_error'
@@ -74,6 +75,7 @@ const STATUS: Record<ErrorCode, number> = {
   invalid_setup_token: 403,
   setup_done: 409,
   invalid_invite: 404,
+  limiter_unavailable: 503,
 };
 
 const TYPE: Record<ErrorCode, ErrorType> = {
@@ -106,6 +108,7 @@ const TYPE: Record<ErrorCode, ErrorType> = {
   invalid_setup_token: 'permission_error',
   setup_done: 'invalid_request_error',
   invalid_invite: 'invalid_request_error',
+  limiter_unavailable: 'server_error',
 };
 
 export function statusOf(code: ErrorCode): number {

@@ -12,9 +12,11 @@ import { filterModelList, hasScope, modelAllowed } from '../auth/policy.ts';
 import type { KeyVerifier } from '../auth/verifier.ts';
 import type { Config } from '../config/config.ts';
 import {
+  type Admission,
   estimatePromptTokens,
   estimateTokens,
   type Limiter,
+  LimiterUnavailableError,
   type LimitReason,
   type Ticket,
 } from '../limits/index.ts';
@@ -363,7 +365,16 @@ export class Gateway {
       },
       estimate,
     );
-    const admission = pending instanceof Promise ? await pending : pending;
+    let admission: Admission;
+    try {
+      admission = pending instanceof Promise ? await pending : pending;
+    } catch (error) {
+      if (!(error instanceof LimiterUnavailableError)) throw error;
+      exchange.failure = 'limiter_unavailable';
+      if (!exchange.done)
+        sendError(res, 'limiter_unavailable', error.message, { retryAfter: error.retryAfterSeconds });
+      return false;
+    }
     if (exchange.done) {
       // The client hung up while the limiter waited: nothing will settle this ticket later.
       if (admission.ok) this.#deps.limiter.settle(admission.ticket, 0);

@@ -9,16 +9,23 @@ import {
   type ServerResponse,
 } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
+import type { Redis } from 'ioredis';
 import { AlertEngine } from '../alerts/engine.ts';
 import { createNotifier, type Notifier } from '../alerts/notifier.ts';
 import { AuthFailureLimiter } from '../auth/failures.ts';
 import { parseCidrs } from '../auth/ip.ts';
+import { KeyEvents } from '../auth/key-events.ts';
 import { KeyVerifier } from '../auth/verifier.ts';
 import type { Config } from '../config/config.ts';
 import { ensureDataDir, type ServerSecrets, secretsFor } from '../config/secrets.ts';
 import { ConsoleAuth } from '../console/api.ts';
 import { CONSOLE_HEADERS, createConsoleStatic } from '../console/static.ts';
-import { createMemoryLimiter } from '../limits/index.ts';
+import {
+  createMemoryLimiter,
+  createRedisClient,
+  createResilientLimiter,
+  type Limiter,
+} from '../limits/index.ts';
 import { createMetricsEndpoint } from '../metrics/endpoint.ts';
 import { Metrics } from '../metrics/index.ts';
 import { Upstream } from '../providers/upstream.ts';
@@ -167,7 +174,50 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     onError: (error) => logger.error({ err: error }, 'writing usage records failed; they stay queued'),
     onDrop: (count) => logger.error({ dropped: count }, 'usage queue full: records dropped'),
   });
-  const limiter = createMemoryLimiter({ store });
+  // Shared state for several instances: limits, budgets and leases in Redis, key changes broadcast.
+  let redis: Redis | undefined;
+  let limiter: Limiter & { status?(): 'ok' | 'degraded' };
+  let keyEvents: KeyEvents | undefined;
+  if (config.redis.url) {
+    redis = createRedisClient(config.redis.url, 'keygate');
+    limiter = createResilientLimiter({
+      redis,
+      store,
+      prefix: config.redis.prefix,
+      commandTimeoutMs: config.redis.commandTimeoutMs,
+      onRedisFailure: config.limits.onRedisFailure,
+      expectedInstances: config.limits.expectedInstances,
+      leaseMs: config.upstream.timeoutMs + 10_000,
+      onStateChange: (state, error) => {
+        if (state === 'degraded')
+          logger.warn(
+            { err: error, fallback: config.limits.onRedisFailure },
+            config.limits.onRedisFailure === 'local'
+              ? 'Redis unreachable: limits fall back to per-instance limits'
+              : 'Redis unreachable: limited requests are refused until it is back',
+          );
+        else logger.info('Redis reachable again: limits are shared again');
+      },
+      onError: (error) => logger.error({ err: error }, 'a Redis limiter call failed'),
+    });
+    keyEvents = new KeyEvents({
+      redis,
+      prefix: config.redis.prefix,
+      onChange: (keyIds) => {
+        verifier.invalidate(keyIds);
+        void verifier.syncChanges();
+      },
+      onError: (error) =>
+        logger.warn({ err: error }, 'key-change broadcast failed (the change-feed poll covers it)'),
+    });
+    // Not waited for long: until Redis answers, the fallback applies and /readyz says so.
+    await Promise.race([
+      new Promise((resolve) => redis?.once('ready', resolve)),
+      new Promise((resolve) => setTimeout(resolve, 2000).unref()),
+    ]);
+  } else {
+    limiter = createMemoryLimiter({ store });
+  }
   const failures = new AuthFailureLimiter(config.auth.failuresPerMinute);
   const trustedProxies = parseCidrs(config.server.trustedProxies);
   const notifier = createNotifier({ store, dataKey: secrets.dataKey, logger });
@@ -197,6 +247,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     alerts,
     pricing: config.pricing,
     console: consoleAuth,
+    ...(keyEvents ? { keyEvents } : {}),
   });
   const metrics = new Metrics({
     sources: { keyCache: verifier, usageQueue: usage, inflight: (): number => gateway.inflight },
@@ -304,10 +355,27 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
           ? upstream.reachable().then((ok) => (ok ? 'reachable' : 'unreachable'))
           : Promise.resolve('not_configured'),
       ]).then(([storeCheck, upstreamCheck]) => {
-        const ready = storeCheck === 'ok' && upstreamCheck === 'reachable' && !gateway.draining;
+        // Limits: `memory` (one instance), `redis`, or a fallback while Redis is unreachable. The
+        // local fallback still enforces limits, so the instance stays ready; `deny` does not.
+        const limitsCheck =
+          limiter.status === undefined
+            ? 'memory'
+            : limiter.status() === 'ok'
+              ? 'redis'
+              : `fallback_${config.limits.onRedisFailure}`;
+        const ready =
+          storeCheck === 'ok' &&
+          upstreamCheck === 'reachable' &&
+          !gateway.draining &&
+          limitsCheck !== 'fallback_deny';
         json(res, ready ? 200 : 503, {
           status: ready ? 'ready' : 'not_ready',
-          checks: { store: storeCheck, upstream: upstreamCheck, draining: gateway.draining },
+          checks: {
+            store: storeCheck,
+            upstream: upstreamCheck,
+            limits: limitsCheck,
+            draining: gateway.draining,
+          },
         });
       });
       return;
@@ -340,6 +408,9 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     await alerts.close();
     await usage.close();
     await notifier.close();
+    limiter.close();
+    await keyEvents?.close().catch(() => {});
+    await redis?.quit().catch(() => {});
     await store.close();
     throw error;
   }
@@ -364,6 +435,8 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
       await usage.close();
       await alerts.close();
       limiter.close();
+      await keyEvents?.close().catch(() => {});
+      await redis?.quit().catch(() => {});
       await upstream.close().catch(() => {});
       await notifier.close();
       await store.close();

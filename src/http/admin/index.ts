@@ -42,6 +42,8 @@ export interface AdminDeps {
   alerts?: Pick<AlertEngine, 'forgetSettings'>;
   /** Prices for the cost column of usage reports (config `pricing`); none: costs are null. */
   pricing?: Pricing;
+  /** Broadcasts key and workspace changes to the other instances (Redis); absent: the poll alone. */
+  keyEvents?: { publish(ids: readonly string[]): Promise<boolean> };
   /** Console sessions: a request with the session cookie and no Authorization acts as its user. */
   console?: ConsoleAuth;
 }

@@ -92,9 +92,13 @@ async function visibleWorkspace(ctx: Context<unknown, unknown>, id: string) {
   return ws;
 }
 
-/** Applies a change to this instance's key cache now, rather than at the next change-feed poll. */
-async function applyChanges(ctx: Context<unknown, unknown>): Promise<void> {
+/**
+ * Applies a change to this instance's key cache now, rather than at the next change-feed poll,
+ * and broadcasts it to the other instances (over Redis, when configured).
+ */
+async function applyChanges(ctx: Context<unknown, unknown>, ids: readonly string[]): Promise<void> {
   await ctx.deps.verifier.syncChanges();
+  await ctx.deps.keyEvents?.publish(ids);
 }
 
 type LimitsInput = {
@@ -230,7 +234,7 @@ export const ROUTES: readonly AnyRoute[] = [
         createdBy: ctx.owner?.userId ?? caller.id,
         actor: ctx.actor,
       });
-      await applyChanges(ctx);
+      await applyChanges(ctx, [created.record.id]);
       deps.logger.info(
         { reqId: ctx.requestId, keyId: created.record.id, by: caller.id },
         'key created through the admin API',
@@ -304,7 +308,7 @@ export const ROUTES: readonly AnyRoute[] = [
         },
         ctx.actor,
       );
-      await applyChanges(ctx);
+      await applyChanges(ctx, [target.id]);
       return { body: keyView(updated, now) };
     },
   }),
@@ -328,7 +332,7 @@ export const ROUTES: readonly AnyRoute[] = [
       const now = Date.now();
       const revoked = await ctx.deps.store.revokeKey(target.id, now, ctx.actor);
       if (!revoked) throw notFound('key', target.id);
-      await applyChanges(ctx);
+      await applyChanges(ctx, [target.id]);
       ctx.deps.logger.info(
         { reqId: ctx.requestId, keyId: target.id, by: ctx.caller.id },
         'key revoked through the admin API',
@@ -363,7 +367,7 @@ export const ROUTES: readonly AnyRoute[] = [
       const graceMs = ctx.body.grace === undefined ? DEFAULT_GRACE_MS : durationMs(ctx.body.grace);
       const now = Date.now();
       const rotated = await rotateKey(keyDeps(ctx, now), target.id, graceMs, ctx.actor);
-      await applyChanges(ctx);
+      await applyChanges(ctx, [target.id]);
       ctx.deps.logger.info(
         { reqId: ctx.requestId, keyId: target.id, by: ctx.caller.id, graceMs },
         'key rotated through the admin API',
@@ -447,7 +451,7 @@ export const ROUTES: readonly AnyRoute[] = [
       if (budget !== undefined) patch.budget = budget;
       const updated = await ctx.deps.store.updateWorkspace(ws.id, patch, ctx.actor, Date.now());
       if (!updated) throw notFound('workspace', ws.id);
-      await applyChanges(ctx);
+      await applyChanges(ctx, [ws.id]);
       return { body: workspaceView(updated) };
     },
   }),
