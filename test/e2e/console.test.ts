@@ -6,7 +6,8 @@
  * usage page showing the calls, an alert raised and acknowledged, the audit log filtered, and a
  * viewer invited, signed up in a second browser context, and refused key creation.
  *
- * Every page is screenshotted into test-output/console/ (with KEYGATE_UPDATE_DOCS_IMAGES=1, the
+ * No page may log an error, throw, or request anything from another origin. Every page is
+ * screenshotted into test-output/console/ (with KEYGATE_UPDATE_DOCS_IMAGES=1, the
  * keys and usage pages also into docs/images/ for the README), and no page may log an error or
  * throw.
  */
@@ -20,6 +21,7 @@ import { fileURLToPath } from 'node:url';
 import { Secret, TOTP } from 'otpauth';
 import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
 import type { UsageRecord } from '../../src/store/types.ts';
+import { createWorkspace } from '../../src/users/service.ts';
 import { bearer, chatBody, startTestGateway, type TestGateway } from '../support/gateway.ts';
 
 // The few browser globals the functions run in the page use (the server's tsconfig has no DOM types).
@@ -46,7 +48,7 @@ interface Watched {
 }
 
 /** A page whose console errors and uncaught exceptions are recorded. */
-async function watchedPage(context: BrowserContext): Promise<Watched> {
+async function watchedPage(context: BrowserContext, origin: string): Promise<Watched> {
   const page = await context.newPage();
   const watched: Watched = { page, errors: [], expected: [] };
   const refusals = new Map<string, string>();
@@ -69,6 +71,11 @@ async function watchedPage(context: BrowserContext): Promise<Watched> {
     watched.errors.push(`${text} (${message.location().url})`);
   });
   page.on('pageerror', (error) => watched.errors.push(`uncaught: ${error.message}`));
+  page.on('request', (request) => {
+    const url = request.url();
+    if (!url.startsWith('data:') && new URL(url).origin !== origin)
+      watched.errors.push(`third-party request: ${url}`);
+  });
   return watched;
 }
 
@@ -209,7 +216,7 @@ test('the web console in Chromium: setup, sign-in, keys, usage, alerts, audit, s
     viewport: { width: 1440, height: 900 },
   });
   await ownerContext.grantPermissions(['clipboard-read', 'clipboard-write'], { origin });
-  const owner = await watchedPage(ownerContext);
+  const owner = await watchedPage(ownerContext, origin);
   const page = owner.page;
   page.setDefaultTimeout(WAIT);
   const pages: Watched[] = [owner];
@@ -577,7 +584,7 @@ test('the web console in Chromium: setup, sign-in, keys, usage, alerts, audit, s
         ignoreHTTPSErrors: true,
         viewport: { width: 1440, height: 900 },
       });
-      const viewer = await watchedPage(viewerContext);
+      const viewer = await watchedPage(viewerContext, origin);
       pages.push(viewer);
       const vpage = viewer.page;
       vpage.setDefaultTimeout(WAIT);
@@ -618,7 +625,37 @@ test('the web console in Chromium: setup, sign-in, keys, usage, alerts, audit, s
     },
   );
 
-  await t.test('no page logged an error or threw', () => {
+  await step(
+    'the workspace switcher acts in another workspace; a password change keeps this browser in',
+    async () => {
+      await createWorkspace(gw.gateway.store, 'Research', { type: 'cli', id: null, ip: null });
+      await page.reload();
+      await page.getByRole('link', { name: 'Keys' }).click();
+      await page.getByLabel('Workspace').selectOption({ label: 'Research' });
+      await page.getByText('No keys yet — create one to call /v1').waitFor();
+      await page.getByLabel('Workspace').selectOption({ label: 'Default' });
+      await page.getByRole('row', { name: /web-app \(prod\)/ }).waitFor();
+
+      await page.getByRole('link', { name: 'Settings' }).click();
+      await page.getByRole('link', { name: 'Profile & sign-in' }).click();
+      const next = 'an even better passphrase';
+      await page.getByLabel('Current password').fill(OWNER.password);
+      await page.getByLabel('New password', { exact: true }).fill(next);
+      await page.getByLabel('Confirm new password').fill(next);
+      await page.getByRole('button', { name: 'Change password' }).click();
+      await page.getByText('Password changed. Your other sessions have ended.').waitFor();
+      // The fresh session's CSRF token is in use: a change goes through.
+      await page.getByRole('link', { name: 'Keys' }).click();
+      await page.getByRole('button', { name: 'Revoke hackathon-demo' }).click();
+      await page
+        .getByRole('dialog', { name: 'Revoke hackathon-demo?' })
+        .getByRole('button', { name: 'Revoke key' })
+        .click();
+      await page.getByRole('row', { name: /hackathon-demo.*revoked/ }).waitFor();
+    },
+  );
+
+  await t.test('no page logged an error, threw, or asked another origin', () => {
     for (const watched of pages) assert.deepEqual(watched.errors, []);
   });
 
