@@ -661,6 +661,7 @@ describe('metering and logs', () => {
     assert.deepEqual((ready.json() as { checks: unknown }).checks, {
       store: 'ok',
       upstream: 'reachable',
+      limits: 'memory',
       draining: false,
     });
   });
