@@ -5,172 +5,12 @@ import { Button } from '../components/Button.tsx';
 import { Dialog } from '../components/Dialog.tsx';
 import { ErrorBanner } from '../components/ErrorBanner.tsx';
 import { Field } from '../components/Field.tsx';
-import {
-  DURATION_PATTERN,
-  durationLabel,
-  durationMs,
-  formatDateTime,
-  parsePositive,
-  splitList,
-} from '../format.ts';
+import { durationLabel, durationMs, formatDateTime } from '../format.ts';
 import { enc } from '../queries.ts';
 import { useSession } from '../session.tsx';
-import {
-  type CreatedKey,
-  INFERENCE_SCOPES,
-  type Key,
-  type KeyInput,
-  MANAGEMENT_SCOPES,
-  type Scope,
-  type Workspace,
-} from '../types.ts';
-
-const EXPIRY_PRESETS = ['7d', '30d', '90d', '180d', '365d'] as const;
-
-const SCOPE_HINTS: Record<Scope, string> = {
-  chat: 'POST /v1/chat/completions',
-  fim: 'POST /v1/fim/completions',
-  embeddings: 'POST /v1/embeddings',
-  models: 'GET /v1/models',
-  admin: 'every management scope',
-  'keys:read': 'list and show keys',
-  'keys:write': 'create, change, rotate, revoke keys',
-  'usage:read': 'usage reports and alerts',
-  'audit:read': 'the audit log',
-  'workspaces:read': 'workspace, members',
-  'workspaces:write': 'policy, members, alerts',
-  metrics: 'GET /metrics',
-};
-
-interface FormState {
-  name: string;
-  scopes: Scope[];
-  models: string;
-  allowedIps: string;
-  rpm: string;
-  tpm: string;
-  concurrency: string;
-  budgetDay: string;
-  budgetMonth: string;
-  /** 'keep' (edit only), 'never', a preset or 'custom'. */
-  expiry: string;
-  customExpiry: string;
-}
-
-const text = (n: number | null) => (n === null ? '' : String(n));
-
-function initialState(key: Key | undefined, maxLifetime: string | null): FormState {
-  if (key) {
-    return {
-      name: key.name,
-      scopes: [...key.scopes],
-      models: key.models.join('\n'),
-      allowedIps: key.allowed_ips.join('\n'),
-      rpm: text(key.limits.requests_per_minute),
-      tpm: text(key.limits.tokens_per_minute),
-      concurrency: text(key.limits.concurrent_requests),
-      budgetDay: text(key.budget.tokens_per_day),
-      budgetMonth: text(key.budget.tokens_per_month),
-      expiry: 'keep',
-      customExpiry: '',
-    };
-  }
-  const presetMax = maxLifetime && (EXPIRY_PRESETS as readonly string[]).includes(maxLifetime);
-  return {
-    name: '',
-    scopes: [...INFERENCE_SCOPES],
-    models: '',
-    allowedIps: '',
-    rpm: '',
-    tpm: '',
-    concurrency: '',
-    budgetDay: '',
-    budgetMonth: '',
-    expiry: maxLifetime === null ? 'never' : presetMax ? maxLifetime : 'custom',
-    customExpiry: maxLifetime !== null && !presetMax ? maxLifetime : '',
-  };
-}
-
-type Errors = Partial<Record<keyof FormState, string>>;
-
-function sameList(a: readonly string[], b: readonly string[]): boolean {
-  return a.length === b.length && [...a].sort().every((v, i) => v === [...b].sort()[i]);
-}
-
-/** The request body, or the field errors that keep it from being sent. */
-function toBody(
-  form: FormState,
-  key: Key | undefined,
-  maxLifetimeMs: number | null,
-): { body: KeyInput } | { errors: Errors } {
-  const errors: Errors = {};
-  const numbers: Record<'rpm' | 'tpm' | 'concurrency' | 'budgetDay' | 'budgetMonth', number | null> = {
-    rpm: null,
-    tpm: null,
-    concurrency: null,
-    budgetDay: null,
-    budgetMonth: null,
-  };
-  for (const field of Object.keys(numbers) as (keyof typeof numbers)[]) {
-    const parsed = parsePositive(form[field]);
-    if ('error' in parsed) errors[field] = parsed.error;
-    else numbers[field] = parsed.value;
-  }
-  const name = form.name.trim();
-  if (name === '') errors.name = 'Give the key a name: who or what uses it.';
-  if (form.scopes.length === 0) errors.scopes = 'Choose at least one scope.';
-  let expires: string | null | undefined;
-  if (form.expiry === 'keep') expires = undefined;
-  else if (form.expiry === 'never') expires = null;
-  else if (form.expiry === 'custom') {
-    const custom = form.customExpiry.trim();
-    if (!DURATION_PATTERN.test(custom) || (durationMs(custom) ?? 0) <= 0)
-      errors.customExpiry = 'Enter a duration such as 45d, 12h or 30m.';
-    expires = custom;
-  } else expires = form.expiry;
-  if (typeof expires === 'string' && maxLifetimeMs !== null && (durationMs(expires) ?? 0) > maxLifetimeMs) {
-    errors[form.expiry === 'custom' ? 'customExpiry' : 'expiry'] = 'Longer than this workspace allows.';
-  }
-  if (Object.keys(errors).length > 0) return { errors };
-
-  const models = splitList(form.models);
-  const ips = splitList(form.allowedIps);
-  const limits = {
-    requests_per_minute: numbers.rpm,
-    tokens_per_minute: numbers.tpm,
-    concurrent_requests: numbers.concurrency,
-  };
-  const budget = { tokens_per_day: numbers.budgetDay, tokens_per_month: numbers.budgetMonth };
-
-  if (!key) {
-    const body: KeyInput = { name, scopes: form.scopes };
-    if (models.length > 0) body.models = models;
-    if (ips.length > 0) body.allowed_ips = ips;
-    const setLimits = Object.fromEntries(Object.entries(limits).filter(([, v]) => v !== null));
-    if (Object.keys(setLimits).length > 0) body.limits = setLimits;
-    const setBudget = Object.fromEntries(Object.entries(budget).filter(([, v]) => v !== null));
-    if (Object.keys(setBudget).length > 0) body.budget = setBudget;
-    if (expires) body.expires_in = expires;
-    return { body };
-  }
-
-  // Editing: send only what changed.
-  const body: KeyInput = {};
-  if (name !== key.name) body.name = name;
-  if (!sameList(form.scopes, key.scopes)) body.scopes = form.scopes;
-  if (!sameList(models, key.models)) body.models = models;
-  if (!sameList(ips, key.allowed_ips)) body.allowed_ips = ips;
-  const changedLimits = Object.fromEntries(
-    Object.entries(limits).filter(([field, v]) => key.limits[field as keyof Key['limits']] !== v),
-  );
-  if (Object.keys(changedLimits).length > 0) body.limits = changedLimits;
-  const changedBudget = Object.fromEntries(
-    Object.entries(budget).filter(([field, v]) => key.budget[field as keyof Key['budget']] !== v),
-  );
-  if (Object.keys(changedBudget).length > 0) body.budget = changedBudget;
-  if (expires !== undefined) body.expires_in = expires;
-  return { body };
-}
+import type { CreatedKey, Key, KeyInput, Scope, Workspace } from '../types.ts';
+import { type Errors, EXPIRY_PRESETS, type FormState, initialState, toBody } from './keyForm.ts';
+import { ScopeFields } from './ScopeFields.tsx';
 
 interface KeyFormDialogProps {
   /** The key to edit; none to create one. */
@@ -181,7 +21,7 @@ interface KeyFormDialogProps {
 }
 
 export function KeyFormDialog({ editing, policy, onClose, onCreated }: KeyFormDialogProps) {
-  const { workspace, can } = useSession();
+  const { workspace } = useSession();
   const queryClient = useQueryClient();
   const maxLifetime = policy?.max_key_lifetime ?? null;
   const maxLifetimeMs = maxLifetime === null ? null : durationMs(maxLifetime);
@@ -267,47 +107,7 @@ export function KeyFormDialog({ editing, policy, onClose, onCreated }: KeyFormDi
           )}
         </Field>
 
-        <fieldset className="fieldset">
-          <legend>Scopes</legend>
-          {errors.scopes ? <div className="field-error">{errors.scopes}</div> : null}
-          <div className="scope-groups">
-            <div>
-              <div className="scope-group-title">Inference (/v1)</div>
-              {INFERENCE_SCOPES.map((scope) => (
-                <label key={scope} className="check">
-                  <input
-                    type="checkbox"
-                    checked={form.scopes.includes(scope)}
-                    onChange={(e) => toggleScope(scope, e.target.checked)}
-                  />
-                  <span>
-                    <code>{scope}</code> <span className="muted">{SCOPE_HINTS[scope]}</span>
-                  </span>
-                </label>
-              ))}
-            </div>
-            <div>
-              <div className="scope-group-title">Management API (/admin/v1)</div>
-              {MANAGEMENT_SCOPES.map((scope) => {
-                const allowed = can.grantable(scope) || form.scopes.includes(scope);
-                return (
-                  <label key={scope} className={allowed ? 'check' : 'check check-disabled'}>
-                    <input
-                      type="checkbox"
-                      checked={form.scopes.includes(scope)}
-                      disabled={!allowed}
-                      onChange={(e) => toggleScope(scope, e.target.checked)}
-                    />
-                    <span>
-                      <code>{scope}</code> <span className="muted">{SCOPE_HINTS[scope]}</span>
-                    </span>
-                  </label>
-                );
-              })}
-              <div className="field-hint">A key can only be given management scopes your role has.</div>
-            </div>
-          </div>
-        </fieldset>
+        <ScopeFields scopes={form.scopes} error={errors.scopes} onToggle={toggleScope} />
 
         <div className="form-grid">
           <Field
