@@ -13,7 +13,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { test } from 'node:test';
@@ -240,7 +240,14 @@ test('the web console in Chromium: setup, sign-in, keys, usage, alerts, audit, s
   await step('first run: the setup page creates the owner and signs them in', async () => {
     const token = await gw.gateway.console.setupToken();
     assert.ok(token, 'a new install has a setup token');
-    await page.goto(`${origin}/console/`);
+    const response = await page.goto(`${origin}/console/`);
+    const csp = response?.headers()['content-security-policy'] ?? '';
+    assert.match(csp, /script-src 'self';/);
+    assert.match(csp, /style-src 'self';/);
+    // Nothing inline for the CSP to refuse: no inline script or style in the page itself.
+    const html = readFileSync(`${ROOT}console/dist/index.html`, 'utf8');
+    assert.doesNotMatch(html, /<script(?![^>]*\bsrc=)[^>]*>/);
+    assert.doesNotMatch(html, /\sstyle=|<style/);
     await page.getByRole('heading', { name: 'Set up Keygate' }).waitFor();
     shots.setup = await shot(page, 'setup');
     await page.getByLabel('Setup token').fill(token);
@@ -308,6 +315,7 @@ test('the web console in Chromium: setup, sign-in, keys, usage, alerts, audit, s
       await dialog.getByLabel('Requests per minute').fill('60');
       await dialog.getByLabel('Tokens per month (UTC)').fill('1000000');
       await dialog.getByLabel('Expires').selectOption('90d');
+      shots['key-create'] = await shot(page, 'key-create');
       await dialog.getByRole('button', { name: 'Create key' }).click();
 
       const shown = page.getByRole('dialog', { name: 'Key support-bot (prod) created' });
