@@ -634,6 +634,34 @@ test('the web console in Chromium: setup, sign-in, keys, usage, alerts, audit, s
   );
 
   await step(
+    'members: a role changed, an invitation revoked, a member removed with confirmation',
+    async () => {
+      await page.getByRole('link', { name: 'Settings' }).click();
+      await page.getByRole('link', { name: 'Members' }).click();
+      const role = page.getByLabel(`Role of ${VIEWER.email}`);
+      await role.selectOption('member');
+      await page.getByRole('row', { name: new RegExp(`${VIEWER.email}.*accepted`) }).waitFor();
+      await eventually(page, async () => (await role.inputValue()) === 'member', 'the new role');
+
+      await page.getByLabel('Email to invite').fill('late@example.com');
+      await page.getByRole('button', { name: 'Invite' }).click();
+      await page
+        .getByRole('dialog', { name: 'Invitation for late@example.com' })
+        .getByRole('button', { name: 'Done' })
+        .click();
+      await page.getByRole('button', { name: 'Revoke the invitation of late@example.com' }).click();
+      await page.getByRole('row', { name: /late@example\.com.*revoked/ }).waitFor();
+
+      await page.getByRole('button', { name: `Remove ${VIEWER.email}` }).click();
+      await page
+        .getByRole('dialog', { name: `Remove ${VIEWER.email}?` })
+        .getByRole('button', { name: 'Remove member' })
+        .click();
+      await role.waitFor({ state: 'detached' });
+    },
+  );
+
+  await step(
     'the workspace switcher acts in another workspace; a password change keeps this browser in',
     async () => {
       await createWorkspace(gw.gateway.store, 'Research', { type: 'cli', id: null, ip: null });
