@@ -128,5 +128,17 @@ export function authenticate(
     };
   }
   const pending = deps.verifier.verify(auth.token);
-  return pending instanceof Promise ? pending.then((v) => judged(deps, ip, v)) : judged(deps, ip, pending);
+  return pending instanceof Promise
+    ? pending.then(
+        (v) => judged(deps, ip, v),
+        // The store could not be read and the cache could not answer: not the client's fault.
+        () => ({
+          ok: false,
+          code: 'store_unavailable',
+          message: 'Keygate cannot reach its database to verify this key right now. Retry shortly.',
+          failure: 'store_unavailable',
+          retryAfter: 1,
+        }),
+      )
+    : judged(deps, ip, pending);
 }

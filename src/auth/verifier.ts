@@ -159,7 +159,10 @@ export class KeyVerifier {
         match = (await this.#store.findKeyByHash(hash, Date.now())) ?? null;
       } catch (error) {
         const stale = this.#staleEntry(hash);
-        if (stale === undefined) throw error;
+        if (stale === undefined) {
+          this.#onError(error);
+          throw error;
+        }
         this.staleServed++;
         return stale.value;
       }

@@ -10,6 +10,7 @@ import { z } from 'zod';
 import { AdminError, invalid, sendAdminError, sendJson, zodIssues } from '../http/admin/errors.ts';
 import { type ErrorCode, sendError } from '../http/errors.ts';
 import type { Logger } from '../http/log.ts';
+import { storeReachable } from '../store/health.ts';
 import {
   type Actor,
   DEFAULT_WORKSPACE_ID,
@@ -281,9 +282,20 @@ export class ConsoleAuth {
         sendAdminError(res, error);
         return;
       }
-      outcome = 'internal_error';
-      this.#deps.logger.error({ reqId: requestId, err: error }, 'unhandled error in the console API');
-      sendError(res, 'internal_error', 'Internal error. The request id identifies it in the gateway log.');
+      void storeReachable(this.#deps.store).then((reachable) => {
+        outcome = reachable ? 'internal_error' : 'store_unavailable';
+        this.#deps.logger.error({ reqId: requestId, err: error }, 'unhandled error in the console API');
+        if (reachable)
+          sendError(
+            res,
+            'internal_error',
+            'Internal error. The request id identifies it in the gateway log.',
+          );
+        else
+          sendError(res, 'store_unavailable', 'Keygate cannot reach its database right now. Retry shortly.', {
+            retryAfter: 5,
+          });
+      });
     });
   }
 

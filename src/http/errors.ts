@@ -36,7 +36,8 @@ export type ErrorCode =
   | 'invalid_setup_token'
   | 'setup_done'
   | 'invalid_invite'
-  | 'limiter_unavailable';
+  | 'limiter_unavailable'
+  | 'store_unavailable';
 
 type ErrorType =
   | 'invalid_request_error'
@@ -76,6 +77,7 @@ const STATUS: Record<ErrorCode, number> = {
   setup_done: 409,
   invalid_invite: 404,
   limiter_unavailable: 503,
+  store_unavailable: 503,
 };
 
 const TYPE: Record<ErrorCode, ErrorType> = {
@@ -109,6 +111,7 @@ const TYPE: Record<ErrorCode, ErrorType> = {
   setup_done: 'invalid_request_error',
   invalid_invite: 'invalid_request_error',
   limiter_unavailable: 'server_error',
+  store_unavailable: 'server_error',
 };
 
 export function statusOf(code: ErrorCode): number {
