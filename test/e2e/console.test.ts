@@ -463,6 +463,22 @@ test('the web console in Chromium: setup, sign-in, keys, usage, alerts, audit, s
     await alert.getByText('Acknowledged').waitFor();
   });
 
+  await step('alert rules: a threshold changed in the dialog, shown as changed', async () => {
+    await page.getByRole('button', { name: 'Edit the Failed authentication rule' }).click();
+    const dialog = page.getByRole('dialog', { name: 'Failed authentication rule' });
+    const field = dialog.getByLabel('Failures per minute');
+    assert.equal(await field.inputValue(), '20');
+    await field.fill('50');
+    await dialog.getByRole('button', { name: 'Save rule' }).click();
+    await dialog.waitFor({ state: 'detached' });
+    const row = page.getByRole('row', { name: /Failed authentication/ });
+    await row.getByText('50 (changed)').waitFor();
+    const rules = (await (await ownerContext.request.get(`${origin}/admin/v1/alerts/rules`)).json()) as {
+      data: { kind: string; settings: Record<string, unknown> }[];
+    };
+    assert.equal(rules.data.find((r) => r.kind === 'auth_failures')?.settings.failures_per_minute, 50);
+  });
+
   await step(
     'alert channels: a webhook added (its secret shown once), a test sent to it, then deleted',
     async () => {
