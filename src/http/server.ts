@@ -29,6 +29,7 @@ import {
 import { createMetricsEndpoint } from '../metrics/endpoint.ts';
 import { Metrics } from '../metrics/index.ts';
 import { Upstream } from '../providers/upstream.ts';
+import { storeReachable } from '../store/health.ts';
 import { openStore } from '../store/index.ts';
 import type { Store } from '../store/types.ts';
 import { UsageQueue } from '../usage/queue.ts';
@@ -347,10 +348,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     }
     if (pathname === '/readyz') {
       Promise.all([
-        store.ping().then(
-          () => 'ok',
-          () => 'unreachable',
-        ),
+        storeReachable(store).then((ok) => (ok ? 'ok' : 'unreachable')),
         upstream.configured
           ? upstream.reachable().then((ok) => (ok ? 'reachable' : 'unreachable'))
           : Promise.resolve('not_configured'),

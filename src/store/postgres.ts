@@ -1094,7 +1094,7 @@ export class PostgresStore implements Store {
           at,
           workspaceId,
           actor,
-          action: 'membership.set',
+          action: 'member.add',
           targetType: 'membership',
           targetId: userId,
           changes: { role: { after: role } },

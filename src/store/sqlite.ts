@@ -1065,7 +1065,7 @@ export class SqliteStore implements Store {
           at,
           workspaceId,
           actor,
-          action: 'membership.set',
+          action: 'member.add',
           targetType: 'membership',
           targetId: userId,
           changes: { role: { after: role } },

@@ -545,7 +545,7 @@ function consoleRecords(s: StoreUnderTest): void {
       'invite.create',
       'invite.create',
       'invite.create',
-      'membership.set',
+      'member.add',
       'invite.accept',
       'invite.accept',
       'invite.revoke',
