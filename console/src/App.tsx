@@ -17,18 +17,14 @@ import { UsagePage } from './pages/UsagePage.tsx';
 import { navigate, usePath } from './router.tsx';
 import {
   abilitiesOf,
+  fetchSession,
   rememberedWorkspace,
   rememberWorkspace,
+  SESSION_KEY,
   type SessionContextValue,
   SessionProvider,
 } from './session.tsx';
 import type { Session } from './types.ts';
-
-export const SESSION_KEY = ['session'] as const;
-
-export function fetchSession(): Promise<Session> {
-  return api.get<Session>('/console/api/session');
-}
 
 const SIGNED_OUT: Session = { setup_required: false, user: null, csrf_token: null, workspaces: [] };
 

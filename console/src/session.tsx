@@ -1,6 +1,14 @@
 /** The signed-in user, the workspace they act in, and what their role lets them do there. */
 import { createContext, type ReactNode, useContext } from 'react';
+import { api } from './api.ts';
 import { ROLE_SCOPES, type Role, type Session, type SessionUser, type SessionWorkspace } from './types.ts';
+
+/** The query key of the session object. */
+export const SESSION_KEY = ['session'] as const;
+
+export function fetchSession(): Promise<Session> {
+  return api.get<Session>('/console/api/session');
+}
 
 export interface Abilities {
   /** Create, edit, rotate and revoke keys (a member: their own). */

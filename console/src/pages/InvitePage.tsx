@@ -1,6 +1,5 @@
 import { useQuery, useQueryClient } from '@tanstack/react-query';
 import { type FormEvent, useEffect, useRef, useState } from 'react';
-import { SESSION_KEY } from '../App.tsx';
 import { api } from '../api.ts';
 import { Button } from '../components/Button.tsx';
 import { ErrorBanner } from '../components/ErrorBanner.tsx';
@@ -8,6 +7,7 @@ import { Field } from '../components/Field.tsx';
 import { Loading } from '../components/Loading.tsx';
 import { SignInForm } from '../components/SignInForm.tsx';
 import { formatDateTime } from '../format.ts';
+import { SESSION_KEY } from '../session.tsx';
 import type { InviteInfo, Session } from '../types.ts';
 import { AuthFrame } from './AuthFrame.tsx';
 import { MIN_PASSWORD } from './SetupPage.tsx';

@@ -1,10 +1,10 @@
 import { useQueryClient } from '@tanstack/react-query';
 import { type FormEvent, useEffect, useRef, useState } from 'react';
-import { SESSION_KEY } from '../App.tsx';
 import { ApiError, api } from '../api.ts';
 import { Button } from '../components/Button.tsx';
 import { ErrorBanner } from '../components/ErrorBanner.tsx';
 import { Field } from '../components/Field.tsx';
+import { SESSION_KEY } from '../session.tsx';
 import type { Session } from '../types.ts';
 import { AuthFrame } from './AuthFrame.tsx';
 

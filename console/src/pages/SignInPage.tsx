@@ -1,6 +1,6 @@
 import { useQueryClient } from '@tanstack/react-query';
-import { SESSION_KEY } from '../App.tsx';
 import { SignInForm } from '../components/SignInForm.tsx';
+import { SESSION_KEY } from '../session.tsx';
 import { AuthFrame } from './AuthFrame.tsx';
 
 export function SignInPage() {

@@ -1,14 +1,13 @@
 import { useQueryClient } from '@tanstack/react-query';
 import QRCode from 'qrcode';
 import { type FormEvent, useEffect, useRef, useState } from 'react';
-import { SESSION_KEY } from '../App.tsx';
 import { api } from '../api.ts';
 import { Badge } from '../components/Badge.tsx';
 import { Button } from '../components/Button.tsx';
 import { CopyButton } from '../components/CopyButton.tsx';
 import { ErrorBanner } from '../components/ErrorBanner.tsx';
 import { Field } from '../components/Field.tsx';
-import { useSession } from '../session.tsx';
+import { SESSION_KEY, useSession } from '../session.tsx';
 import type { Session, TotpSetup } from '../types.ts';
 
 /** Settings → Profile: switch two-factor sign-in on (QR code, a code, recovery codes) or off. */
