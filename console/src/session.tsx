@@ -10,6 +10,11 @@ export function fetchSession(): Promise<Session> {
   return api.get<Session>('/console/api/session');
 }
 
+/** The owner of ws_default: changes workspace policies and creates workspaces. */
+export function isOperator(session: Session): boolean {
+  return session.workspaces.some((w) => w.id === 'ws_default' && w.role === 'owner');
+}
+
 export interface Abilities {
   /** Create, edit, rotate and revoke keys (a member: their own). */
   writeKeys: boolean;

@@ -21,7 +21,6 @@ import { fileURLToPath } from 'node:url';
 import { Secret, TOTP } from 'otpauth';
 import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
 import type { UsageRecord } from '../../src/store/types.ts';
-import { createWorkspace } from '../../src/users/service.ts';
 import { bearer, chatBody, startTestGateway, type TestGateway } from '../support/gateway.ts';
 
 // The few browser globals the functions run in the page use (the server's tsconfig has no DOM types).
@@ -678,14 +677,21 @@ test('the web console in Chromium: setup, sign-in, keys, usage, alerts, audit, s
   );
 
   await step(
-    'the workspace switcher acts in another workspace; a password change keeps this browser in',
+    'a new workspace, the switcher between workspaces; a password change keeps this browser in',
     async () => {
-      await createWorkspace(gw.gateway.store, 'Research', { type: 'cli', id: null, ip: null });
-      await page.reload();
+      await page.getByRole('link', { name: 'Settings' }).click();
+      await page.getByRole('link', { name: 'Workspace policy' }).click();
+      await page.getByLabel('Workspace name').last().fill('Research');
+      await page.getByRole('button', { name: 'Create workspace' }).click();
+      // The console switches to the new workspace.
+      await eventually(
+        page,
+        async () => (await page.getByLabel('Workspace', { exact: true }).inputValue()) !== 'ws_default',
+        'the switch to the new workspace',
+      );
       await page.getByRole('link', { name: 'Keys' }).click();
-      await page.getByLabel('Workspace').selectOption({ label: 'Research' });
       await page.getByText('No keys yet — create one to call /v1').waitFor();
-      await page.getByLabel('Workspace').selectOption({ label: 'Default' });
+      await page.getByLabel('Workspace', { exact: true }).selectOption({ label: 'Default' });
       await page.getByRole('row', { name: /web-app \(prod\)/ }).waitFor();
 
       await page.getByRole('link', { name: 'Settings' }).click();

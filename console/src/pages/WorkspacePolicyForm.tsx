@@ -7,8 +7,9 @@ import { Field } from '../components/Field.tsx';
 import { Loading } from '../components/Loading.tsx';
 import { DURATION_PATTERN, parsePositive, splitList } from '../format.ts';
 import { enc, useWorkspaceDetails } from '../queries.ts';
-import { useSession } from '../session.tsx';
+import { isOperator, useSession } from '../session.tsx';
 import type { Workspace } from '../types.ts';
+import { NewWorkspaceForm } from './NewWorkspaceForm.tsx';
 
 interface PolicyBody {
   name?: string;
@@ -18,10 +19,16 @@ interface PolicyBody {
 }
 
 export function WorkspacePolicyForm() {
+  const { session } = useSession();
   const details = useWorkspaceDetails();
   if (details.isPending) return <Loading />;
   if (!details.data) return <ErrorBanner error={details.error} title="The workspace could not be loaded." />;
-  return <PolicyForm key={details.data.id} current={details.data} />;
+  return (
+    <>
+      <PolicyForm key={details.data.id} current={details.data} />
+      {isOperator(session) ? <NewWorkspaceForm /> : null}
+    </>
+  );
 }
 
 function PolicyForm({ current }: { current: Workspace }) {
