@@ -1,4 +1,5 @@
 import { ApiError, errorMessage, issueField } from '../api.ts';
+import { RichText } from './RichText.tsx';
 
 /** What went wrong, in the API's words; validation errors list each field. */
 export function ErrorBanner({ error, title }: { error: unknown; title?: string }) {
@@ -16,7 +17,9 @@ export function ErrorBanner({ error, title }: { error: unknown; title?: string }
           ))}
         </ul>
       ) : (
-        <span>{errorMessage(error)}</span>
+        <span>
+          <RichText text={errorMessage(error)} />
+        </span>
       )}
     </div>
   );

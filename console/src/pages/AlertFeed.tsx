@@ -6,6 +6,7 @@ import { Button } from '../components/Button.tsx';
 import { EmptyState } from '../components/EmptyState.tsx';
 import { ErrorBanner } from '../components/ErrorBanner.tsx';
 import { Loading } from '../components/Loading.tsx';
+import { RichText } from '../components/RichText.tsx';
 import { Time } from '../components/Time.tsx';
 import { formatInt } from '../format.ts';
 import { enc } from '../queries.ts';
@@ -33,8 +34,14 @@ function AlertItem({ alert }: { alert: Alert }) {
           {alert.occurrences > 1 ? <Time iso={alert.first_at} /> : null}
         </span>
       </div>
-      <p className="alert-message">{alert.message}</p>
-      {alert.action ? <p className="alert-action">{alert.action}</p> : null}
+      <p className="alert-message">
+        <RichText text={alert.message} />
+      </p>
+      {alert.action ? (
+        <p className="alert-action">
+          <RichText text={alert.action} />
+        </p>
+      ) : null}
       <div className="alert-foot">
         {alert.key ? (
           <span className="muted">
