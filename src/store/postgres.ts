@@ -1591,7 +1591,10 @@ export class PostgresStore implements Store {
 
   async listAudit(filter: AuditFilter): Promise<(AuditEvent & { seq: number })[]> {
     const c = new Conditions()
-      .add('workspace_id = ?', filter.workspaceId)
+      .add(
+        filter.withGlobal ? '(workspace_id = ? OR workspace_id IS NULL)' : 'workspace_id = ?',
+        filter.workspaceId,
+      )
       .add('target_id = ?', filter.targetId)
       .add('action = ?', filter.action)
       .add('at >= ?', filter.since)

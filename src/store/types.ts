@@ -220,6 +220,8 @@ export interface AuditEvent {
 
 export interface AuditFilter {
   workspaceId?: string | undefined;
+  /** With `workspaceId`: also the events of no workspace (users, sign-ins), for the operator. */
+  withGlobal?: boolean | undefined;
   targetId?: string | undefined;
   action?: string | undefined;
   since?: number | undefined;

@@ -373,6 +373,12 @@ describe('invitations', () => {
     const create = await viewer.call('POST', '/admin/v1/keys', { name: 'viewer key' });
     assert.equal(create.status, 403);
     assert.match(String(create.json.message), /role "viewer"/);
+    // Sign-ins are server-wide events: the operator's session sees them, a viewer's does not.
+    const ownerView = await owner.call('GET', '/admin/v1/audit?action=user.login');
+    assert.ok((ownerView.json.data as unknown[]).length > 0, ownerView.text);
+    const viewerView = await viewer.call('GET', '/admin/v1/audit?action=user.login');
+    assert.equal(viewerView.status, 200);
+    assert.deepEqual(viewerView.json.data, []);
     // The token was spent.
     const reuse = await new Browser(t).call('POST', '/console/api/invite/inspect', { token });
     assert.equal(reuse.status, 404);

@@ -7,6 +7,7 @@ import { parseCidrs } from '../../auth/ip.ts';
 import { createKey, formatMs, type KeyDeps, rotateKey, updateKey } from '../../keys/service.ts';
 import {
   DEFAULT_KEY_POLICY,
+  DEFAULT_WORKSPACE_ID,
   type KeyLimits,
   type KeyRecord,
   type Role,
@@ -543,7 +544,8 @@ export const ROUTES: readonly AnyRoute[] = [
     path: `${BASE}/audit`,
     operationId: 'listAuditEvents',
     summary: 'Read the audit log',
-    description: 'Who changed what, when and from where; newest first.',
+    description:
+      'Who changed what, when and from where; newest first. Events of no workspace (users, console sign-ins) are listed for the operator: its key without `workspace_id`, its console session in ws_default.',
     tag: 'audit',
     scope: 'audit:read',
     query: ListAuditQuery,
@@ -552,8 +554,12 @@ export const ROUTES: readonly AnyRoute[] = [
     async handle(ctx) {
       const { query } = ctx;
       const limit = query.limit ?? DEFAULT_PAGE;
+      const workspaceId = workspaceFilter(ctx.caller, query.workspace_id);
       const events = await ctx.deps.store.listAudit({
-        workspaceId: workspaceFilter(ctx.caller, query.workspace_id),
+        workspaceId,
+        // The operator's console session, in ws_default, also sees the server-wide events
+        // (sign-ins, users), as the operator's key does.
+        withGlobal: ctx.operator && workspaceId === DEFAULT_WORKSPACE_ID,
         targetId: query.target_id,
         action: query.action,
         since: query.since === undefined ? undefined : Date.parse(query.since),
