@@ -34,7 +34,7 @@ export interface TestGateway {
   call(
     path: string,
     init?: {
-      method?: 'GET' | 'POST' | 'PUT' | 'DELETE';
+      method?: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
       headers?: Record<string, string | string[]>;
       body?: string | Buffer;
     },
@@ -53,6 +53,8 @@ export interface TestGatewayOptions {
   configure?: (config: Config) => void;
   upstreamKey?: string | undefined;
   stub?: UpstreamStub;
+  /** The environment startGateway reads (KEYGATE_SECRET); default: none. */
+  env?: NodeJS.ProcessEnv;
 }
 
 export function tempDir(prefix = 'keygate-test-'): string {
@@ -82,7 +84,7 @@ export async function startTestGateway(options: TestGatewayOptions = {}): Promis
       callback();
     },
   });
-  const gateway = await startGateway(config, { env: {}, logDestination });
+  const gateway = await startGateway(config, { env: options.env ?? {}, logDestination });
   const ca = gateway.tls ? readFileSync(gateway.tls.certPath, 'utf8') : undefined;
   const dispatcher = new Agent({ connect: ca ? { ca } : {}, keepAliveTimeout: 1000 });
   const url = gateway.url;

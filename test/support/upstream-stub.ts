@@ -35,11 +35,27 @@ export interface StubRequest {
   body: string;
 }
 
+/** One response the stub answered with a usage report, as it reported it. */
+export interface StubServed {
+  path: string;
+  /** The caller's `x-request-id` header (the gateway sends its request id), if any. */
+  requestId: string | undefined;
+  stream: boolean;
+  promptTokens: number;
+  completionTokens: number;
+  totalTokens: number;
+}
+
 export interface UpstreamStub {
   /** Base URL without a trailing slash, e.g. http://127.0.0.1:PORT */
   url: string;
   /** Every request received, in order (only the last 10 000 are kept). */
   requests: StubRequest[];
+  /**
+   * Every response sent with a usage report, in order (only the last 10 000 are kept): a JSON
+   * body when it is written, a stream when its usage chunk is.
+   */
+  served: StubServed[];
   /** Delay before the response head, in milliseconds (default 0). */
   setLatency(ms: number): void;
   /** Closes the server and all sockets; cancels pending timers. */
@@ -97,6 +113,7 @@ interface Completion {
 interface RequestContext {
   aborted: boolean;
   cancel: Array<() => void>;
+  req: IncomingMessage;
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {
@@ -236,6 +253,7 @@ export function startUpstreamStub(opts: StubOptions = {}): Promise<UpstreamStub>
   const recordRequests = opts.recordRequests ?? true;
   let latencyMs = Math.max(0, opts.latencyMs ?? 0);
   const requests: StubRequest[] = [];
+  const served: StubServed[] = [];
   const inFlight = new Set<RequestContext>();
   let closed = false;
 
@@ -280,8 +298,26 @@ export function startUpstreamStub(opts: StubOptions = {}): Promise<UpstreamStub>
     inFlight.delete(ctx);
   }
 
-  function sendJson(res: ServerResponse, status: number, body: Json): void {
+  /** Records the usage a response reports (when recording is on). */
+  function serve(req: IncomingMessage, usage: Usage, stream: boolean): void {
+    if (!recordRequests) return;
+    const id = req.headers['x-request-id'];
+    served.push({
+      path: new URL(req.url ?? '/', 'http://stub.invalid').pathname,
+      requestId: typeof id === 'string' ? id : undefined,
+      stream,
+      promptTokens: usage.prompt_tokens,
+      completionTokens: usage.completion_tokens,
+      totalTokens: usage.total_tokens,
+    });
+    if (served.length > MAX_RECORDED) served.shift();
+  }
+
+  function sendJson(res: ServerResponse, status: number, body: Json, req?: IncomingMessage): void {
     if (res.headersSent || res.destroyed) return;
+    if (req && status === 200 && isRecord(body) && isRecord(body.usage)) {
+      serve(req, body.usage as unknown as Usage, false);
+    }
     const payload = JSON.stringify(body);
     res.writeHead(status, {
       'Content-Type': 'application/json',
@@ -339,7 +375,9 @@ export function startUpstreamStub(opts: StubOptions = {}): Promise<UpstreamStub>
         delta: { content: contents[i] ?? '' },
         finish_reason: last ? c.finishReason : null,
       };
-      res.write(frame(choice, last ? usageOf(c.promptTokens, c.tokens.length) : undefined));
+      const usage = last ? usageOf(c.promptTokens, c.tokens.length) : undefined;
+      if (usage) serve(ctx.req, usage, true);
+      res.write(frame(choice, usage));
     }
     if (!(await tick(ctx)) || res.destroyed) return;
     res.end('data: [DONE]\n\n');
@@ -376,7 +414,7 @@ export function startUpstreamStub(opts: StubOptions = {}): Promise<UpstreamStub>
       await sendStream(ctx, res, c, streamChunks, 0);
       return;
     }
-    sendJson(res, 200, completionResponse(c, `cmpl-${hex32()}`, nowSeconds()));
+    sendJson(res, 200, completionResponse(c, `cmpl-${hex32()}`, nowSeconds()), ctx.req);
   }
 
   async function handleChat(
@@ -455,13 +493,18 @@ export function startUpstreamStub(opts: StubOptions = {}): Promise<UpstreamStub>
     if (model === 'stub-slow' && !(await wait(ctx, SLOW_DELAY_MS))) return;
     const promptTokens = inputs.reduce((sum, text) => sum + words(text).length, 0);
     // Like the real Mistral API: always floats, even when encoding_format is "base64".
-    sendJson(res, 200, {
-      id: hex32(),
-      object: 'list',
-      model,
-      data: inputs.map((text, index) => ({ object: 'embedding', embedding: embeddingOf(text), index })),
-      usage: usageOf(promptTokens, 0),
-    });
+    sendJson(
+      res,
+      200,
+      {
+        id: hex32(),
+        object: 'list',
+        model,
+        data: inputs.map((text, index) => ({ object: 'embedding', embedding: embeddingOf(text), index })),
+        usage: usageOf(promptTokens, 0),
+      },
+      ctx.req,
+    );
   }
 
   function readBody(req: IncomingMessage): Promise<string> {
@@ -548,7 +591,7 @@ export function startUpstreamStub(opts: StubOptions = {}): Promise<UpstreamStub>
   }
 
   const server = createServer({ keepAlive: true }, (req, res) => {
-    const ctx: RequestContext = { aborted: false, cancel: [] };
+    const ctx: RequestContext = { aborted: false, cancel: [], req };
     inFlight.add(ctx);
     res.on('close', () => abort(ctx));
     if (closed) abort(ctx);
@@ -576,6 +619,7 @@ export function startUpstreamStub(opts: StubOptions = {}): Promise<UpstreamStub>
       resolve({
         url: `http://${urlHost}:${port}`,
         requests,
+        served,
         setLatency(ms: number): void {
           latencyMs = Math.max(0, ms);
         },
