@@ -539,6 +539,12 @@ export class PostgresStore implements Store {
     return this.#retrying(async () => {
       const client = await this.#pool.connect();
       let broken: Error | undefined;
+      // A checked-out client whose connection drops emits 'error'; unheard, that would end the
+      // process. The query in flight fails on its own, which is what the caller sees.
+      const onError = (error: Error) => {
+        broken = error;
+      };
+      client.on('error', onError);
       try {
         await client.query(begin);
         const result = await work(client);
@@ -552,6 +558,7 @@ export class PostgresStore implements Store {
         }
         throw error;
       } finally {
+        client.off('error', onError);
         client.release(broken);
       }
     });

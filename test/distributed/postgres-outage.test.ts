@@ -260,11 +260,7 @@ await describeDistributed('PostgreSQL cut off under running instances', () => {
     process.stdout.write(`# PostgreSQL was cut for ${cutFor} ms\n`);
   });
 
-  test('a connection lost in the middle of a transaction is an error for the caller, not an uncaught exception', {
-    todo:
-      'PRODUCT BUG: PostgresStore.#transaction (src/store/postgres.ts) holds a pooled client without an ' +
-      "'error' listener; when its connection drops, pg emits 'error' on it and the process dies",
-  }, async () => {
+  test('a connection lost in the middle of a transaction is an error for the caller, not an uncaught exception', async () => {
     const { cluster, proxy } = c();
     await proxy.restore();
     // The gateway's store class on a one-connection pool through the proxy, so the transaction
