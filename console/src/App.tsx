@@ -23,6 +23,7 @@ import {
   SESSION_KEY,
   type SessionContextValue,
   SessionProvider,
+  useSignOutAndReload,
 } from './session.tsx';
 import type { Session } from './types.ts';
 
@@ -147,14 +148,7 @@ function Page({ path }: { path: string }) {
 }
 
 function NoWorkspace({ email }: { email: string }) {
-  const queryClient = useQueryClient();
-  async function signOut() {
-    try {
-      await api.post('/console/api/logout');
-    } finally {
-      await queryClient.refetchQueries({ queryKey: SESSION_KEY });
-    }
-  }
+  const signOut = useSignOutAndReload();
   return (
     <AuthFrame title="No workspace yet">
       <p>

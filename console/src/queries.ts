@@ -1,5 +1,6 @@
 /** Shared queries of the signed-in pages; every key starts with the workspace id. */
-import { useQuery } from '@tanstack/react-query';
+import { useMutation, useQuery } from '@tanstack/react-query';
+import { useState } from 'react';
 import { admin, api, query } from './api.ts';
 import { startOfUtcMonth } from './format.ts';
 import { useSession } from './session.tsx';
@@ -46,4 +47,34 @@ export function useMonthTokens() {
       return map;
     },
   });
+}
+
+/**
+ * A change asked for first (a deletion): `ask(item)` opens its confirmation, whose props are `dialog`.
+ * The confirmation closes when the change is made (after `onDone`) or cancelled.
+ */
+export function useConfirmedMutation<T>(mutationFn: (item: T) => Promise<unknown>, onDone: () => unknown) {
+  const [target, setTarget] = useState<T | null>(null);
+  const mutation = useMutation({
+    mutationFn,
+    onSuccess: () => {
+      void onDone();
+      setTarget(null);
+    },
+  });
+  return {
+    target,
+    ask: (item: T) => setTarget(() => item),
+    dialog: {
+      onConfirm: () => {
+        if (target !== null) mutation.mutate(target);
+      },
+      onClose: () => {
+        setTarget(null);
+        mutation.reset();
+      },
+      busy: mutation.isPending,
+      error: mutation.error,
+    },
+  };
 }

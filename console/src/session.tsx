@@ -1,4 +1,5 @@
 /** The signed-in user, the workspace they act in, and what their role lets them do there. */
+import { useQueryClient } from '@tanstack/react-query';
 import { createContext, type ReactNode, useContext } from 'react';
 import { api } from './api.ts';
 import { ROLE_SCOPES, type Role, type Session, type SessionUser, type SessionWorkspace } from './types.ts';
@@ -8,6 +9,21 @@ export const SESSION_KEY = ['session'] as const;
 
 export function fetchSession(): Promise<Session> {
   return api.get<Session>('/console/api/session');
+}
+
+/**
+ * Signing out from a page without a workspace to act in (an invitation for someone else, no
+ * workspace yet): the session is fetched again, whatever the answer.
+ */
+export function useSignOutAndReload(): () => Promise<void> {
+  const queryClient = useQueryClient();
+  return async () => {
+    try {
+      await api.post('/console/api/logout');
+    } finally {
+      await queryClient.refetchQueries({ queryKey: SESSION_KEY });
+    }
+  };
 }
 
 /** The owner of ws_default: changes workspace policies and creates workspaces. */

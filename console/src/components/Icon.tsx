@@ -49,3 +49,13 @@ export function Logo() {
     </svg>
   );
 }
+
+/** The mark and the name, atop the sidebar and the signed-out pages' card. */
+export function Brand({ className }: { className: string }) {
+  return (
+    <div className={className}>
+      <Logo />
+      <span className="brand-name">Keygate</span>
+    </div>
+  );
+}

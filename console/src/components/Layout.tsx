@@ -4,7 +4,7 @@ import { Link } from '../router.tsx';
 import { useSession } from '../session.tsx';
 import { Badge } from './Badge.tsx';
 import { Button } from './Button.tsx';
-import { Icon, type IconName, Logo } from './Icon.tsx';
+import { Brand, Icon, type IconName } from './Icon.tsx';
 
 const NAV: { to: string; label: string; icon: IconName }[] = [
   { to: '/keys', label: 'Keys', icon: 'key' },
@@ -35,10 +35,7 @@ export function Layout({ path, children }: { path: string; children: ReactNode }
       </a>
       <aside className="sidebar">
         <div className="sidebar-inner">
-          <div className="brand">
-            <Logo />
-            <span className="brand-name">Keygate</span>
-          </div>
+          <Brand className="brand" />
           <nav aria-label="Console">
             <ul className="nav">
               {NAV.map((item) => {

@@ -1,9 +1,10 @@
-import { type FormEvent, useEffect, useRef, useState } from 'react';
+import { type FormEvent, useState } from 'react';
 import { ApiError, api } from '../api.ts';
+import { useAsyncAction, useFocusRef } from '../hooks.ts';
 import type { Session } from '../types.ts';
 import { Button } from './Button.tsx';
 import { ErrorBanner } from './ErrorBanner.tsx';
-import { Field } from './Field.tsx';
+import { TextField } from './Field.tsx';
 
 /**
  * Email and password, then (when the server answers `totp_required`) a code from the
@@ -20,32 +21,21 @@ export function SignInForm({
   const [password, setPassword] = useState('');
   const [code, setCode] = useState('');
   const [step, setStep] = useState<'password' | 'totp'>('password');
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
-  const first = useRef<HTMLInputElement>(null);
-
+  const { busy, error, setError, run } = useAsyncAction();
   // The first empty field has the focus: the email, the password (email given) or the code.
-  // biome-ignore lint/correctness/useExhaustiveDependencies: again whenever the step changes
-  useEffect(() => {
-    first.current?.focus();
-  }, [step]);
+  const first = useFocusRef<HTMLInputElement>(step);
 
-  async function submit(event: FormEvent) {
+  function submit(event: FormEvent) {
     event.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
+    void run(async () => {
       const body = step === 'totp' ? { email, password, totp_code: code.trim() } : { email, password };
-      onSignedIn(await api.post<Session>('/console/api/login', body));
-    } catch (caught) {
-      if (caught instanceof ApiError && caught.code === 'totp_required') {
+      try {
+        onSignedIn(await api.post<Session>('/console/api/login', body));
+      } catch (caught) {
+        if (!(caught instanceof ApiError && caught.code === 'totp_required')) throw caught;
         setStep('totp');
-      } else {
-        setError(caught);
       }
-    } finally {
-      setBusy(false);
-    }
+    });
   }
 
   if (step === 'totp') {
@@ -54,20 +44,17 @@ export function SignInForm({
         <p className="muted">
           Two-factor sign-in is on for {email}. Enter the 6-digit code from your authenticator app.
         </p>
-        <Field label="Authentication code" hint="Lost your device? Enter one of your recovery codes instead.">
-          {(props) => (
-            <input
-              {...props}
-              className="input mono"
-              value={code}
-              onChange={(e) => setCode(e.target.value)}
-              ref={first}
-              autoComplete="one-time-code"
-              inputMode="text"
-              required
-            />
-          )}
-        </Field>
+        <TextField
+          label="Authentication code"
+          hint="Lost your device? Enter one of your recovery codes instead."
+          className="input mono"
+          value={code}
+          onChange={setCode}
+          ref={first}
+          autoComplete="one-time-code"
+          inputMode="text"
+          required
+        />
         <ErrorBanner error={error} />
         <div className="form-actions">
           <Button
@@ -89,35 +76,25 @@ export function SignInForm({
 
   return (
     <form className="form" onSubmit={submit} noValidate>
-      <Field label="Email">
-        {(props) => (
-          <input
-            {...props}
-            className="input"
-            type="email"
-            value={email}
-            onChange={(e) => setEmail(e.target.value)}
-            autoComplete="username"
-            readOnly={fixedEmail !== undefined}
-            ref={fixedEmail === undefined ? first : undefined}
-            required
-          />
-        )}
-      </Field>
-      <Field label="Password">
-        {(props) => (
-          <input
-            {...props}
-            className="input"
-            type="password"
-            value={password}
-            onChange={(e) => setPassword(e.target.value)}
-            autoComplete="current-password"
-            ref={fixedEmail !== undefined ? first : undefined}
-            required
-          />
-        )}
-      </Field>
+      <TextField
+        label="Email"
+        type="email"
+        value={email}
+        onChange={setEmail}
+        autoComplete="username"
+        readOnly={fixedEmail !== undefined}
+        ref={fixedEmail === undefined ? first : undefined}
+        required
+      />
+      <TextField
+        label="Password"
+        type="password"
+        value={password}
+        onChange={setPassword}
+        autoComplete="current-password"
+        ref={fixedEmail !== undefined ? first : undefined}
+        required
+      />
       <ErrorBanner error={error} />
       <Button type="submit" variant="primary" busy={busy} disabled={email.trim() === '' || password === ''}>
         Sign in

@@ -1,5 +1,5 @@
 import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
-import { type FormEvent, useState } from 'react';
+import { useState } from 'react';
 import { admin, api, query } from '../api.ts';
 import { Badge } from '../components/Badge.tsx';
 import { Button } from '../components/Button.tsx';
@@ -7,12 +7,15 @@ import { ConfirmDialog } from '../components/ConfirmDialog.tsx';
 import { Dialog } from '../components/Dialog.tsx';
 import { EmptyState } from '../components/EmptyState.tsx';
 import { ErrorBanner } from '../components/ErrorBanner.tsx';
-import { Field } from '../components/Field.tsx';
+import { SelectField, TextField } from '../components/Field.tsx';
+import { FormDialog } from '../components/FormDialog.tsx';
 import { Icon } from '../components/Icon.tsx';
 import { Loading } from '../components/Loading.tsx';
 import { SecretReveal } from '../components/SecretReveal.tsx';
+import { Section } from '../components/Section.tsx';
+import { ActionsHeader, RowAction, Table } from '../components/Table.tsx';
 import { Time } from '../components/Time.tsx';
-import { enc } from '../queries.ts';
+import { enc, useConfirmedMutation } from '../queries.ts';
 import { useSession } from '../session.tsx';
 import {
   type AlertChannel,
@@ -33,7 +36,6 @@ export function AlertChannels() {
   const { workspace, can } = useSession();
   const queryClient = useQueryClient();
   const [adding, setAdding] = useState(false);
-  const [removing, setRemoving] = useState<AlertChannel | null>(null);
   const channels = useQuery({
     queryKey: [workspace.id, 'alert-channels'],
     queryFn: () =>
@@ -43,31 +45,25 @@ export function AlertChannels() {
     mutationFn: () => api.post<TestAlertResult>(admin('/alerts/test'), { workspace_id: workspace.id }),
     onSuccess: () => queryClient.invalidateQueries({ queryKey: [workspace.id, 'alerts'] }),
   });
-  const remove = useMutation({
-    mutationFn: (id: string) => api.delete(admin(`/alerts/channels/${enc(id)}`)),
-    onSuccess: () => {
-      void queryClient.invalidateQueries({ queryKey: [workspace.id, 'alert-channels'] });
-      setRemoving(null);
-    },
-  });
+  const remove = useConfirmedMutation(
+    (channel: AlertChannel) => api.delete(admin(`/alerts/channels/${enc(channel.id)}`)),
+    () => queryClient.invalidateQueries({ queryKey: [workspace.id, 'alert-channels'] }),
+  );
   const list = channels.data?.data ?? [];
+  const actions = (
+    <div className="page-actions">
+      <Button onClick={() => test.mutate()} busy={test.isPending}>
+        Send test
+      </Button>
+      <Button variant="primary" onClick={() => setAdding(true)}>
+        <Icon name="plus" />
+        Add channel
+      </Button>
+    </div>
+  );
 
   return (
-    <section className="section" aria-labelledby="channels-title">
-      <div className="section-header">
-        <h2 id="channels-title">Channels</h2>
-        {can.manageWorkspace ? (
-          <div className="page-actions">
-            <Button onClick={() => test.mutate()} busy={test.isPending}>
-              Send test
-            </Button>
-            <Button variant="primary" onClick={() => setAdding(true)}>
-              <Icon name="plus" />
-              Add channel
-            </Button>
-          </div>
-        ) : null}
-      </div>
+    <Section id="channels-title" title="Channels" actions={can.manageWorkspace ? actions : null}>
       <ErrorBanner error={channels.error ?? test.error} />
       {test.data ? (
         <div className="banner banner-info" role="status">
@@ -96,77 +92,68 @@ export function AlertChannels() {
             : 'An owner or admin of this workspace can add a webhook, Slack or email channel.'}
         </EmptyState>
       ) : (
-        <div className="table-wrap">
-          <table className="table">
-            <thead>
-              <tr>
-                <th scope="col">Name</th>
-                <th scope="col">Type</th>
-                <th scope="col">Sends to</th>
-                <th scope="col">Added</th>
-                {can.manageWorkspace ? (
-                  <th scope="col">
-                    <span className="visually-hidden">Actions</span>
-                  </th>
+        <Table
+          head={
+            <>
+              <th scope="col">Name</th>
+              <th scope="col">Type</th>
+              <th scope="col">Sends to</th>
+              <th scope="col">Added</th>
+              {can.manageWorkspace ? <ActionsHeader /> : null}
+            </>
+          }
+        >
+          {list.map((channel) => (
+            <tr key={channel.id}>
+              <td className="cell-main">{channel.name}</td>
+              <td>
+                <Badge>{channel.type}</Badge>
+              </td>
+              <td className="mono break">
+                {channel.target}
+                {channel.email ? (
+                  <div className="cell-sub">
+                    from {channel.email.from} to {channel.email.to.join(', ')}
+                  </div>
                 ) : null}
-              </tr>
-            </thead>
-            <tbody>
-              {list.map((channel) => (
-                <tr key={channel.id}>
-                  <td className="cell-main">{channel.name}</td>
-                  <td>
-                    <Badge>{channel.type}</Badge>
-                  </td>
-                  <td className="mono break">
-                    {channel.target}
-                    {channel.email ? (
-                      <div className="cell-sub">
-                        from {channel.email.from} to {channel.email.to.join(', ')}
-                      </div>
-                    ) : null}
-                  </td>
-                  <td className="nowrap">
-                    <Time iso={channel.created_at} />
-                  </td>
-                  {can.manageWorkspace ? (
-                    <td className="row-actions">
-                      <Button
-                        size="small"
-                        variant="ghost"
-                        className="danger-text"
-                        onClick={() => setRemoving(channel)}
-                        aria-label={`Delete the channel ${channel.name}`}
-                      >
-                        Delete
-                      </Button>
-                    </td>
-                  ) : null}
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+              </td>
+              <td className="nowrap">
+                <Time iso={channel.created_at} />
+              </td>
+              {can.manageWorkspace ? (
+                <td className="row-actions">
+                  <RowAction
+                    danger
+                    onClick={() => remove.ask(channel)}
+                    label={`Delete the channel ${channel.name}`}
+                  >
+                    Delete
+                  </RowAction>
+                </td>
+              ) : null}
+            </tr>
+          ))}
+        </Table>
       )}
       {adding ? <ChannelDialog onClose={() => setAdding(false)} /> : null}
-      {removing ? (
+      {remove.target ? (
         <ConfirmDialog
-          title={`Delete the channel ${removing.name}?`}
+          title={`Delete the channel ${remove.target.name}?`}
           confirmLabel="Delete channel"
-          onConfirm={() => remove.mutate(removing.id)}
-          onClose={() => {
-            setRemoving(null);
-            remove.reset();
-          }}
-          busy={remove.isPending}
-          error={remove.error}
+          {...remove.dialog}
         >
-          <p>Alerts will no longer be sent to {removing.target}.</p>
+          <p>Alerts will no longer be sent to {remove.target.target}.</p>
         </ConfirmDialog>
       ) : null}
-    </section>
+    </Section>
   );
 }
+
+const TYPE_LABELS: Record<ChannelType, string> = {
+  webhook: 'Webhook (signed JSON)',
+  slack: 'Slack',
+  email: 'Email (SMTP)',
+};
 
 function ChannelDialog({ onClose }: { onClose: () => void }) {
   const { workspace } = useSession();
@@ -190,11 +177,6 @@ function ChannelDialog({ onClose }: { onClose: () => void }) {
     },
   });
 
-  function submit(event: FormEvent) {
-    event.preventDefault();
-    create.mutate();
-  }
-
   if (create.data?.secret) {
     return (
       <Dialog title={`Channel ${create.data.name} added`} onClose={onClose} wide>
@@ -213,67 +195,48 @@ function ChannelDialog({ onClose }: { onClose: () => void }) {
   }
 
   return (
-    <Dialog title="Add an alert channel" onClose={onClose}>
-      <form className="form" onSubmit={submit} noValidate>
-        <Field label="Type">
-          {(props) => (
-            <select
-              {...props}
-              className="select"
-              value={type}
-              onChange={(e) => setType(e.target.value as ChannelType)}
-              data-autofocus
-            >
-              {CHANNEL_TYPES.map((t) => (
-                <option key={t} value={t}>
-                  {t === 'webhook' ? 'Webhook (signed JSON)' : t === 'slack' ? 'Slack' : 'Email (SMTP)'}
-                </option>
-              ))}
-            </select>
-          )}
-        </Field>
-        <Field label="Name" hint="Optional; default: the type and the host.">
-          {(props) => (
-            <input {...props} className="input" value={name} onChange={(e) => setName(e.target.value)} />
-          )}
-        </Field>
-        <Field label={type === 'email' ? 'SMTP URL' : 'URL'} hint={URL_HINTS[type]}>
-          {(props) => (
-            <input
-              {...props}
-              className="input mono"
-              value={url}
-              onChange={(e) => setUrl(e.target.value)}
-              spellCheck={false}
-              required
-            />
-          )}
-        </Field>
-        {type === 'webhook' ? (
-          <Field
-            label="Signing secret"
-            hint="Optional, 16 characters or more; generated and shown once when empty."
-          >
-            {(props) => (
-              <input
-                {...props}
-                className="input mono"
-                type="password"
-                value={secret}
-                onChange={(e) => setSecret(e.target.value)}
-                autoComplete="off"
-              />
-            )}
-          </Field>
-        ) : null}
-        <ErrorBanner error={create.error} title="The channel was not added." />
-        <div className="dialog-actions">
-          <Button onClick={onClose}>Cancel</Button>
-          <Button type="submit" variant="primary" busy={create.isPending} disabled={url.trim() === ''}>
-            Add channel
-          </Button>
-        </div>
-      </form>
-    </Dialog>
+    <FormDialog
+      title="Add an alert channel"
+      onClose={onClose}
+      onSubmit={() => create.mutate()}
+      sending={create}
+      submitLabel="Add channel"
+      errorTitle="The channel was not added."
+      disabled={url.trim() === ''}
+    >
+      <SelectField label="Type" value={type} onChange={setType} data-autofocus>
+        {CHANNEL_TYPES.map((t) => (
+          <option key={t} value={t}>
+            {TYPE_LABELS[t]}
+          </option>
+        ))}
+      </SelectField>
+      <TextField
+        label="Name"
+        hint="Optional; default: the type and the host."
+        value={name}
+        onChange={setName}
+      />
+      <TextField
+        label={type === 'email' ? 'SMTP URL' : 'URL'}
+        hint={URL_HINTS[type]}
+        className="input mono"
+        value={url}
+        onChange={setUrl}
+        spellCheck={false}
+        required
+      />
+      {type === 'webhook' ? (
+        <TextField
+          label="Signing secret"
+          hint="Optional, 16 characters or more; generated and shown once when empty."
+          className="input mono"
+          type="password"
+          value={secret}
+          onChange={setSecret}
+          autoComplete="off"
+        />
+      ) : null}
+    </FormDialog>
   );
 }

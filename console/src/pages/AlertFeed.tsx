@@ -7,6 +7,7 @@ import { EmptyState } from '../components/EmptyState.tsx';
 import { ErrorBanner } from '../components/ErrorBanner.tsx';
 import { Loading } from '../components/Loading.tsx';
 import { RichText } from '../components/RichText.tsx';
+import { Section } from '../components/Section.tsx';
 import { Time } from '../components/Time.tsx';
 import { formatInt } from '../format.ts';
 import { enc } from '../queries.ts';
@@ -81,14 +82,16 @@ export function AlertFeed() {
   const list = alerts.data?.data ?? [];
   const open = list.filter((a) => a.acknowledged_at === null).length;
   return (
-    <section className="section" aria-labelledby="feed-title">
-      <div className="section-header">
-        <h2 id="feed-title">Feed {open > 0 ? <Badge tone="red">{`${open} open`}</Badge> : null}</h2>
+    <Section
+      id="feed-title"
+      title={<>Feed {open > 0 ? <Badge tone="red">{`${open} open`}</Badge> : null}</>}
+      actions={
         <label className="check">
           <input type="checkbox" checked={onlyOpen} onChange={(e) => setOnlyOpen(e.target.checked)} />
           <span>Unacknowledged only</span>
         </label>
-      </div>
+      }
+    >
       <ErrorBanner error={alerts.error} title="The alerts could not be loaded." />
       {alerts.isPending ? (
         <Loading label="Loading alerts…" />
@@ -105,6 +108,6 @@ export function AlertFeed() {
           ))}
         </ul>
       )}
-    </section>
+    </Section>
   );
 }

@@ -1,12 +1,14 @@
 import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
-import { type FormEvent, useState } from 'react';
+import { useState } from 'react';
 import { admin, api, query } from '../api.ts';
 import { Badge } from '../components/Badge.tsx';
 import { Button } from '../components/Button.tsx';
-import { Dialog } from '../components/Dialog.tsx';
 import { ErrorBanner } from '../components/ErrorBanner.tsx';
-import { Field } from '../components/Field.tsx';
+import { TextField } from '../components/Field.tsx';
+import { FormDialog } from '../components/FormDialog.tsx';
 import { Loading } from '../components/Loading.tsx';
+import { Section } from '../components/Section.tsx';
+import { ActionsHeader, RowAction, Table } from '../components/Table.tsx';
 import { formatInt } from '../format.ts';
 import { enc } from '../queries.ts';
 import { useSession } from '../session.tsx';
@@ -67,87 +69,76 @@ export function AlertRules() {
     queryFn: () => api.get<AlertRuleList>(admin(`/alerts/rules${query({ workspace_id: workspace.id })}`)),
   });
   return (
-    <section className="section" aria-labelledby="rules-title">
-      <div className="section-header">
-        <h2 id="rules-title">Rules</h2>
-      </div>
+    <Section id="rules-title" title="Rules">
       <ErrorBanner error={rules.error} title="The rules could not be loaded." />
       {rules.isPending ? (
         <Loading />
       ) : (
-        <div className="table-wrap">
-          <table className="table">
-            <thead>
-              <tr>
-                <th scope="col" className="col-wide">
-                  Rule
-                </th>
-                <th scope="col">Status</th>
-                <th scope="col">Thresholds</th>
-                {can.manageWorkspace ? (
-                  <th scope="col">
-                    <span className="visually-hidden">Actions</span>
-                  </th>
-                ) : null}
-              </tr>
-            </thead>
-            <tbody>
-              {(rules.data?.data ?? []).map((rule) => (
-                <tr key={rule.kind}>
-                  <td>
-                    <div className="cell-main">{ruleName(rule.kind)}</div>
-                    <div className="cell-sub">{rule.description}</div>
-                  </td>
-                  <td>
-                    {rule.settings.enabled === false ? (
-                      <Badge tone="gray">off</Badge>
-                    ) : (
-                      <Badge tone="green">on</Badge>
-                    )}
-                  </td>
-                  <td>
-                    <dl className="settings-list">
-                      {Object.entries(rule.settings)
-                        .filter(([name]) => name !== 'enabled')
-                        .map(([name, value]) => (
-                          <div key={name}>
-                            <dt>{settingName(name)}</dt>
-                            <dd>
-                              {showValue(value, name)}
-                              {rule.overridden.includes(name) ? (
-                                <span
-                                  className="muted"
-                                  title={`default: ${showValue(rule.defaults[name] ?? value, name)}`}
-                                >
-                                  {' '}
-                                  (changed)
-                                </span>
-                              ) : null}
-                            </dd>
-                          </div>
-                        ))}
-                    </dl>
-                  </td>
-                  {can.manageWorkspace ? (
-                    <td className="row-actions">
-                      <Button
-                        size="small"
-                        variant="ghost"
-                        onClick={() => setEditing(rule)}
-                        aria-label={`Edit the ${ruleName(rule.kind)} rule`}
-                      >
-                        Edit
-                      </Button>
-                    </td>
-                  ) : null}
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+        <Table
+          head={
+            <>
+              <th scope="col" className="col-wide">
+                Rule
+              </th>
+              <th scope="col">Status</th>
+              <th scope="col">Thresholds</th>
+              {can.manageWorkspace ? <ActionsHeader /> : null}
+            </>
+          }
+        >
+          {(rules.data?.data ?? []).map((rule) => (
+            <tr key={rule.kind}>
+              <td>
+                <div className="cell-main">{ruleName(rule.kind)}</div>
+                <div className="cell-sub">{rule.description}</div>
+              </td>
+              <td>
+                {rule.settings.enabled === false ? (
+                  <Badge tone="gray">off</Badge>
+                ) : (
+                  <Badge tone="green">on</Badge>
+                )}
+              </td>
+              <td>
+                <Settings rule={rule} />
+              </td>
+              {can.manageWorkspace ? (
+                <td className="row-actions">
+                  <RowAction onClick={() => setEditing(rule)} label={`Edit the ${ruleName(rule.kind)} rule`}>
+                    Edit
+                  </RowAction>
+                </td>
+              ) : null}
+            </tr>
+          ))}
+        </Table>
       )}
       {editing ? <RuleDialog rule={editing} onClose={() => setEditing(null)} /> : null}
-    </section>
+    </Section>
+  );
+}
+
+/** A rule's settings but `enabled`, each marked when the workspace changed it from the default. */
+function Settings({ rule }: { rule: AlertRule }) {
+  return (
+    <dl className="settings-list">
+      {Object.entries(rule.settings)
+        .filter(([name]) => name !== 'enabled')
+        .map(([name, value]) => (
+          <div key={name}>
+            <dt>{settingName(name)}</dt>
+            <dd>
+              {showValue(value, name)}
+              {rule.overridden.includes(name) ? (
+                <span className="muted" title={`default: ${showValue(rule.defaults[name] ?? value, name)}`}>
+                  {' '}
+                  (changed)
+                </span>
+              ) : null}
+            </dd>
+          </div>
+        ))}
+    </dl>
   );
 }
 
@@ -176,8 +167,7 @@ function RuleDialog({ rule, onClose }: { rule: AlertRule; onClose: () => void })
     },
   });
 
-  function submit(event: FormEvent) {
-    event.preventDefault();
+  function submit() {
     const body: Record<string, SettingValue> = {};
     const errors: Record<string, string> = {};
     for (const [name, defaultValue] of Object.entries(rule.defaults)) {
@@ -210,49 +200,42 @@ function RuleDialog({ rule, onClose }: { rule: AlertRule; onClose: () => void })
   }
 
   return (
-    <Dialog title={`${ruleName(rule.kind)} rule`} description={rule.description} onClose={onClose}>
-      <form className="form" onSubmit={submit} noValidate>
-        {Object.entries(rule.defaults).map(([name, defaultValue]) =>
-          typeof defaultValue === 'boolean' ? (
-            <label key={name} className="check">
-              <input
-                type="checkbox"
-                checked={values[name] === true}
-                onChange={(e) => setValues((v) => ({ ...v, [name]: e.target.checked }))}
-              />
-              <span>{settingName(name)}</span>
-            </label>
-          ) : (
-            <Field
-              key={name}
-              label={inputLabel(name)}
-              hint={`Default: ${showValue(defaultValue, name)}`}
-              error={fieldErrors[name]}
-            >
-              {(props) => (
-                <input
-                  {...props}
-                  className="input"
-                  inputMode={Array.isArray(defaultValue) ? 'text' : 'decimal'}
-                  value={String(values[name] ?? '')}
-                  onChange={(e) => setValues((v) => ({ ...v, [name]: e.target.value }))}
-                />
-              )}
-            </Field>
-          ),
-        )}
-        <ErrorBanner error={save.error} title="The rule was not changed." />
-        <div className="dialog-actions">
-          <Button onClick={() => save.mutate({})} disabled={save.isPending}>
-            Reset to defaults
-          </Button>
-          <span className="spacer" />
-          <Button onClick={onClose}>Cancel</Button>
-          <Button type="submit" variant="primary" busy={save.isPending}>
-            Save rule
-          </Button>
-        </div>
-      </form>
-    </Dialog>
+    <FormDialog
+      title={`${ruleName(rule.kind)} rule`}
+      description={rule.description}
+      onClose={onClose}
+      onSubmit={submit}
+      sending={save}
+      submitLabel="Save rule"
+      errorTitle="The rule was not changed."
+      extraAction={
+        <Button onClick={() => save.mutate({})} disabled={save.isPending}>
+          Reset to defaults
+        </Button>
+      }
+    >
+      {Object.entries(rule.defaults).map(([name, defaultValue]) =>
+        typeof defaultValue === 'boolean' ? (
+          <label key={name} className="check">
+            <input
+              type="checkbox"
+              checked={values[name] === true}
+              onChange={(e) => setValues((v) => ({ ...v, [name]: e.target.checked }))}
+            />
+            <span>{settingName(name)}</span>
+          </label>
+        ) : (
+          <TextField
+            key={name}
+            label={inputLabel(name)}
+            hint={`Default: ${showValue(defaultValue, name)}`}
+            error={fieldErrors[name]}
+            inputMode={Array.isArray(defaultValue) ? 'text' : 'decimal'}
+            value={String(values[name] ?? '')}
+            onChange={(text) => setValues((v) => ({ ...v, [name]: text }))}
+          />
+        ),
+      )}
+    </FormDialog>
   );
 }

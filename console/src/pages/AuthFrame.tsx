@@ -1,5 +1,5 @@
 import { type ReactNode, useEffect } from 'react';
-import { Logo } from '../components/Icon.tsx';
+import { Brand } from '../components/Icon.tsx';
 
 /** The centred card of the signed-out pages (setup, sign-in, invitation). */
 export function AuthFrame({
@@ -17,10 +17,7 @@ export function AuthFrame({
   return (
     <div className="auth">
       <main className="auth-card">
-        <div className="auth-brand">
-          <Logo />
-          <span className="brand-name">Keygate</span>
-        </div>
+        <Brand className="auth-brand" />
         <h1>{title}</h1>
         {subtitle ? <p className="auth-subtitle">{subtitle}</p> : null}
         {children}

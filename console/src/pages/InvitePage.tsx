@@ -1,16 +1,16 @@
 import { useQuery, useQueryClient } from '@tanstack/react-query';
-import { type FormEvent, useEffect, useRef, useState } from 'react';
+import { type FormEvent, useState } from 'react';
 import { api } from '../api.ts';
 import { Button } from '../components/Button.tsx';
 import { ErrorBanner } from '../components/ErrorBanner.tsx';
-import { Field } from '../components/Field.tsx';
 import { Loading } from '../components/Loading.tsx';
+import { NewPasswordFields, useNewPassword } from '../components/NewPasswordFields.tsx';
 import { SignInForm } from '../components/SignInForm.tsx';
 import { formatDateTime } from '../format.ts';
-import { SESSION_KEY } from '../session.tsx';
+import { useAsyncAction, useFocusRef } from '../hooks.ts';
+import { SESSION_KEY, useSignOutAndReload } from '../session.tsx';
 import type { InviteInfo, Session } from '../types.ts';
 import { AuthFrame } from './AuthFrame.tsx';
-import { MIN_PASSWORD } from './SetupPage.tsx';
 
 interface InvitePageProps {
   session: Session;
@@ -79,33 +79,20 @@ function InviteStep({
   onJoined: InvitePageProps['onJoined'];
 }) {
   const queryClient = useQueryClient();
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
+  const { busy, error, run } = useAsyncAction();
 
-  async function accept(password?: string) {
-    setBusy(true);
-    setError(null);
-    try {
+  function accept(password?: string) {
+    void run(async () => {
       const next = await api.post<Session>(
         '/console/api/invite/accept',
         password ? { token, password } : { token },
       );
       window.history.replaceState(null, '', window.location.pathname);
       onJoined(invite.workspace_id, next);
-    } catch (caught) {
-      setError(caught);
-    } finally {
-      setBusy(false);
-    }
+    });
   }
 
-  async function signOut() {
-    try {
-      await api.post('/console/api/logout');
-    } finally {
-      await queryClient.refetchQueries({ queryKey: SESSION_KEY });
-    }
-  }
+  const signOut = useSignOutAndReload();
 
   const user = session.user;
   if (user && user.email.toLowerCase() === invite.email.toLowerCase()) {
@@ -115,7 +102,7 @@ function InviteStep({
           You are signed in as <strong>{user.email}</strong>.
         </p>
         <ErrorBanner error={error} />
-        <Button variant="primary" busy={busy} onClick={() => void accept()}>
+        <Button variant="primary" busy={busy} onClick={() => accept()}>
           Accept invitation
         </Button>
       </div>
@@ -143,7 +130,7 @@ function InviteStep({
       </>
     );
   }
-  return <NewAccountForm busy={busy} error={error} onSubmit={(password) => void accept(password)} />;
+  return <NewAccountForm busy={busy} error={error} onSubmit={accept} />;
 }
 
 function NewAccountForm({
@@ -155,53 +142,20 @@ function NewAccountForm({
   error: unknown;
   onSubmit: (password: string) => void;
 }) {
-  const [password, setPassword] = useState('');
-  const [confirm, setConfirm] = useState('');
-  const first = useRef<HTMLInputElement>(null);
-  useEffect(() => first.current?.focus(), []);
-  const [touched, setTouched] = useState(false);
-  const passwordError =
-    touched && password.length < MIN_PASSWORD ? `Use at least ${MIN_PASSWORD} characters.` : undefined;
-  const confirmError = touched && confirm !== password ? 'The two passwords differ.' : undefined;
+  const newPassword = useNewPassword();
+  const first = useFocusRef<HTMLInputElement>();
 
   function submit(event: FormEvent) {
     event.preventDefault();
-    setTouched(true);
-    if (password.length >= MIN_PASSWORD && confirm === password) onSubmit(password);
+    if (newPassword.check()) onSubmit(newPassword.password);
   }
 
   return (
     <form className="form" onSubmit={submit} noValidate>
       <p className="muted">Choose a password for your new account.</p>
-      <Field label="Password" hint={`At least ${MIN_PASSWORD} characters.`} error={passwordError}>
-        {(props) => (
-          <input
-            {...props}
-            className="input"
-            type="password"
-            value={password}
-            onChange={(e) => setPassword(e.target.value)}
-            autoComplete="new-password"
-            ref={first}
-            required
-          />
-        )}
-      </Field>
-      <Field label="Confirm password" error={confirmError}>
-        {(props) => (
-          <input
-            {...props}
-            className="input"
-            type="password"
-            value={confirm}
-            onChange={(e) => setConfirm(e.target.value)}
-            autoComplete="new-password"
-            required
-          />
-        )}
-      </Field>
+      <NewPasswordFields state={newPassword} ref={first} required />
       <ErrorBanner error={error} />
-      <Button type="submit" variant="primary" busy={busy} disabled={password === ''}>
+      <Button type="submit" variant="primary" busy={busy} disabled={newPassword.password === ''}>
         Create account and join
       </Button>
     </form>

@@ -6,9 +6,11 @@ import { Button } from '../components/Button.tsx';
 import { Dialog } from '../components/Dialog.tsx';
 import { EmptyState } from '../components/EmptyState.tsx';
 import { ErrorBanner } from '../components/ErrorBanner.tsx';
-import { Field } from '../components/Field.tsx';
+import { SelectField, TextField } from '../components/Field.tsx';
 import { Loading } from '../components/Loading.tsx';
 import { SecretReveal } from '../components/SecretReveal.tsx';
+import { Section } from '../components/Section.tsx';
+import { ActionsHeader, RowAction, Table } from '../components/Table.tsx';
 import { Time } from '../components/Time.tsx';
 import { formatDateTime } from '../format.ts';
 import { enc } from '../queries.ts';
@@ -28,6 +30,15 @@ function stateOf(invite: Invite): InviteState {
   if (invite.revoked_at) return 'revoked';
   if (Date.parse(invite.expires_at) <= Date.now()) return 'expired';
   return 'pending';
+}
+
+/** The options of a role `<select>`. */
+export function RoleOptions() {
+  return ROLES.map((r) => (
+    <option key={r} value={r}>
+      {r}
+    </option>
+  ));
 }
 
 export function inviteLink(token: string): string {
@@ -75,39 +86,19 @@ export function InvitesSection() {
   );
 
   return (
-    <section className="section" aria-labelledby="invites-title">
-      <div className="section-header">
-        <h2 id="invites-title">Invitations</h2>
-      </div>
+    <Section id="invites-title" title="Invitations">
       <form className="card invite-form" onSubmit={submit} noValidate>
-        <Field label="Email to invite" className="grow">
-          {(props) => (
-            <input
-              {...props}
-              className="input"
-              type="email"
-              value={email}
-              onChange={(e) => setEmail(e.target.value)}
-              placeholder="colleague@example.com"
-            />
-          )}
-        </Field>
-        <Field label="Role">
-          {(props) => (
-            <select
-              {...props}
-              className="select"
-              value={role}
-              onChange={(e) => setRole(e.target.value as Role)}
-            >
-              {ROLES.map((r) => (
-                <option key={r} value={r}>
-                  {r}
-                </option>
-              ))}
-            </select>
-          )}
-        </Field>
+        <TextField
+          label="Email to invite"
+          fieldClassName="grow"
+          type="email"
+          value={email}
+          onChange={setEmail}
+          placeholder="colleague@example.com"
+        />
+        <SelectField label="Role" value={role} onChange={setRole}>
+          <RoleOptions />
+        </SelectField>
         <Button type="submit" variant="primary" busy={create.isPending} disabled={email.trim() === ''}>
           Invite
         </Button>
@@ -120,53 +111,46 @@ export function InvitesSection() {
           Invite someone by email: you get a link to send them, valid for 7 days.
         </EmptyState>
       ) : (
-        <div className="table-wrap">
-          <table className="table">
-            <thead>
-              <tr>
-                <th scope="col">Email</th>
-                <th scope="col">Role</th>
-                <th scope="col">Status</th>
-                <th scope="col">Invited</th>
-                <th scope="col">Expires</th>
-                <th scope="col">
-                  <span className="visually-hidden">Actions</span>
-                </th>
+        <Table
+          head={
+            <>
+              <th scope="col">Email</th>
+              <th scope="col">Role</th>
+              <th scope="col">Status</th>
+              <th scope="col">Invited</th>
+              <th scope="col">Expires</th>
+              <ActionsHeader />
+            </>
+          }
+        >
+          {list.map((invite) => {
+            const state = stateOf(invite);
+            return (
+              <tr key={invite.id}>
+                <td className="cell-main">{invite.email}</td>
+                <td>{invite.role}</td>
+                <td>
+                  <Badge tone={STATE_TONE[state]}>{state}</Badge>
+                </td>
+                <td className="nowrap">
+                  <Time iso={invite.created_at} />
+                </td>
+                <td className="nowrap">{formatDateTime(invite.expires_at)}</td>
+                <td className="row-actions">
+                  {state === 'pending' ? (
+                    <RowAction
+                      danger
+                      onClick={() => revoke.mutate(invite.id)}
+                      label={`Revoke the invitation of ${invite.email}`}
+                    >
+                      Revoke
+                    </RowAction>
+                  ) : null}
+                </td>
               </tr>
-            </thead>
-            <tbody>
-              {list.map((invite) => {
-                const state = stateOf(invite);
-                return (
-                  <tr key={invite.id}>
-                    <td className="cell-main">{invite.email}</td>
-                    <td>{invite.role}</td>
-                    <td>
-                      <Badge tone={STATE_TONE[state]}>{state}</Badge>
-                    </td>
-                    <td className="nowrap">
-                      <Time iso={invite.created_at} />
-                    </td>
-                    <td className="nowrap">{formatDateTime(invite.expires_at)}</td>
-                    <td className="row-actions">
-                      {state === 'pending' ? (
-                        <Button
-                          size="small"
-                          variant="ghost"
-                          className="danger-text"
-                          onClick={() => revoke.mutate(invite.id)}
-                          aria-label={`Revoke the invitation of ${invite.email}`}
-                        >
-                          Revoke
-                        </Button>
-                      ) : null}
-                    </td>
-                  </tr>
-                );
-              })}
-            </tbody>
-          </table>
-        </div>
+            );
+          })}
+        </Table>
       )}
       {created ? (
         <Dialog title={`Invitation for ${created.email}`} onClose={() => setCreated(null)} wide>
@@ -187,6 +171,6 @@ export function InvitesSection() {
           </div>
         </Dialog>
       ) : null}
-    </section>
+    </Section>
   );
 }

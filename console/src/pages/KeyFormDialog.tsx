@@ -1,10 +1,8 @@
 import { useMutation, useQueryClient } from '@tanstack/react-query';
-import { type FormEvent, useState } from 'react';
+import { useState } from 'react';
 import { admin, api } from '../api.ts';
-import { Button } from '../components/Button.tsx';
-import { Dialog } from '../components/Dialog.tsx';
-import { ErrorBanner } from '../components/ErrorBanner.tsx';
-import { Field } from '../components/Field.tsx';
+import { LinesField, SelectField, TextField } from '../components/Field.tsx';
+import { FormDialog } from '../components/FormDialog.tsx';
 import { durationLabel, durationMs, formatDateTime } from '../format.ts';
 import { enc } from '../queries.ts';
 import { useSession } from '../session.tsx';
@@ -48,8 +46,7 @@ export function KeyFormDialog({ editing, policy, onClose, onCreated }: KeyFormDi
     setForm((f) => ({ ...f, scopes: on ? [...f.scopes, scope] : f.scopes.filter((s) => s !== scope) }));
   }
 
-  function submit(event: FormEvent) {
-    event.preventDefault();
+  function submit() {
     const result = toBody(form, editing, maxLifetimeMs);
     if ('errors' in result) {
       setErrors(result.errors);
@@ -64,25 +61,21 @@ export function KeyFormDialog({ editing, policy, onClose, onCreated }: KeyFormDi
   }
 
   const numberInput = (field: 'rpm' | 'tpm' | 'concurrency' | 'budgetDay' | 'budgetMonth', label: string) => (
-    <Field label={label} error={errors[field]}>
-      {(props) => (
-        <input
-          {...props}
-          className="input"
-          inputMode="numeric"
-          placeholder="No limit"
-          value={form[field]}
-          onChange={(e) => set(field, e.target.value)}
-        />
-      )}
-    </Field>
+    <TextField
+      label={label}
+      error={errors[field]}
+      inputMode="numeric"
+      placeholder="No limit"
+      value={form[field]}
+      onChange={(text) => set(field, text)}
+    />
   );
 
   const tooLong = (preset: string) => maxLifetimeMs !== null && (durationMs(preset) ?? 0) > maxLifetimeMs;
   const workspaceIps = policy?.allowed_ips ?? [];
 
   return (
-    <Dialog
+    <FormDialog
       title={editing ? `Edit ${editing.name}` : 'Create a key'}
       description={
         editing
@@ -91,137 +84,98 @@ export function KeyFormDialog({ editing, policy, onClose, onCreated }: KeyFormDi
       }
       onClose={onClose}
       wide
+      onSubmit={submit}
+      sending={mutation}
+      submitLabel={editing ? 'Save changes' : 'Create key'}
+      errorTitle={editing ? 'The key was not changed.' : 'The key was not created.'}
     >
-      <form className="form" onSubmit={submit} noValidate>
-        <Field label="Name" hint="Who or what uses the key, e.g. support-bot (prod)." error={errors.name}>
-          {(props) => (
-            <input
-              {...props}
-              className="input"
-              value={form.name}
-              onChange={(e) => set('name', e.target.value)}
-              maxLength={128}
-              data-autofocus
-              required
-            />
-          )}
-        </Field>
+      <TextField
+        label="Name"
+        hint="Who or what uses the key, e.g. support-bot (prod)."
+        error={errors.name}
+        value={form.name}
+        onChange={(text) => set('name', text)}
+        maxLength={128}
+        data-autofocus
+        required
+      />
 
-        <ScopeFields scopes={form.scopes} error={errors.scopes} onToggle={toggleScope} />
+      <ScopeFields scopes={form.scopes} error={errors.scopes} onToggle={toggleScope} />
 
-        <div className="form-grid">
-          <Field
-            label="Models"
-            hint="One model id or pattern per line, e.g. mistral-small-*. Empty: every model."
-          >
-            {(props) => (
-              <textarea
-                {...props}
-                className="input mono"
-                rows={3}
-                value={form.models}
-                onChange={(e) => set('models', e.target.value)}
-                spellCheck={false}
-              />
-            )}
-          </Field>
-          <Field
-            label="Allowed IP ranges"
-            hint={
-              workspaceIps.length > 0
-                ? `One address or CIDR range per line. Empty: the workspace's allowlist (${workspaceIps.join(', ')}).`
-                : 'One address or CIDR range per line, e.g. 10.0.0.0/8. Empty: anywhere.'
-            }
-          >
-            {(props) => (
-              <textarea
-                {...props}
-                className="input mono"
-                rows={3}
-                value={form.allowedIps}
-                onChange={(e) => set('allowedIps', e.target.value)}
-                spellCheck={false}
-              />
-            )}
-          </Field>
-        </div>
-
-        <fieldset className="fieldset">
-          <legend>Rate limits</legend>
-          <div className="form-grid form-grid-3">
-            {numberInput('rpm', 'Requests per minute')}
-            {numberInput('tpm', 'Tokens per minute')}
-            {numberInput('concurrency', 'Concurrent requests')}
-          </div>
-        </fieldset>
-
-        <fieldset className="fieldset">
-          <legend>Token budget</legend>
-          <div className="form-grid">
-            {numberInput('budgetDay', 'Tokens per day (UTC)')}
-            {numberInput('budgetMonth', 'Tokens per month (UTC)')}
-          </div>
-        </fieldset>
-
-        <div className="form-grid">
-          <Field
-            label="Expires"
-            error={errors.expiry}
-            hint={
-              maxLifetime
-                ? `This workspace allows keys to live at most ${durationLabel(maxLifetime)}.`
-                : undefined
-            }
-          >
-            {(props) => (
-              <select
-                {...props}
-                className="select"
-                value={form.expiry}
-                onChange={(e) => set('expiry', e.target.value)}
-              >
-                {editing ? (
-                  <option value="keep">
-                    Keep as is ({editing.expires_at ? formatDateTime(editing.expires_at) : 'never'})
-                  </option>
-                ) : null}
-                <option value="never" disabled={maxLifetime !== null}>
-                  Never
-                </option>
-                {EXPIRY_PRESETS.map((preset) => (
-                  <option key={preset} value={preset} disabled={tooLong(preset)}>
-                    In {durationLabel(preset)}
-                  </option>
-                ))}
-                <option value="custom">Custom…</option>
-              </select>
-            )}
-          </Field>
-          {form.expiry === 'custom' ? (
-            <Field label="Custom lifetime" hint="From now: e.g. 45d, 12h, 30m." error={errors.customExpiry}>
-              {(props) => (
-                <input
-                  {...props}
-                  className="input mono"
-                  value={form.customExpiry}
-                  onChange={(e) => set('customExpiry', e.target.value)}
-                />
-              )}
-            </Field>
-          ) : null}
-        </div>
-
-        <ErrorBanner
-          error={mutation.error}
-          title={editing ? 'The key was not changed.' : 'The key was not created.'}
+      <div className="form-grid">
+        <LinesField
+          label="Models"
+          hint="One model id or pattern per line, e.g. mistral-small-*. Empty: every model."
+          value={form.models}
+          onChange={(text) => set('models', text)}
         />
-        <div className="dialog-actions">
-          <Button onClick={onClose}>Cancel</Button>
-          <Button type="submit" variant="primary" busy={mutation.isPending}>
-            {editing ? 'Save changes' : 'Create key'}
-          </Button>
+        <LinesField
+          label="Allowed IP ranges"
+          hint={
+            workspaceIps.length > 0
+              ? `One address or CIDR range per line. Empty: the workspace's allowlist (${workspaceIps.join(', ')}).`
+              : 'One address or CIDR range per line, e.g. 10.0.0.0/8. Empty: anywhere.'
+          }
+          value={form.allowedIps}
+          onChange={(text) => set('allowedIps', text)}
+        />
+      </div>
+
+      <fieldset className="fieldset">
+        <legend>Rate limits</legend>
+        <div className="form-grid form-grid-3">
+          {numberInput('rpm', 'Requests per minute')}
+          {numberInput('tpm', 'Tokens per minute')}
+          {numberInput('concurrency', 'Concurrent requests')}
         </div>
-      </form>
-    </Dialog>
+      </fieldset>
+
+      <fieldset className="fieldset">
+        <legend>Token budget</legend>
+        <div className="form-grid">
+          {numberInput('budgetDay', 'Tokens per day (UTC)')}
+          {numberInput('budgetMonth', 'Tokens per month (UTC)')}
+        </div>
+      </fieldset>
+
+      <div className="form-grid">
+        <SelectField
+          label="Expires"
+          error={errors.expiry}
+          hint={
+            maxLifetime
+              ? `This workspace allows keys to live at most ${durationLabel(maxLifetime)}.`
+              : undefined
+          }
+          value={form.expiry}
+          onChange={(value) => set('expiry', value)}
+        >
+          {editing ? (
+            <option value="keep">
+              Keep as is ({editing.expires_at ? formatDateTime(editing.expires_at) : 'never'})
+            </option>
+          ) : null}
+          <option value="never" disabled={maxLifetime !== null}>
+            Never
+          </option>
+          {EXPIRY_PRESETS.map((preset) => (
+            <option key={preset} value={preset} disabled={tooLong(preset)}>
+              In {durationLabel(preset)}
+            </option>
+          ))}
+          <option value="custom">Custom…</option>
+        </SelectField>
+        {form.expiry === 'custom' ? (
+          <TextField
+            label="Custom lifetime"
+            hint="From now: e.g. 45d, 12h, 30m."
+            error={errors.customExpiry}
+            className="input mono"
+            value={form.customExpiry}
+            onChange={(text) => set('customExpiry', text)}
+          />
+        ) : null}
+      </div>
+    </FormDialog>
   );
 }

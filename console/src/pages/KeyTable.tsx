@@ -1,5 +1,5 @@
 import { Badge, type Tone } from '../components/Badge.tsx';
-import { Button } from '../components/Button.tsx';
+import { ActionsHeader, RowAction, Table } from '../components/Table.tsx';
 import { Time } from '../components/Time.tsx';
 import { formatInt } from '../format.ts';
 import { INFERENCE_SCOPES, type Key, type KeyStatus } from '../types.ts';
@@ -50,113 +50,90 @@ interface KeyTableProps {
 
 export function KeyTable({ keys, emails, monthTokens, canWrite, onEdit, onRotate, onRevoke }: KeyTableProps) {
   return (
-    <div className="table-wrap">
-      <table className="table">
-        <thead>
-          <tr>
-            <th scope="col">Name</th>
-            <th scope="col">Key</th>
-            <th scope="col">Scopes</th>
-            <th scope="col">Models</th>
-            <th scope="col">Created</th>
-            <th scope="col">Last used</th>
-            <th scope="col">Expires</th>
-            <th scope="col">Status</th>
-            <th scope="col" className="num">
-              Tokens <span className="th-sub">this month</span>
-            </th>
-            {canWrite ? (
-              <th scope="col">
-                <span className="visually-hidden">Actions</span>
-              </th>
-            ) : null}
-          </tr>
-        </thead>
-        <tbody>
-          {keys.map((key) => (
-            <tr key={key.id} data-key-id={key.id}>
-              <td>
-                <div className="cell-main">{key.name}</div>
-                <div className="cell-sub mono cell-id" title={key.id}>
-                  {key.id}
+    <Table
+      head={
+        <>
+          <th scope="col">Name</th>
+          <th scope="col">Key</th>
+          <th scope="col">Scopes</th>
+          <th scope="col">Models</th>
+          <th scope="col">Created</th>
+          <th scope="col">Last used</th>
+          <th scope="col">Expires</th>
+          <th scope="col">Status</th>
+          <th scope="col" className="num">
+            Tokens <span className="th-sub">this month</span>
+          </th>
+          {canWrite ? <ActionsHeader /> : null}
+        </>
+      }
+    >
+      {keys.map((key) => (
+        <tr key={key.id} data-key-id={key.id}>
+          <td>
+            <div className="cell-main">{key.name}</div>
+            <div className="cell-sub mono cell-id" title={key.id}>
+              {key.id}
+            </div>
+            <Restrictions apiKey={key} />
+          </td>
+          <td className="mono nowrap">{key.display}</td>
+          <td>
+            <Scopes scopes={key.scopes} />
+          </td>
+          <td>
+            {key.models.length === 0 ? (
+              <span className="muted">any</span>
+            ) : (
+              <div className="badges">
+                {key.models.map((m) => (
+                  <Badge key={m} tone="blue">
+                    {m}
+                  </Badge>
+                ))}
+              </div>
+            )}
+          </td>
+          <td>
+            <div className="nowrap">
+              <Time iso={key.created_at} />
+            </div>
+            <div className="cell-sub">
+              by{' '}
+              {key.created_by
+                ? (emails.get(key.created_by) ?? <span className="mono">{key.created_by}</span>)
+                : 'the CLI'}
+            </div>
+          </td>
+          <td className="nowrap">
+            <Time iso={key.last_used_at} empty="never" />
+          </td>
+          <td className="nowrap">
+            <Time iso={key.expires_at} empty="never" />
+          </td>
+          <td>
+            <Badge tone={STATUS_TONE[key.status]}>{key.status}</Badge>
+          </td>
+          <td className="num">{monthTokens ? formatInt(monthTokens.get(key.id) ?? 0) : '…'}</td>
+          {canWrite ? (
+            <td className="row-actions">
+              {key.status === 'revoked' ? null : (
+                <div className="row-actions-stack">
+                  <RowAction onClick={() => onEdit(key)} label={`Edit ${key.name}`}>
+                    Edit
+                  </RowAction>
+                  <RowAction onClick={() => onRotate(key)} label={`Rotate ${key.name}`}>
+                    Rotate
+                  </RowAction>
+                  <RowAction danger onClick={() => onRevoke(key)} label={`Revoke ${key.name}`}>
+                    Revoke
+                  </RowAction>
                 </div>
-                <Restrictions apiKey={key} />
-              </td>
-              <td className="mono nowrap">{key.display}</td>
-              <td>
-                <Scopes scopes={key.scopes} />
-              </td>
-              <td>
-                {key.models.length === 0 ? (
-                  <span className="muted">any</span>
-                ) : (
-                  <div className="badges">
-                    {key.models.map((m) => (
-                      <Badge key={m} tone="blue">
-                        {m}
-                      </Badge>
-                    ))}
-                  </div>
-                )}
-              </td>
-              <td>
-                <div className="nowrap">
-                  <Time iso={key.created_at} />
-                </div>
-                <div className="cell-sub">
-                  by{' '}
-                  {key.created_by
-                    ? (emails.get(key.created_by) ?? <span className="mono">{key.created_by}</span>)
-                    : 'the CLI'}
-                </div>
-              </td>
-              <td className="nowrap">
-                <Time iso={key.last_used_at} empty="never" />
-              </td>
-              <td className="nowrap">
-                <Time iso={key.expires_at} empty="never" />
-              </td>
-              <td>
-                <Badge tone={STATUS_TONE[key.status]}>{key.status}</Badge>
-              </td>
-              <td className="num">{monthTokens ? formatInt(monthTokens.get(key.id) ?? 0) : '…'}</td>
-              {canWrite ? (
-                <td className="row-actions">
-                  {key.status === 'revoked' ? null : (
-                    <div className="row-actions-stack">
-                      <Button
-                        size="small"
-                        variant="ghost"
-                        onClick={() => onEdit(key)}
-                        aria-label={`Edit ${key.name}`}
-                      >
-                        Edit
-                      </Button>
-                      <Button
-                        size="small"
-                        variant="ghost"
-                        onClick={() => onRotate(key)}
-                        aria-label={`Rotate ${key.name}`}
-                      >
-                        Rotate
-                      </Button>
-                      <Button
-                        size="small"
-                        variant="ghost"
-                        className="danger-text"
-                        onClick={() => onRevoke(key)}
-                        aria-label={`Revoke ${key.name}`}
-                      >
-                        Revoke
-                      </Button>
-                    </div>
-                  )}
-                </td>
-              ) : null}
-            </tr>
-          ))}
-        </tbody>
-      </table>
-    </div>
+              )}
+            </td>
+          ) : null}
+        </tr>
+      ))}
+    </Table>
   );
 }

@@ -3,7 +3,7 @@ import { type FormEvent, useState } from 'react';
 import { admin, api } from '../api.ts';
 import { Button } from '../components/Button.tsx';
 import { ErrorBanner } from '../components/ErrorBanner.tsx';
-import { Field } from '../components/Field.tsx';
+import { TextField } from '../components/Field.tsx';
 import { SESSION_KEY, useSession } from '../session.tsx';
 import type { Workspace } from '../types.ts';
 
@@ -34,18 +34,14 @@ export function NewWorkspaceForm() {
         tab once it exists.
       </p>
       <div className="invite-form invite-form-plain">
-        <Field label="Workspace name" className="grow">
-          {(props) => (
-            <input
-              {...props}
-              className="input"
-              value={name}
-              onChange={(e) => setName(e.target.value)}
-              placeholder="e.g. Research"
-              maxLength={128}
-            />
-          )}
-        </Field>
+        <TextField
+          label="Workspace name"
+          fieldClassName="grow"
+          value={name}
+          onChange={setName}
+          placeholder="e.g. Research"
+          maxLength={128}
+        />
         <Button type="submit" variant="primary" busy={create.isPending} disabled={name.trim() === ''}>
           Create workspace
         </Button>

@@ -2,11 +2,13 @@ import { type FormEvent, useState } from 'react';
 import { api } from '../api.ts';
 import { Button } from '../components/Button.tsx';
 import { ErrorBanner } from '../components/ErrorBanner.tsx';
-import { Field } from '../components/Field.tsx';
+import { TextField } from '../components/Field.tsx';
+import { NewPasswordFields, useNewPassword } from '../components/NewPasswordFields.tsx';
+import { SuccessBanner } from '../components/SuccessBanner.tsx';
 import { formatDate } from '../format.ts';
+import { useAsyncAction } from '../hooks.ts';
 import { useSession } from '../session.tsx';
 import type { Session } from '../types.ts';
-import { MIN_PASSWORD } from './SetupPage.tsx';
 import { TwoFactorSection } from './TwoFactorSection.tsx';
 
 export function ProfileSection() {
@@ -39,89 +41,47 @@ export function ProfileSection() {
 function PasswordForm() {
   const { replaceSession } = useSession();
   const [current, setCurrent] = useState('');
-  const [next, setNext] = useState('');
-  const [confirm, setConfirm] = useState('');
-  const [touched, setTouched] = useState(false);
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>(null);
+  const newPassword = useNewPassword();
+  const { busy, error, run } = useAsyncAction();
   const [done, setDone] = useState(false);
-  const nextError =
-    touched && next.length < MIN_PASSWORD ? `Use at least ${MIN_PASSWORD} characters.` : undefined;
-  const confirmError = touched && confirm !== next ? 'The two passwords differ.' : undefined;
 
-  async function submit(event: FormEvent) {
+  function submit(event: FormEvent) {
     event.preventDefault();
-    setTouched(true);
     setDone(false);
-    if (next.length < MIN_PASSWORD || confirm !== next) return;
-    setBusy(true);
-    setError(null);
-    try {
+    if (!newPassword.check()) return;
+    void run(async () => {
       const session = await api.post<Session>('/console/api/password', {
         current_password: current,
-        new_password: next,
+        new_password: newPassword.password,
       });
       replaceSession(session);
       setCurrent('');
-      setNext('');
-      setConfirm('');
-      setTouched(false);
+      newPassword.reset();
       setDone(true);
-    } catch (caught) {
-      setError(caught);
-    } finally {
-      setBusy(false);
-    }
+    });
   }
 
   return (
     <form className="card form" onSubmit={submit} noValidate>
       <h2 className="card-title">Password</h2>
       <p className="muted">Changing it signs you out everywhere else.</p>
-      <Field label="Current password">
-        {(props) => (
-          <input
-            {...props}
-            className="input"
-            type="password"
-            value={current}
-            onChange={(e) => setCurrent(e.target.value)}
-            autoComplete="current-password"
-          />
-        )}
-      </Field>
-      <Field label="New password" hint={`At least ${MIN_PASSWORD} characters.`} error={nextError}>
-        {(props) => (
-          <input
-            {...props}
-            className="input"
-            type="password"
-            value={next}
-            onChange={(e) => setNext(e.target.value)}
-            autoComplete="new-password"
-          />
-        )}
-      </Field>
-      <Field label="Confirm new password" error={confirmError}>
-        {(props) => (
-          <input
-            {...props}
-            className="input"
-            type="password"
-            value={confirm}
-            onChange={(e) => setConfirm(e.target.value)}
-            autoComplete="new-password"
-          />
-        )}
-      </Field>
+      <TextField
+        label="Current password"
+        type="password"
+        value={current}
+        onChange={setCurrent}
+        autoComplete="current-password"
+      />
+      <NewPasswordFields state={newPassword} label="New password" />
       <ErrorBanner error={error} title="The password was not changed." />
-      {done ? (
-        <div className="banner banner-success" role="status">
-          Password changed. Your other sessions have ended.
-        </div>
-      ) : null}
+      {done ? <SuccessBanner>Password changed. Your other sessions have ended.</SuccessBanner> : null}
       <div className="form-actions">
-        <Button type="submit" variant="primary" busy={busy} disabled={current === '' || next === ''}>
+        <Button
+          type="submit"
+          variant="primary"
+          busy={busy}
+          disabled={current === '' || newPassword.password === ''}
+        >
           Change password
         </Button>
       </div>

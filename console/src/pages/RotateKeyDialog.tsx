@@ -1,10 +1,8 @@
 import { useMutation, useQueryClient } from '@tanstack/react-query';
-import { type FormEvent, useState } from 'react';
+import { useState } from 'react';
 import { admin, api } from '../api.ts';
-import { Button } from '../components/Button.tsx';
-import { Dialog } from '../components/Dialog.tsx';
-import { ErrorBanner } from '../components/ErrorBanner.tsx';
-import { Field } from '../components/Field.tsx';
+import { SelectField } from '../components/Field.tsx';
+import { FormDialog } from '../components/FormDialog.tsx';
 import { enc } from '../queries.ts';
 import { useSession } from '../session.tsx';
 import type { Key, RotatedKey } from '../types.ts';
@@ -38,46 +36,29 @@ export function RotateKeyDialog({
     },
   });
 
-  function submit(event: FormEvent) {
-    event.preventDefault();
-    mutation.mutate();
-  }
-
   return (
-    <Dialog
+    <FormDialog
       title={`Rotate ${apiKey.name}`}
       description="Issues a new secret for this key. Its id, restrictions and history stay the same."
       onClose={onClose}
+      onSubmit={() => mutation.mutate()}
+      sending={mutation}
+      submitLabel="Rotate key"
+      errorTitle="The key was not rotated."
     >
-      <form className="form" onSubmit={submit}>
-        <Field
-          label="Grace period"
-          hint="How long the current secret keeps working, so you can deploy the new one."
-        >
-          {(props) => (
-            <select
-              {...props}
-              className="select"
-              value={grace}
-              onChange={(e) => setGrace(e.target.value)}
-              data-autofocus
-            >
-              {GRACE_OPTIONS.map((o) => (
-                <option key={o.value} value={o.value}>
-                  {o.label}
-                </option>
-              ))}
-            </select>
-          )}
-        </Field>
-        <ErrorBanner error={mutation.error} title="The key was not rotated." />
-        <div className="dialog-actions">
-          <Button onClick={onClose}>Cancel</Button>
-          <Button type="submit" variant="primary" busy={mutation.isPending}>
-            Rotate key
-          </Button>
-        </div>
-      </form>
-    </Dialog>
+      <SelectField
+        label="Grace period"
+        hint="How long the current secret keeps working, so you can deploy the new one."
+        value={grace}
+        onChange={setGrace}
+        data-autofocus
+      >
+        {GRACE_OPTIONS.map((o) => (
+          <option key={o.value} value={o.value}>
+            {o.label}
+          </option>
+        ))}
+      </SelectField>
+    </FormDialog>
   );
 }

@@ -6,7 +6,9 @@ import { Badge } from '../components/Badge.tsx';
 import { Button } from '../components/Button.tsx';
 import { CopyButton } from '../components/CopyButton.tsx';
 import { ErrorBanner } from '../components/ErrorBanner.tsx';
-import { Field } from '../components/Field.tsx';
+import { TextField } from '../components/Field.tsx';
+import { SuccessBanner } from '../components/SuccessBanner.tsx';
+import { useAsyncAction } from '../hooks.ts';
 import { SESSION_KEY, useSession } from '../session.tsx';
 import type { Session, TotpSetup } from '../types.ts';
 
@@ -36,8 +38,7 @@ function SetUpTotp({ onEnabled }: { onEnabled: (codes: string[]) => void }) {
   const [pending, setPending] = useState<TotpSetup | null>(null);
   const [qr, setQr] = useState<string | null>(null);
   const [code, setCode] = useState('');
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>(null);
+  const { busy, error, run } = useAsyncAction();
   const codeInput = useRef<HTMLInputElement>(null);
 
   useEffect(() => {
@@ -54,33 +55,19 @@ function SetUpTotp({ onEnabled }: { onEnabled: (codes: string[]) => void }) {
     };
   }, [pending]);
 
-  async function start() {
-    setBusy(true);
-    setError(null);
-    try {
-      setPending(await api.post<TotpSetup>('/console/api/totp/setup'));
-    } catch (caught) {
-      setError(caught);
-    } finally {
-      setBusy(false);
-    }
+  function start() {
+    void run(async () => setPending(await api.post<TotpSetup>('/console/api/totp/setup')));
   }
 
-  async function enable(event: FormEvent) {
+  function enable(event: FormEvent) {
     event.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
+    void run(async () => {
       const result = await api.post<{ recovery_codes: string[] }>('/console/api/totp/enable', {
         code: code.replaceAll(/\s/g, ''),
       });
       onEnabled(result.recovery_codes);
       void queryClient.invalidateQueries({ queryKey: SESSION_KEY });
-    } catch (caught) {
-      setError(caught);
-    } finally {
-      setBusy(false);
-    }
+    });
   }
 
   if (!pending) {
@@ -91,7 +78,7 @@ function SetUpTotp({ onEnabled }: { onEnabled: (codes: string[]) => void }) {
           1Password, Google Authenticator, Aegis…).
         </p>
         <ErrorBanner error={error} />
-        <Button variant="primary" onClick={() => void start()} busy={busy}>
+        <Button variant="primary" onClick={start} busy={busy}>
           Set up two-factor sign-in
         </Button>
       </>
@@ -109,20 +96,16 @@ function SetUpTotp({ onEnabled }: { onEnabled: (codes: string[]) => void }) {
         <p>1. Scan the QR code with your authenticator app, or enter this secret by hand:</p>
         <code className="totp-secret">{pending.secret.replace(/(.{4})/g, '$1 ').trim()}</code>
         <p>2. Enter the 6-digit code the app shows.</p>
-        <Field label="Code from the app">
-          {(props) => (
-            <input
-              {...props}
-              ref={codeInput}
-              className="input mono input-code"
-              inputMode="numeric"
-              autoComplete="one-time-code"
-              maxLength={8}
-              value={code}
-              onChange={(e) => setCode(e.target.value)}
-            />
-          )}
-        </Field>
+        <TextField
+          label="Code from the app"
+          ref={codeInput}
+          className="input mono input-code"
+          inputMode="numeric"
+          autoComplete="one-time-code"
+          maxLength={8}
+          value={code}
+          onChange={setCode}
+        />
         <ErrorBanner error={error} title="Two-factor sign-in is not on yet." />
         <div className="form-actions">
           <Button onClick={() => setPending(null)}>Cancel</Button>
@@ -140,9 +123,7 @@ function RecoveryCodes({ codes, onDone }: { codes: string[]; onDone: () => void 
   const text = codes.join('\n');
   return (
     <div className="form">
-      <div className="banner banner-success" role="status">
-        Two-factor sign-in is on.
-      </div>
+      <SuccessBanner>Two-factor sign-in is on.</SuccessBanner>
       <div className="banner banner-warning">
         <strong>Shown once.</strong> Save these recovery codes somewhere safe: each one signs you in once if
         you lose your device. You will not see them again.
@@ -169,20 +150,11 @@ function RecoveryCodes({ codes, onDone }: { codes: string[]; onDone: () => void 
 function DisableTotp() {
   const { replaceSession } = useSession();
   const [password, setPassword] = useState('');
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>(null);
+  const { busy, error, run } = useAsyncAction();
 
-  async function submit(event: FormEvent) {
+  function submit(event: FormEvent) {
     event.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
-      replaceSession(await api.post<Session>('/console/api/totp/disable', { password }));
-    } catch (caught) {
-      setError(caught);
-    } finally {
-      setBusy(false);
-    }
+    void run(async () => replaceSession(await api.post<Session>('/console/api/totp/disable', { password })));
   }
 
   return (
@@ -190,18 +162,13 @@ function DisableTotp() {
       <p className="muted">
         Sign-in asks for a code from your authenticator app. To turn it off, confirm your password.
       </p>
-      <Field label="Password">
-        {(props) => (
-          <input
-            {...props}
-            className="input"
-            type="password"
-            value={password}
-            onChange={(e) => setPassword(e.target.value)}
-            autoComplete="current-password"
-          />
-        )}
-      </Field>
+      <TextField
+        label="Password"
+        type="password"
+        value={password}
+        onChange={setPassword}
+        autoComplete="current-password"
+      />
       <ErrorBanner error={error} title="Two-factor sign-in is still on." />
       <div className="form-actions">
         <Button type="submit" variant="danger" busy={busy} disabled={password === ''}>

@@ -1,11 +1,12 @@
 import { keepPreviousData, useQueries, useQuery } from '@tanstack/react-query';
-import { useMemo, useState } from 'react';
+import { type ReactNode, useMemo, useState } from 'react';
 import { admin, api, query } from '../api.ts';
 import { Button } from '../components/Button.tsx';
 import { EmptyState } from '../components/EmptyState.tsx';
 import { ErrorBanner } from '../components/ErrorBanner.tsx';
 import { Loading } from '../components/Loading.tsx';
 import { PageHeader } from '../components/PageHeader.tsx';
+import { Segmented } from '../components/Segmented.tsx';
 import type { ChartSeries } from '../components/TimeChart.tsx';
 import { TimeChart } from '../components/TimeChart.tsx';
 import { formatCompact } from '../format.ts';
@@ -56,6 +57,41 @@ function align(xs: number[], report: UsageList | undefined, metric: Metric): num
 
 const formatAxis = (v: number) => formatCompact(v);
 
+const RANGE_OPTIONS = (Object.keys(RANGES) as Range[]).map((r) => [r, r] as const);
+const METRIC_OPTIONS = [
+  ['total_tokens', 'Tokens'],
+  ['requests', 'Requests'],
+] as const;
+
+/** A chart in a card under its title; when there is no series, the children say why. */
+function ChartCard({
+  title,
+  label,
+  bars,
+  xs,
+  series,
+  children,
+}: {
+  title: ReactNode;
+  /** The chart's accessible name. */
+  label: string;
+  bars?: boolean;
+  xs: number[];
+  series: ChartSeries[];
+  children?: ReactNode;
+}) {
+  return (
+    <section className="card">
+      <h2 className="card-title">{title}</h2>
+      {series.length > 0 ? (
+        <TimeChart xs={xs} series={series} bars={bars} label={label} format={formatAxis} />
+      ) : (
+        <p className="muted">{children}</p>
+      )}
+    </section>
+  );
+}
+
 export function UsagePage() {
   const { workspace } = useSession();
   const [range, setRange] = useState<Range>('7d');
@@ -102,6 +138,7 @@ export function UsagePage() {
   const loading = series.isPending || total.isPending;
   const empty = !loading && (totals?.requests ?? 0) === 0;
   const bucketLabel = by === 'hour' ? 'per hour' : 'per day (UTC)';
+  const metricLabel = splitMetric === 'requests' ? 'Requests' : 'Tokens';
 
   return (
     <>
@@ -110,23 +147,15 @@ export function UsagePage() {
         description="Requests, tokens, errors, latency and cost of this workspace's keys."
         actions={
           <div className="range-picker">
-            <fieldset className="segmented">
-              <legend className="visually-hidden">Time range</legend>
-              {(Object.keys(RANGES) as Range[]).map((r) => (
-                <button
-                  key={r}
-                  type="button"
-                  className={r === range ? 'segment active' : 'segment'}
-                  aria-pressed={r === range}
-                  onClick={() => {
-                    setRange(r);
-                    setNow(Date.now());
-                  }}
-                >
-                  {r}
-                </button>
-              ))}
-            </fieldset>
+            <Segmented
+              legend="Time range"
+              options={RANGE_OPTIONS}
+              value={range}
+              onChange={(r) => {
+                setRange(r);
+                setNow(Date.now());
+              }}
+            />
             <Button size="small" variant="ghost" onClick={() => setNow(Date.now())}>
               Refresh
             </Button>
@@ -147,80 +176,55 @@ export function UsagePage() {
           ) : (
             <>
               <div className="chart-grid">
-                <section className="card">
-                  <h2 className="card-title">Requests {bucketLabel}</h2>
-                  <TimeChart
-                    xs={xs}
-                    series={requestsChart}
-                    bars
-                    label={`Requests ${bucketLabel}`}
-                    format={formatAxis}
-                  />
-                </section>
-                <section className="card">
-                  <h2 className="card-title">Tokens {bucketLabel}</h2>
-                  <TimeChart
-                    xs={xs}
-                    series={tokensChart}
-                    bars
-                    label={`Tokens ${bucketLabel}`}
-                    format={formatAxis}
-                  />
-                </section>
+                <ChartCard
+                  title={<>Requests {bucketLabel}</>}
+                  label={`Requests ${bucketLabel}`}
+                  bars
+                  xs={xs}
+                  series={requestsChart}
+                />
+                <ChartCard
+                  title={<>Tokens {bucketLabel}</>}
+                  label={`Tokens ${bucketLabel}`}
+                  bars
+                  xs={xs}
+                  series={tokensChart}
+                />
               </div>
               <div className="split-header">
                 <h2>Top keys and models</h2>
-                <fieldset className="segmented">
-                  <legend className="visually-hidden">Metric of the split charts</legend>
-                  {(
-                    [
-                      ['total_tokens', 'Tokens'],
-                      ['requests', 'Requests'],
-                    ] as const
-                  ).map(([value, label]) => (
-                    <button
-                      key={value}
-                      type="button"
-                      className={splitMetric === value ? 'segment active' : 'segment'}
-                      aria-pressed={splitMetric === value}
-                      onClick={() => setSplitMetric(value)}
-                    >
-                      {label}
-                    </button>
-                  ))}
-                </fieldset>
+                <Segmented
+                  legend="Metric of the split charts"
+                  options={METRIC_OPTIONS}
+                  value={splitMetric}
+                  onChange={setSplitMetric}
+                />
               </div>
               <div className="chart-grid">
-                <section className="card">
-                  <h2 className="card-title">
-                    {splitMetric === 'requests' ? 'Requests' : 'Tokens'} by key (top {TOP})
-                  </h2>
-                  {keyChart.length > 0 ? (
-                    <TimeChart
-                      xs={xs}
-                      series={keyChart}
-                      label="Usage of the top keys over time"
-                      format={formatAxis}
-                    />
-                  ) : (
-                    <p className="muted">No key used in this range.</p>
-                  )}
-                </section>
-                <section className="card">
-                  <h2 className="card-title">
-                    {splitMetric === 'requests' ? 'Requests' : 'Tokens'} by model (top {TOP})
-                  </h2>
-                  {modelChart.length > 0 ? (
-                    <TimeChart
-                      xs={xs}
-                      series={modelChart}
-                      label="Usage of the top models over time"
-                      format={formatAxis}
-                    />
-                  ) : (
-                    <p className="muted">No model requested in this range.</p>
-                  )}
-                </section>
+                <ChartCard
+                  title={
+                    <>
+                      {metricLabel} by key (top {TOP})
+                    </>
+                  }
+                  label="Usage of the top keys over time"
+                  xs={xs}
+                  series={keyChart}
+                >
+                  No key used in this range.
+                </ChartCard>
+                <ChartCard
+                  title={
+                    <>
+                      {metricLabel} by model (top {TOP})
+                    </>
+                  }
+                  label="Usage of the top models over time"
+                  xs={xs}
+                  series={modelChart}
+                >
+                  No model requested in this range.
+                </ChartCard>
               </div>
               <UsageTables
                 keys={byKey.data?.data ?? []}

@@ -3,8 +3,9 @@ import { type FormEvent, useState } from 'react';
 import { admin, api } from '../api.ts';
 import { Button } from '../components/Button.tsx';
 import { ErrorBanner } from '../components/ErrorBanner.tsx';
-import { Field } from '../components/Field.tsx';
+import { LinesField, TextField } from '../components/Field.tsx';
 import { Loading } from '../components/Loading.tsx';
+import { SuccessBanner } from '../components/SuccessBanner.tsx';
 import { DURATION_PATTERN, parsePositive, splitList } from '../format.ts';
 import { enc, useWorkspaceDetails } from '../queries.ts';
 import { isOperator, useSession } from '../session.tsx';
@@ -82,6 +83,17 @@ function PolicyForm({ current }: { current: Workspace }) {
     save.mutate(body);
   }
 
+  const budgetInput = (per: string, value: string, onChange: (value: string) => void, error?: string) => (
+    <TextField
+      label={`Workspace budget: tokens ${per}`}
+      error={error}
+      inputMode="numeric"
+      placeholder="No budget"
+      value={value}
+      onChange={onChange}
+    />
+  );
+
   return (
     <form className="card form form-narrow" onSubmit={submit} noValidate>
       <h2 className="card-title">Workspace policy</h2>
@@ -90,74 +102,29 @@ function PolicyForm({ current }: { current: Workspace }) {
         lifetime cap, the IP allowlist and the budget; owners and admins may rename the workspace.
       </p>
       <fieldset className="fieldset-plain" disabled={readOnly}>
-        <Field label="Workspace name">
-          {(props) => (
-            <input {...props} className="input" value={name} onChange={(e) => setName(e.target.value)} />
-          )}
-        </Field>
-        <Field
+        <TextField label="Workspace name" value={name} onChange={setName} />
+        <TextField
           label="Max key lifetime"
           hint="New keys must expire within this, e.g. 90d. Empty: keys may live forever."
           error={errors.lifetime}
-        >
-          {(props) => (
-            <input
-              {...props}
-              className="input mono"
-              placeholder="unlimited"
-              value={lifetime}
-              onChange={(e) => setLifetime(e.target.value)}
-            />
-          )}
-        </Field>
-        <Field
+          className="input mono"
+          placeholder="unlimited"
+          value={lifetime}
+          onChange={setLifetime}
+        />
+        <LinesField
           label="Allowed IP ranges"
           hint="The default allowlist of keys without their own, one address or CIDR range per line. Empty: anywhere."
-        >
-          {(props) => (
-            <textarea
-              {...props}
-              className="input mono"
-              rows={3}
-              value={ips}
-              onChange={(e) => setIps(e.target.value)}
-              spellCheck={false}
-            />
-          )}
-        </Field>
+          value={ips}
+          onChange={setIps}
+        />
         <div className="form-grid">
-          <Field label="Workspace budget: tokens per day" error={errors.day}>
-            {(props) => (
-              <input
-                {...props}
-                className="input"
-                inputMode="numeric"
-                placeholder="No budget"
-                value={day}
-                onChange={(e) => setDay(e.target.value)}
-              />
-            )}
-          </Field>
-          <Field label="Workspace budget: tokens per month" error={errors.month}>
-            {(props) => (
-              <input
-                {...props}
-                className="input"
-                inputMode="numeric"
-                placeholder="No budget"
-                value={month}
-                onChange={(e) => setMonth(e.target.value)}
-              />
-            )}
-          </Field>
+          {budgetInput('per day', day, setDay, errors.day)}
+          {budgetInput('per month', month, setMonth, errors.month)}
         </div>
       </fieldset>
       <ErrorBanner error={save.error} title="The policy was not changed." />
-      {saved && !save.isPending ? (
-        <div className="banner banner-success" role="status">
-          Saved.
-        </div>
-      ) : null}
+      {saved && !save.isPending ? <SuccessBanner>Saved.</SuccessBanner> : null}
       {readOnly ? (
         <p className="muted">Your role ({workspace.role}) can read the policy but not change it.</p>
       ) : (
