@@ -47,6 +47,8 @@ await describeDistributed(
     let redis: RedisProcess | undefined;
     before(async () => {
       redis = await RedisProcess.start();
+      // Should this process die before `after` runs, redis-server goes with it (stop kills at once).
+      process.once('exit', () => void redis?.stop());
     });
     after(async () => {
       await redis?.stop();
