@@ -25,7 +25,7 @@ import {
 } from '../support/cluster.ts';
 import { TcpProxy } from '../support/tcp-proxy.ts';
 
-const CACHE_TTL_MS = 200;
+const CACHE_TTL_MS = 500;
 
 interface UsageRow {
   requests: number;
