@@ -361,13 +361,13 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
             : limiter.status() === 'ok'
               ? 'redis'
               : `fallback_${config.limits.onRedisFailure}`;
-        const ready =
-          storeCheck === 'ok' &&
-          upstreamCheck === 'reachable' &&
-          !gateway.draining &&
-          limitsCheck !== 'fallback_deny';
+        // An unreachable store degrades the instance but leaves it ready: keys verified before
+        // keep working (auth.staleIfErrorMs), and every instance shares the store, so taking them
+        // all out of a load balancer would turn a database outage into a total one.
+        const ready = upstreamCheck === 'reachable' && !gateway.draining && limitsCheck !== 'fallback_deny';
+        const degraded = storeCheck !== 'ok' || limitsCheck === 'fallback_local';
         json(res, ready ? 200 : 503, {
-          status: ready ? 'ready' : 'not_ready',
+          status: ready ? (degraded ? 'degraded' : 'ready') : 'not_ready',
           checks: {
             store: storeCheck,
             upstream: upstreamCheck,
