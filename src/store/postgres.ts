@@ -16,14 +16,47 @@
  *   the hourly and daily rollups, touch the keys' last use, under a share lock of the retention
  *   mark that pruning updates.
  * Deadlocks and serialisation failures are retried (the whole transaction, a few times).
+ *
+ * What does not depend on the database is shared with the SQLite store: rows.ts (row ↔ record),
+ * audit.ts (the audit log's events), usage-range.ts and usage-report.ts (reading usage).
  */
 import { DatabaseError, Pool, type PoolClient, TypeOverrides } from 'pg';
 import { LATENCY_COLUMNS, latencyBucketSql } from '../usage/histogram.ts';
 import { NO_PRICING } from '../usage/pricing.ts';
-import { foldUsage, type UsageCell, UsageCells } from '../usage/report.ts';
-import { newId } from '../util/ids.ts';
+import { foldUsage, UsageCells } from '../usage/report.ts';
+import * as audit from './audit.ts';
 import { PG_MIGRATIONS, SCHEMA_MIGRATIONS_DDL } from './pg-migrations.ts';
-import { diff, splitRange, type TimeRange, type UsageRange } from './sqlite.ts';
+import {
+  auditParams,
+  channelParams,
+  credentialColumns,
+  filterKeys,
+  inviteParams,
+  KEY_COLUMNS,
+  KEY_FROM,
+  keyPatchParams,
+  newAlertParams,
+  newKeyParams,
+  num,
+  object,
+  type Row,
+  sessionParams,
+  toAlert,
+  toAuditEvent,
+  toChannel,
+  toCredentials,
+  toDelivery,
+  toInvite,
+  toKey,
+  toMembership,
+  toReminder,
+  toSession,
+  toUser,
+  toWorkspace,
+  usageParams,
+  WORKSPACE_COLUMNS,
+  workspacePatchParams,
+} from './rows.ts';
 import {
   type Actor,
   type Alert,
@@ -33,8 +66,6 @@ import {
   type AlertKind,
   type AuditEvent,
   type AuditFilter,
-  type Changes,
-  type ChannelType,
   type CredentialsPatch,
   type ExpiryReminder,
   type HourlyCount,
@@ -42,18 +73,14 @@ import {
   type KeyChanges,
   type KeyFilter,
   type KeyPatch,
-  type KeyPolicy,
   type KeyRecord,
-  keyStatus,
   type Membership,
   type NewAlert,
   type NewKey,
   type Role,
   type RotateInput,
-  type Scope,
   type SecretMatch,
   type SessionRecord,
-  type Severity,
   type Store,
   StoreConflictError,
   type TokenFilter,
@@ -67,10 +94,32 @@ import {
   type UserCredentials,
   type Workspace,
   type WorkspacePatch,
-  type WorkspacePolicy,
 } from './types.ts';
+import {
+  groupSql,
+  HOUR_MS,
+  isModelPattern,
+  modelColumn,
+  PRUNE_CHUNK,
+  pieces,
+  SOURCE_TABLE,
+  splitRange,
+  TIME_COLUMN,
+  type TimeRange,
+  type UsageSource,
+  type UsageWhere,
+} from './usage-range.ts';
+import {
+  addHistogram,
+  addSums,
+  groupIds,
+  hourlyCountsOf,
+  namedTable,
+  nameGroups,
+  totalsOf,
+  usageReportOf,
+} from './usage-report.ts';
 
-type Row = Record<string, unknown>;
 /** A pooled connection inside a transaction, or the pool itself (one statement, autocommit). */
 type Db = Pick<PoolClient, 'query'>;
 
@@ -108,175 +157,12 @@ function retryable(error: unknown): boolean {
   return error instanceof DatabaseError && error.code !== undefined && RETRYABLE.has(error.code);
 }
 
-const KEY_COLUMNS = `k.id, k.workspace_id, k.name, k.start, k.last4, k.created_at, k.created_by, k.updated_at,
-  k.rotated_at, k.expires_at, k.revoked_at, k.last_used_at, k.last_used_ip, k.scopes, k.models, k.allowed_ips, k.rpm,
-  k.tpm, k.concurrency, k.budget_day, k.budget_month, w.max_key_lifetime_ms AS ws_max_key_lifetime_ms,
-  w.allowed_ips AS ws_allowed_ips, w.budget_day AS ws_budget_day, w.budget_month AS ws_budget_month`;
-const KEY_FROM = 'api_keys k JOIN workspaces w ON w.id = k.workspace_id';
-const WORKSPACE_COLUMNS = 'id, name, created_at, max_key_lifetime_ms, allowed_ips, budget_day, budget_month';
 const ALERT_COLUMNS = `id, workspace_id, kind, fingerprint, key_id, severity, title, message, details, first_at,
   last_at, occurrences, acknowledged_at, acknowledged_by`;
 const CHANNEL_COLUMNS = 'id, workspace_id, type, name, config_sealed, created_at';
 const INVITE_COLUMNS =
   'id, workspace_id, email, role, created_by, created_at, expires_at, accepted_at, revoked_at';
 const SESSION_COLUMNS = 'id, user_id, created_at, expires_at, last_seen_at, revoked_at, ip, user_agent';
-
-function num(value: unknown): number | null {
-  return value === null || value === undefined ? null : Number(value);
-}
-
-function str(value: unknown): string | null {
-  return value === null || value === undefined ? null : String(value);
-}
-
-/** A JSONB array (parsed by pg), or JSON text. */
-function strings(value: unknown): string[] {
-  const parsed = typeof value === 'string' ? (JSON.parse(value) as unknown) : value;
-  return Array.isArray(parsed) ? parsed.map(String) : [];
-}
-
-/** A JSON object column (parsed by pg), or JSON text. */
-function object<T>(value: unknown): T {
-  return (typeof value === 'string' ? JSON.parse(value) : value) as T;
-}
-
-function workspacePolicy(row: Row, prefix = ''): WorkspacePolicy {
-  return {
-    maxKeyLifetimeMs: num(row[`${prefix}max_key_lifetime_ms`]),
-    allowedIps: strings(row[`${prefix}allowed_ips`]),
-    budget: { day: num(row[`${prefix}budget_day`]), month: num(row[`${prefix}budget_month`]) },
-  };
-}
-
-function toKey(row: Row): KeyRecord {
-  return {
-    id: String(row.id),
-    workspaceId: String(row.workspace_id),
-    name: String(row.name),
-    start: String(row.start),
-    last4: String(row.last4),
-    createdAt: Number(row.created_at),
-    createdBy: str(row.created_by),
-    updatedAt: num(row.updated_at),
-    rotatedAt: num(row.rotated_at),
-    expiresAt: num(row.expires_at),
-    revokedAt: num(row.revoked_at),
-    lastUsedAt: num(row.last_used_at),
-    lastUsedIp: str(row.last_used_ip),
-    policy: {
-      scopes: strings(row.scopes) as Scope[],
-      models: strings(row.models),
-      allowedIps: strings(row.allowed_ips),
-      limits: { rpm: num(row.rpm), tpm: num(row.tpm), concurrency: num(row.concurrency) },
-      budget: { day: num(row.budget_day), month: num(row.budget_month) },
-    },
-    workspacePolicy: workspacePolicy(row, 'ws_'),
-  };
-}
-
-function toAlert(row: Row): Alert {
-  return {
-    id: String(row.id),
-    workspaceId: String(row.workspace_id),
-    kind: String(row.kind) as AlertKind,
-    fingerprint: String(row.fingerprint),
-    keyId: str(row.key_id),
-    severity: String(row.severity) as Severity,
-    title: String(row.title),
-    message: String(row.message),
-    details: object<Record<string, unknown>>(row.details),
-    firstAt: Number(row.first_at),
-    lastAt: Number(row.last_at),
-    occurrences: Number(row.occurrences),
-    acknowledgedAt: num(row.acknowledged_at),
-    acknowledgedBy: str(row.acknowledged_by),
-  };
-}
-
-function toChannel(row: Row): AlertChannel {
-  return {
-    id: String(row.id),
-    workspaceId: String(row.workspace_id),
-    type: String(row.type) as ChannelType,
-    name: String(row.name),
-    configSealed: String(row.config_sealed),
-    createdAt: Number(row.created_at),
-  };
-}
-
-function toInvite(row: Row): Invite {
-  return {
-    id: String(row.id),
-    workspaceId: String(row.workspace_id),
-    email: String(row.email),
-    role: String(row.role) as Role,
-    createdBy: str(row.created_by),
-    createdAt: Number(row.created_at),
-    expiresAt: Number(row.expires_at),
-    acceptedAt: num(row.accepted_at),
-    revokedAt: num(row.revoked_at),
-  };
-}
-
-function toMembership(row: Row): Membership {
-  return {
-    workspaceId: String(row.workspace_id),
-    userId: String(row.user_id),
-    email: String(row.email),
-    role: String(row.role) as Role,
-    createdAt: Number(row.created_at),
-  };
-}
-
-function toWorkspace(row: Row): Workspace {
-  return {
-    id: String(row.id),
-    name: String(row.name),
-    createdAt: Number(row.created_at),
-    policy: workspacePolicy(row),
-  };
-}
-
-/** The audit view of a key: every field that can change, flattened, never a secret (as sqlite.ts). */
-function keyFields(key: KeyRecord): Record<string, unknown> {
-  return {
-    name: key.name,
-    expires_at: key.expiresAt,
-    revoked_at: key.revokedAt,
-    scopes: key.policy.scopes,
-    models: key.policy.models,
-    allowed_ips: key.policy.allowedIps,
-    rpm: key.policy.limits.rpm,
-    tpm: key.policy.limits.tpm,
-    concurrency: key.policy.limits.concurrency,
-    budget_day: key.policy.budget.day,
-    budget_month: key.policy.budget.month,
-    display: `${key.start}…${key.last4}`,
-  };
-}
-
-function workspaceFields(ws: Workspace): Record<string, unknown> {
-  return {
-    name: ws.name,
-    max_key_lifetime_ms: ws.policy.maxKeyLifetimeMs,
-    allowed_ips: ws.policy.allowedIps,
-    budget_day: ws.policy.budget.day,
-    budget_month: ws.policy.budget.month,
-  };
-}
-
-function policyParams(policy: KeyPolicy): unknown[] {
-  return [
-    JSON.stringify(policy.scopes),
-    JSON.stringify(policy.models),
-    JSON.stringify(policy.allowedIps),
-    policy.limits.rpm,
-    policy.limits.tpm,
-    policy.limits.concurrency,
-    policy.budget.day,
-    policy.budget.month,
-  ];
-}
 
 /**
  * AND-ed conditions with `?` placeholders, numbered `$n` as they are added; a condition given an
@@ -313,47 +199,7 @@ class Conditions {
   }
 }
 
-/** Where usage sums are read from: the daily or hourly rollups, or the raw records. */
-type UsageSource = 'daily' | 'hourly' | 'raw';
-
-const TIME_COLUMN: Record<UsageSource, string> = { daily: 'day', hourly: 'hour', raw: 'time' };
-const SOURCE_TABLE: Record<UsageSource, string> = {
-  daily: 'usage_daily',
-  hourly: 'usage_hourly',
-  raw: 'usage_records',
-};
-
-/** The pieces of a split range, with the table each is read from. */
-function pieces(range: UsageRange): { source: UsageSource; range: TimeRange }[] {
-  return [
-    ...range.daily.map((r) => ({ source: 'daily' as const, range: r })),
-    ...range.hourly.map((r) => ({ source: 'hourly' as const, range: r })),
-    ...range.raw.map((r) => ({ source: 'raw' as const, range: r })),
-  ];
-}
-
-/** The group of a usage report as an expression over a source (`hour` never reads the daily rollups). */
-function groupSql(by: UsageGroup, source: UsageSource): string {
-  const raw = source === 'raw';
-  switch (by) {
-    case 'key':
-      return raw ? "COALESCE(key_id, '')" : 'key_id';
-    case 'workspace':
-      return raw ? "COALESCE(workspace_id, '')" : 'workspace_id';
-    case 'model':
-      return raw ? "COALESCE(model, '')" : 'model';
-    case 'endpoint':
-      return 'endpoint';
-    case 'hour':
-      return raw ? '(time / 3600000) * 3600000' : 'hour';
-    case 'day':
-      return source === 'daily' ? 'day' : `(${TIME_COLUMN[source]} / 86400000) * 86400000`;
-  }
-}
-
-type UsageWhere = Pick<UsageReportQuery, 'workspaceId' | 'keyId' | 'model' | 'endpoint' | 'createdBy'>;
-
-/** A model pattern (only `*` is a wildcard: policy.ts refuses ? and [) as a LIKE pattern. */
+/** A model pattern (`*` its only wildcard) as a LIKE pattern. */
 function likePattern(pattern: string): string {
   return pattern.replace(/[\\%_]/g, (c) => `\\${c}`).replace(/\*/g, '%');
 }
@@ -368,9 +214,8 @@ function usageWhere(filter: UsageWhere, source: UsageSource, range: TimeRange, p
   c.add('workspace_id = ?', filter.workspaceId);
   c.add('endpoint = ?', filter.endpoint);
   if (filter.model !== undefined) {
-    const column = source === 'raw' ? "COALESCE(model, '')" : 'model';
-    const isPattern = filter.model.includes('*') && /^[A-Za-z0-9._:\-*/]+$/.test(filter.model);
-    if (isPattern) c.add(`${column} LIKE ? ESCAPE '\\'`, likePattern(filter.model));
+    const column = modelColumn(source);
+    if (isModelPattern(filter.model)) c.add(`${column} LIKE ? ESCAPE '\\'`, likePattern(filter.model));
     else c.add(`${column} = ?`, filter.model);
   }
   c.add('key_id IN (SELECT id FROM api_keys WHERE created_by = ?)', filter.createdBy);
@@ -397,24 +242,6 @@ function reportPieceSql(by: UsageGroup, source: UsageSource, where: string): str
       ${LATENCY_COLUMNS.map((c) => `SUM(${c}) AS ${c}`).join(', ')}
     FROM ${SOURCE_TABLE[source]} WHERE ${where}
     GROUP BY 1, 2`;
-}
-
-/** Adds a summed row (`g`, `model`, the sums, the histogram) to its cell. */
-function addSums(cells: UsageCells, row: Row, by: UsageGroup): UsageCell {
-  const group = by === 'hour' || by === 'day' ? Number(row.g) : String(row.g ?? '');
-  const cell = cells.at(group, String(row.model ?? ''));
-  cell.requests += Number(row.requests);
-  cell.errors += Number(row.errors);
-  cell.promptTokens += Number(row.prompt_tokens);
-  cell.completionTokens += Number(row.completion_tokens);
-  cell.totalTokens += Number(row.total_tokens);
-  cell.estimatedRequests += Number(row.estimated_requests);
-  cell.latencySumMs += Number(row.latency_sum_ms);
-  cell.latencyMaxMs = Math.max(cell.latencyMaxMs, Number(row.latency_max_ms));
-  LATENCY_COLUMNS.forEach((c, i) => {
-    cell.histogram[i] = (cell.histogram[i] ?? 0) + Number(row[c]);
-  });
-  return cell;
 }
 
 /** Adds the rows inserted by a usage statement (`inserted`) to a rollup table, in key order. */
@@ -484,10 +311,6 @@ const RECORD_USAGE = `
       AND (k.last_used_at IS NULL OR k.last_used_at < u.time)
   )
   SELECT COUNT(*) AS stored FROM inserted`;
-
-const HOUR_MS = 3_600_000;
-/** Raw usage records deleted per transaction by the retention sweep. */
-const PRUNE_CHUNK = 5000;
 
 const SCHEMA_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
 
@@ -599,18 +422,7 @@ export class PostgresStore implements Store {
     await db.query(
       `INSERT INTO audit_events (id, at, workspace_id, actor_type, actor_id, actor_ip, action, target_type, target_id, changes)
        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-      [
-        newId('evt'),
-        event.at,
-        event.workspaceId,
-        event.actor.type,
-        event.actor.id,
-        event.actor.ip,
-        event.action,
-        event.targetType,
-        event.targetId,
-        JSON.stringify(event.changes),
-      ],
+      auditParams(event),
     );
   }
 
@@ -648,17 +460,7 @@ export class PostgresStore implements Store {
         `INSERT INTO api_keys (id, workspace_id, name, start, last4, created_at, created_by, expires_at,
            scopes, models, allowed_ips, rpm, tpm, concurrency, budget_day, budget_month)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
-        [
-          key.id,
-          key.workspaceId,
-          key.name,
-          key.start,
-          key.last4,
-          key.createdAt,
-          key.createdBy,
-          key.expiresAt,
-          ...policyParams(key.policy),
-        ],
+        newKeyParams(key),
       );
       await db.query('INSERT INTO api_key_hashes (hash, key_id, created_at) VALUES ($1, $2, $3)', [
         key.hash,
@@ -667,15 +469,7 @@ export class PostgresStore implements Store {
       ]);
       const created = await this.#key(db, key.id);
       if (!created) throw new Error(`key ${key.id} vanished after insert`);
-      await this.#audit(db, {
-        at: key.createdAt,
-        workspaceId: key.workspaceId,
-        actor,
-        action: 'key.create',
-        targetType: 'key',
-        targetId: key.id,
-        changes: diff(undefined, keyFields(created)),
-      });
+      await this.#audit(db, audit.keyCreated(created, actor));
       await this.#changed(db, key.id, 'created', key.createdAt);
       return created;
     });
@@ -711,49 +505,23 @@ export class PostgresStore implements Store {
       .add('k.created_by = ?', filter.createdBy)
       .add('(k.created_at, k.id) > (SELECT created_at, id FROM api_keys WHERE id = ?)', filter.after);
     const sql = `SELECT ${KEY_COLUMNS} FROM ${KEY_FROM} ${c.where} ORDER BY k.created_at, k.id`;
-    let keys = (await this.#rows(this.#pool, sql, c.params)).map(toKey);
-    if (filter.status !== undefined) {
-      const now = Date.now();
-      keys = keys.filter((k) => keyStatus(k, now) === filter.status);
-    }
-    return filter.limit !== undefined ? keys.slice(0, filter.limit) : keys;
+    return filterKeys((await this.#rows(this.#pool, sql, c.params)).map(toKey), filter);
   }
 
   async updateKey(id: string, patch: KeyPatch, actor: Actor, at: number): Promise<KeyRecord | undefined> {
     return this.#transaction(async (db) => {
       const before = await this.#key(db, id, true);
       if (!before) return undefined;
-      const policy: KeyPolicy = {
-        scopes: patch.scopes ?? before.policy.scopes,
-        models: patch.models ?? before.policy.models,
-        allowedIps: patch.allowedIps ?? before.policy.allowedIps,
-        limits: { ...before.policy.limits, ...patch.limits },
-        budget: { ...before.policy.budget, ...patch.budget },
-      };
       await db.query(
         `UPDATE api_keys SET name = $1, expires_at = $2, scopes = $3, models = $4, allowed_ips = $5, rpm = $6,
            tpm = $7, concurrency = $8, budget_day = $9, budget_month = $10, updated_at = $11 WHERE id = $12`,
-        [
-          patch.name ?? before.name,
-          patch.expiresAt === undefined ? before.expiresAt : patch.expiresAt,
-          ...policyParams(policy),
-          at,
-          id,
-        ],
+        [...keyPatchParams(before, patch), at, id],
       );
       const after = await this.#key(db, id);
       if (!after) return undefined;
-      const changes = diff(keyFields(before), keyFields(after));
+      const changes = audit.keyChanges(before, after);
       if (Object.keys(changes).length > 0) {
-        await this.#audit(db, {
-          at,
-          workspaceId: after.workspaceId,
-          actor,
-          action: 'key.update',
-          targetType: 'key',
-          targetId: id,
-          changes,
-        });
+        await this.#audit(db, audit.keyUpdated(after, changes, actor, at));
         await this.#changed(db, id, 'updated', at);
       }
       return after;
@@ -778,18 +546,7 @@ export class PostgresStore implements Store {
         [input.start, input.last4, input.at, input.id],
       );
       const after = await this.#key(db, input.id);
-      await this.#audit(db, {
-        at: input.at,
-        workspaceId: before.workspaceId,
-        actor,
-        action: 'key.rotate',
-        targetType: 'key',
-        targetId: input.id,
-        changes: {
-          display: { before: `${before.start}…${before.last4}`, after: `${input.start}…${input.last4}` },
-          previous_secret_valid_until: { after: input.graceUntil },
-        },
-      });
+      await this.#audit(db, audit.keyRotated(before, input, actor));
       await this.#changed(db, input.id, 'rotated', input.at);
       return after;
     });
@@ -803,15 +560,7 @@ export class PostgresStore implements Store {
       );
       const key = await this.#key(db, id);
       if (key && (result.rowCount ?? 0) > 0) {
-        await this.#audit(db, {
-          at,
-          workspaceId: key.workspaceId,
-          actor,
-          action: 'key.revoke',
-          targetType: 'key',
-          targetId: id,
-          changes: { revoked_at: { before: null, after: at } },
-        });
+        await this.#audit(db, audit.keyRevoked(key, actor, at));
         await this.#changed(db, id, 'revoked', at);
       }
       return key;
@@ -840,15 +589,7 @@ export class PostgresStore implements Store {
       ]);
       const created = await this.#workspace(db, input.id);
       if (!created) throw new Error(`workspace ${input.id} vanished after insert`);
-      await this.#audit(db, {
-        at: input.createdAt,
-        workspaceId: input.id,
-        actor,
-        action: 'workspace.create',
-        targetType: 'workspace',
-        targetId: input.id,
-        changes: diff(undefined, workspaceFields(created)),
-      });
+      await this.#audit(db, audit.workspaceCreated(created, actor));
       return created;
     });
   }
@@ -862,31 +603,15 @@ export class PostgresStore implements Store {
     return this.#transaction(async (db) => {
       const before = await this.#workspace(db, id, true);
       if (!before) return undefined;
-      const budget = { ...before.policy.budget, ...patch.budget };
       await db.query(
         'UPDATE workspaces SET name = $1, max_key_lifetime_ms = $2, allowed_ips = $3, budget_day = $4, budget_month = $5 WHERE id = $6',
-        [
-          patch.name ?? before.name,
-          patch.maxKeyLifetimeMs === undefined ? before.policy.maxKeyLifetimeMs : patch.maxKeyLifetimeMs,
-          JSON.stringify(patch.allowedIps ?? before.policy.allowedIps),
-          budget.day,
-          budget.month,
-          id,
-        ],
+        [...workspacePatchParams(before, patch), id],
       );
       const after = await this.#workspace(db, id);
       if (!after) return undefined;
-      const changes = diff(workspaceFields(before), workspaceFields(after));
+      const changes = audit.workspaceChanges(before, after);
       if (Object.keys(changes).length > 0) {
-        await this.#audit(db, {
-          at,
-          workspaceId: id,
-          actor,
-          action: 'workspace.update',
-          targetType: 'workspace',
-          targetId: id,
-          changes,
-        });
+        await this.#audit(db, audit.workspaceUpdated(id, changes, actor, at));
         await this.#changed(db, id, 'workspace', at);
       }
       return after;
@@ -901,15 +626,7 @@ export class PostgresStore implements Store {
         user.passwordHash,
         user.createdAt,
       ]);
-      await this.#audit(db, {
-        at: user.createdAt,
-        workspaceId: null,
-        actor,
-        action: 'user.create',
-        targetType: 'user',
-        targetId: user.id,
-        changes: { email: { after: user.email } },
-      });
+      await this.#audit(db, audit.userCreated(user, actor));
       return { id: user.id, email: user.email, createdAt: user.createdAt, disabledAt: null };
     });
   }
@@ -921,17 +638,7 @@ export class PostgresStore implements Store {
        FROM users WHERE id = $1 OR email = lower($1)`,
       [idOrEmail],
     );
-    if (!row) return undefined;
-    return {
-      id: String(row.id),
-      email: String(row.email),
-      createdAt: Number(row.created_at),
-      disabledAt: num(row.disabled_at),
-      passwordHash: String(row.password_hash),
-      totpSecret: str(row.totp_secret),
-      totpEnabledAt: num(row.totp_enabled_at),
-      recoveryCodes: strings(row.recovery_codes),
-    };
+    return row ? toCredentials(row) : undefined;
   }
 
   async updateCredentials(
@@ -941,39 +648,20 @@ export class PostgresStore implements Store {
     actor: Actor,
     at: number,
   ): Promise<boolean> {
-    const sets: string[] = [];
-    const params: unknown[] = [];
-    const changed: Changes = {};
-    const set = (column: string, value: unknown) => {
-      params.push(value);
-      sets.push(`${column} = $${params.length}`);
-      // The audit names what changed, never a hash or secret.
-      changed[column] = { after: value === null ? null : 'set' };
-    };
-    if (patch.passwordHash !== undefined) set('password_hash', patch.passwordHash);
-    if (patch.totpSecret !== undefined) set('totp_secret', patch.totpSecret);
-    if (patch.totpEnabledAt !== undefined) set('totp_enabled_at', patch.totpEnabledAt);
-    if (patch.recoveryCodes !== undefined) set('recovery_codes', JSON.stringify(patch.recoveryCodes));
+    const { columns, values, changes } = credentialColumns(patch);
+    const sets = columns.map((column, i) => `${column} = $${i + 1}`);
     return this.#transaction(async (db) => {
       const found =
         sets.length === 0
           ? (await this.#row(db, 'SELECT 1 FROM users WHERE id = $1', [userId])) !== undefined
           : ((
-              await db.query(`UPDATE users SET ${sets.join(', ')} WHERE id = $${params.length + 1}`, [
-                ...params,
+              await db.query(`UPDATE users SET ${sets.join(', ')} WHERE id = $${values.length + 1}`, [
+                ...values,
                 userId,
               ])
             ).rowCount ?? 0) > 0;
       if (!found) return false;
-      await this.#audit(db, {
-        at,
-        workspaceId: null,
-        actor,
-        action,
-        targetType: 'user',
-        targetId: userId,
-        changes: changed,
-      });
+      await this.#audit(db, audit.credentialsChanged(userId, action, changes, actor, at));
       return true;
     });
   }
@@ -982,32 +670,13 @@ export class PostgresStore implements Store {
     await this.#pool.query(
       `INSERT INTO sessions (id, user_id, created_at, expires_at, last_seen_at, revoked_at, ip, user_agent)
        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-      [
-        session.id,
-        session.userId,
-        session.createdAt,
-        session.expiresAt,
-        session.lastSeenAt,
-        session.revokedAt,
-        session.ip,
-        session.userAgent,
-      ],
+      sessionParams(session),
     );
   }
 
   async getSession(id: string): Promise<SessionRecord | undefined> {
     const row = await this.#row(this.#pool, `SELECT ${SESSION_COLUMNS} FROM sessions WHERE id = $1`, [id]);
-    if (!row) return undefined;
-    return {
-      id: String(row.id),
-      userId: String(row.user_id),
-      createdAt: Number(row.created_at),
-      expiresAt: Number(row.expires_at),
-      lastSeenAt: Number(row.last_seen_at),
-      revokedAt: num(row.revoked_at),
-      ip: str(row.ip),
-      userAgent: str(row.user_agent),
-    };
+    return row ? toSession(row) : undefined;
   }
 
   async touchSession(id: string, at: number): Promise<void> {
@@ -1035,26 +704,9 @@ export class PostgresStore implements Store {
       await db.query(
         `INSERT INTO invites (id, token_hash, workspace_id, email, role, created_by, created_at, expires_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-        [
-          invite.id,
-          invite.tokenHash,
-          invite.workspaceId,
-          invite.email,
-          invite.role,
-          invite.createdBy,
-          invite.createdAt,
-          invite.expiresAt,
-        ],
+        inviteParams(invite),
       );
-      await this.#audit(db, {
-        at: invite.createdAt,
-        workspaceId: invite.workspaceId,
-        actor,
-        action: 'invite.create',
-        targetType: 'invite',
-        targetId: invite.id,
-        changes: { email: { after: invite.email }, role: { after: invite.role } },
-      });
+      await this.#audit(db, audit.inviteCreated(invite, actor));
       const { tokenHash: _, ...view } = invite;
       return { ...view, acceptedAt: null, revokedAt: null };
     });
@@ -1097,25 +749,9 @@ export class PostgresStore implements Store {
           'INSERT INTO memberships (workspace_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)',
           [workspaceId, userId, role, at],
         );
-        await this.#audit(db, {
-          at,
-          workspaceId,
-          actor,
-          action: 'member.add',
-          targetType: 'membership',
-          targetId: userId,
-          changes: { role: { after: role } },
-        });
+        await this.#audit(db, audit.membershipSet(workspaceId, userId, undefined, role, actor, at));
       }
-      await this.#audit(db, {
-        at,
-        workspaceId,
-        actor,
-        action: 'invite.accept',
-        targetType: 'invite',
-        targetId: id,
-        changes: { user_id: { after: userId } },
-      });
+      await this.#audit(db, audit.inviteAccepted(workspaceId, id, userId, actor, at));
       const membership = await this.#membership(db, workspaceId, userId);
       if (!membership) throw new Error('membership vanished after insert');
       return membership;
@@ -1130,15 +766,7 @@ export class PostgresStore implements Store {
         [at, id, workspaceId],
       );
       if ((result.rowCount ?? 0) === 0) return false;
-      await this.#audit(db, {
-        at,
-        workspaceId,
-        actor,
-        action: 'invite.revoke',
-        targetType: 'invite',
-        targetId: id,
-        changes: {},
-      });
+      await this.#audit(db, audit.inviteRevoked(workspaceId, id, actor, at));
       return true;
     });
   }
@@ -1164,12 +792,7 @@ export class PostgresStore implements Store {
         this.#pool,
         'SELECT id, email, created_at, disabled_at FROM users ORDER BY created_at, id',
       )
-    ).map((row) => ({
-      id: String(row.id),
-      email: String(row.email),
-      createdAt: Number(row.created_at),
-      disabledAt: num(row.disabled_at),
-    }));
+    ).map(toUser);
   }
 
   async #membership(db: Db, workspaceId: string, userId: string): Promise<Membership | undefined> {
@@ -1207,15 +830,7 @@ export class PostgresStore implements Store {
       const after = await this.#membership(db, workspaceId, userId);
       if (!after) throw new Error('membership vanished after insert');
       if (before?.role !== role) {
-        await this.#audit(db, {
-          at,
-          workspaceId,
-          actor,
-          action: before ? 'member.role' : 'member.add',
-          targetType: 'membership',
-          targetId: userId,
-          changes: { role: before ? { before: before.role, after: role } : { after: role } },
-        });
+        await this.#audit(db, audit.membershipSet(workspaceId, userId, before?.role, role, actor, at));
       }
       return after;
     });
@@ -1242,15 +857,7 @@ export class PostgresStore implements Store {
         workspaceId,
         userId,
       ]);
-      await this.#audit(db, {
-        at,
-        workspaceId,
-        actor,
-        action: 'member.remove',
-        targetType: 'membership',
-        targetId: userId,
-        changes: { role: { before: before.role } },
-      });
+      await this.#audit(db, audit.membershipRemoved(workspaceId, userId, before.role, actor, at));
       return true;
     });
   }
@@ -1281,15 +888,10 @@ export class PostgresStore implements Store {
         [now],
       );
       for (const row of rows) {
-        await this.#audit(db, {
-          at: Number(row.expires_at),
-          workspaceId: String(row.workspace_id),
-          actor: { type: 'system', id: null, ip: null },
-          action: 'key.expire',
-          targetType: 'key',
-          targetId: String(row.id),
-          changes: { status: { before: 'active', after: 'expired' } },
-        });
+        await this.#audit(
+          db,
+          audit.keyExpired(String(row.id), String(row.workspace_id), Number(row.expires_at)),
+        );
       }
       return rows.map((row) => String(row.id));
     });
@@ -1311,26 +913,12 @@ export class PostgresStore implements Store {
           [now, now + threshold, threshold],
         );
         for (const row of rows) {
-          const reminder: ExpiryReminder = {
-            keyId: String(row.id),
-            name: String(row.name),
-            workspaceId: String(row.workspace_id),
-            expiresAt: Number(row.expires_at),
-            thresholdMs: threshold,
-          };
+          const reminder = toReminder(row, threshold);
           await db.query(
             'INSERT INTO key_expiry_reminders (key_id, expires_at, threshold_ms, at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING',
             [reminder.keyId, reminder.expiresAt, threshold, now],
           );
-          await this.#audit(db, {
-            at: now,
-            workspaceId: reminder.workspaceId,
-            actor: { type: 'system', id: null, ip: null },
-            action: 'key.expiry_reminder',
-            targetType: 'key',
-            targetId: reminder.keyId,
-            changes: { expires_at: { after: reminder.expiresAt } },
-          });
+          await this.#audit(db, audit.expiryReminded(reminder, now));
           reminders.push(reminder);
         }
       }
@@ -1359,20 +947,9 @@ export class PostgresStore implements Store {
       const row = await this.#row(
         db,
         `INSERT INTO alerts (id, workspace_id, kind, fingerprint, key_id, severity, title, message, details, first_at, last_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
          RETURNING ${ALERT_COLUMNS}`,
-        [
-          alert.id,
-          alert.workspaceId,
-          alert.kind,
-          alert.fingerprint,
-          alert.keyId,
-          alert.severity,
-          alert.title,
-          alert.message,
-          JSON.stringify(alert.details),
-          alert.at,
-        ],
+        newAlertParams(alert),
       );
       return { alert: toAlert(row as Row), fresh: true };
     });
@@ -1414,15 +991,7 @@ export class PostgresStore implements Store {
       );
       if (!row) return this.#alert(db, id);
       const alert = toAlert(row);
-      await this.#audit(db, {
-        at,
-        workspaceId: alert.workspaceId,
-        actor,
-        action: 'alert.acknowledge',
-        targetType: 'alert',
-        targetId: id,
-        changes: { acknowledged_at: { before: null, after: at } },
-      });
+      await this.#audit(db, audit.alertAcknowledged(alert, actor, at));
       return alert;
     });
   }
@@ -1431,24 +1000,9 @@ export class PostgresStore implements Store {
     return this.#transaction(async (db) => {
       await db.query(
         'INSERT INTO alert_channels (id, workspace_id, type, name, config_sealed, created_at) VALUES ($1, $2, $3, $4, $5, $6)',
-        [
-          channel.id,
-          channel.workspaceId,
-          channel.type,
-          channel.name,
-          channel.configSealed,
-          channel.createdAt,
-        ],
+        channelParams(channel),
       );
-      await this.#audit(db, {
-        at: channel.createdAt,
-        workspaceId: channel.workspaceId,
-        actor,
-        action: 'channel.create',
-        targetType: 'channel',
-        targetId: channel.id,
-        changes: { type: { after: channel.type }, name: { after: channel.name } },
-      });
+      await this.#audit(db, audit.channelCreated(channel, actor));
       return channel;
     });
   }
@@ -1483,15 +1037,7 @@ export class PostgresStore implements Store {
         [id],
       );
       if (!row) return false;
-      await this.#audit(db, {
-        at,
-        workspaceId: String(row.workspace_id),
-        actor,
-        action: 'channel.delete',
-        targetType: 'channel',
-        targetId: id,
-        changes: { type: { before: String(row.type) }, name: { before: String(row.name) } },
-      });
+      await this.#audit(db, audit.channelDeleted(toChannel(row), actor, at));
       return true;
     });
   }
@@ -1515,15 +1061,7 @@ export class PostgresStore implements Store {
        ORDER BY id DESC LIMIT $${c.params.length + 1}`,
       [...c.params, Math.min(filter.limit ?? 100, 1000)],
     );
-    return rows.map((row) => ({
-      alertId: String(row.alert_id),
-      channelId: String(row.channel_id),
-      attempt: Number(row.attempt),
-      outcome: String(row.outcome) as AlertDelivery['outcome'],
-      status: num(row.status),
-      error: str(row.error),
-      at: Number(row.at),
-    }));
+    return rows.map(toDelivery);
   }
 
   async ruleSettings(workspaceId: string): Promise<Record<string, Record<string, unknown>>> {
@@ -1557,15 +1095,17 @@ export class PostgresStore implements Store {
          ON CONFLICT (workspace_id, kind) DO UPDATE SET settings = excluded.settings`,
         [workspaceId, kind, JSON.stringify(settings)],
       );
-      await this.#audit(db, {
-        at,
-        workspaceId,
-        actor,
-        action: 'alert_rule.update',
-        targetType: 'workspace',
-        targetId: workspaceId,
-        changes: { [kind]: { before: before ? object(before.settings) : null, after: settings } },
-      });
+      await this.#audit(
+        db,
+        audit.ruleSettingsSet(
+          workspaceId,
+          kind,
+          before ? object<Record<string, unknown>>(before.settings) : null,
+          settings,
+          actor,
+          at,
+        ),
+      );
     });
   }
 
@@ -1584,12 +1124,7 @@ export class PostgresStore implements Store {
   }
 
   async hourlyCounts(keyId: string, since: number): Promise<HourlyCount[]> {
-    const report = await this.usageReport({ by: 'hour', keyId, from: since });
-    return report.rows.map((row) => ({
-      hour: Number(row.group),
-      requests: row.requests,
-      tokens: row.totalTokens,
-    }));
+    return hourlyCountsOf(await this.usageReport({ by: 'hour', keyId, from: since }));
   }
 
   async appendAudit(event: AuditEvent): Promise<void> {
@@ -1612,17 +1147,7 @@ export class PostgresStore implements Store {
        FROM audit_events ${c.where} ORDER BY seq DESC LIMIT $${c.params.length + 1}`,
       [...c.params, Math.min(filter.limit ?? 100, 1000)],
     );
-    return rows.map((row) => ({
-      seq: Number(row.seq),
-      id: String(row.id),
-      at: Number(row.at),
-      workspaceId: str(row.workspace_id),
-      actor: { type: String(row.actor_type) as Actor['type'], id: str(row.actor_id), ip: str(row.actor_ip) },
-      action: String(row.action),
-      targetType: String(row.target_type) as AuditEvent['targetType'],
-      targetId: str(row.target_id),
-      changes: object<Changes>(row.changes),
-    }));
+    return rows.map(toAuditEvent);
   }
 
   async tokensUsed(filter: TokenFilter): Promise<number> {
@@ -1672,43 +1197,16 @@ export class PostgresStore implements Store {
 
   async recordUsage(records: readonly UsageRecord[]): Promise<void> {
     if (records.length === 0) return;
-    const values = [
-      records.map((r) => r.id),
-      records.map((r) => r.time),
-      records.map((r) => r.keyId),
-      records.map((r) => r.workspaceId),
-      records.map((r) => r.model),
-      records.map((r) => r.endpoint),
-      records.map((r) => r.status),
-      records.map((r) => r.promptTokens),
-      records.map((r) => r.completionTokens),
-      records.map((r) => r.totalTokens),
-      records.map((r) => r.latencyMs),
-      records.map((r) => r.ttftMs),
-      records.map((r) => r.clientIp),
-      records.map((r) => (r.tokensEstimated ? 1 : 0)),
-    ];
+    // One array per column (unnest), from the records' rows.
+    const rows = records.map(usageParams);
+    const values = (rows[0] ?? []).map((_, i) => rows.map((row) => row[i]));
     await this.#retrying(() =>
       this.#pool.query({ name: 'keygate_record_usage', text: RECORD_USAGE, values }),
     );
   }
 
   async usageTotals(filter: UsageFilter): Promise<UsageTotals[]> {
-    const report = await this.usageReport({ by: 'key', keyId: filter.keyId, from: filter.since });
-    const totals: UsageTotals[] = [];
-    for (const row of report.rows) {
-      if (row.group === null) continue;
-      totals.push({
-        keyId: String(row.group),
-        name: row.name,
-        requests: row.requests,
-        errors: row.errors,
-        promptTokens: row.promptTokens,
-        completionTokens: row.completionTokens,
-        totalTokens: row.totalTokens,
-      });
-    }
-    return totals;
+    return totalsOf(await this.usageReport({ by: 'key', keyId: filter.keyId, from: filter.since }));
   }
 
   async usageReport(query: UsageReportQuery): Promise<UsageReport> {
@@ -1726,31 +1224,18 @@ export class PostgresStore implements Store {
       const cells = new UsageCells();
       if (parts.length > 0) {
         for (const row of await this.#rows(db, parts.join('\nUNION ALL\n'), params))
-          addSums(cells, row, query.by);
+          addHistogram(addSums(cells, row, query.by), row);
       }
       const folded = foldUsage(cells.values(), query.by, pricing);
-      if (query.by === 'key' || query.by === 'workspace') {
-        const ids = folded.flatMap((r) => (r.group === null ? [] : [String(r.group)]));
-        const table = query.by === 'key' ? 'api_keys' : 'workspaces';
-        const names = new Map(
-          ids.length === 0
-            ? []
-            : (await this.#rows(db, `SELECT id, name FROM ${table} WHERE id = ANY($1::text[])`, [ids])).map(
-                (r) => [String(r.id), String(r.name)],
-              ),
-        );
-        for (const row of folded)
-          row.name = row.group === null ? null : (names.get(String(row.group)) ?? null);
+      const table = namedTable(query.by);
+      if (table !== undefined) {
+        const ids = groupIds(folded);
+        const sql = `SELECT id, name FROM ${table} WHERE id = ANY($1::text[])`;
+        nameGroups(folded, ids.length === 0 ? [] : await this.#rows(db, sql, [ids]));
       }
       return folded;
     }, 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-    return {
-      by: query.by,
-      from: query.from ?? null,
-      to: query.to ?? null,
-      currency: pricing.currency,
-      rows,
-    };
+    return usageReportOf(query, pricing, rows);
   }
 
   async pruneUsage(before: number): Promise<number> {

@@ -1,21 +1,48 @@
 /**
  * The embedded store: one SQLite file in the data directory, in WAL mode so the server and the
  * CLI can use it at the same time (readers never block the writer; writers wait on a busy timeout).
+ * What does not depend on the database is shared with the PostgreSQL store: rows.ts, audit.ts,
+ * usage-range.ts and usage-report.ts.
  */
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite';
 import { LATENCY_COLUMNS, latencyBucket, latencyBucketSql, mergeHistogram } from '../usage/histogram.ts';
 import { NO_PRICING } from '../usage/pricing.ts';
-import {
-  emptyLatencyCounts,
-  foldUsage,
-  type LatencyCounts,
-  type UsageCell,
-  UsageCells,
-} from '../usage/report.ts';
-import { newId } from '../util/ids.ts';
+import { emptyLatencyCounts, foldUsage, type LatencyCounts, UsageCells } from '../usage/report.ts';
+import * as audit from './audit.ts';
 import { MIGRATIONS } from './migrations.ts';
+import {
+  auditParams,
+  channelParams,
+  credentialColumns,
+  filterKeys,
+  inviteParams,
+  KEY_COLUMNS,
+  KEY_FROM,
+  keyPatchParams,
+  newAlertParams,
+  newKeyParams,
+  num,
+  object,
+  type Row,
+  sessionParams,
+  toAlert,
+  toAuditEvent,
+  toChannel,
+  toCredentials,
+  toDelivery,
+  toInvite,
+  toKey,
+  toMembership,
+  toReminder,
+  toSession,
+  toUser,
+  toWorkspace,
+  usageParams,
+  WORKSPACE_COLUMNS,
+  workspacePatchParams,
+} from './rows.ts';
 import {
   type Actor,
   type Alert,
@@ -25,8 +52,6 @@ import {
   type AlertKind,
   type AuditEvent,
   type AuditFilter,
-  type Changes,
-  type ChannelType,
   type CredentialsPatch,
   type ExpiryReminder,
   type HourlyCount,
@@ -34,23 +59,18 @@ import {
   type KeyChanges,
   type KeyFilter,
   type KeyPatch,
-  type KeyPolicy,
   type KeyRecord,
-  keyStatus,
   type Membership,
   type NewAlert,
   type NewKey,
   type Role,
   type RotateInput,
-  type Scope,
   type SecretMatch,
   type SessionRecord,
-  type Severity,
   type Store,
   StoreConflictError,
   type TokenFilter,
   type UsageFilter,
-  type UsageGroup,
   type UsageRecord,
   type UsageReport,
   type UsageReportQuery,
@@ -59,215 +79,35 @@ import {
   type UserCredentials,
   type Workspace,
   type WorkspacePatch,
-  type WorkspacePolicy,
 } from './types.ts';
+import {
+  DAY_MS,
+  groupSql,
+  HOUR_MS,
+  isModelPattern,
+  modelColumn,
+  PRUNE_CHUNK,
+  pieces,
+  SOURCE_TABLE,
+  splitRange,
+  TIME_COLUMN,
+  type TimeRange,
+  type UsageSource,
+  type UsageWhere,
+} from './usage-range.ts';
+import {
+  addHistogram,
+  addSums,
+  groupIds,
+  hourlyCountsOf,
+  namedTable,
+  nameGroups,
+  totalsOf,
+  usageReportOf,
+} from './usage-report.ts';
 
-type Row = Record<string, SQLInputValue>;
-
-const KEY_COLUMNS = `k.id, k.workspace_id, k.name, k.start, k.last4, k.created_at, k.created_by, k.updated_at,
-  k.rotated_at, k.expires_at, k.revoked_at, k.last_used_at, k.last_used_ip, k.scopes, k.models, k.allowed_ips, k.rpm,
-  k.tpm, k.concurrency, k.budget_day, k.budget_month, w.max_key_lifetime_ms AS ws_max_key_lifetime_ms,
-  w.allowed_ips AS ws_allowed_ips, w.budget_day AS ws_budget_day, w.budget_month AS ws_budget_month`;
-const KEY_FROM = 'api_keys k JOIN workspaces w ON w.id = k.workspace_id';
-const WORKSPACE_COLUMNS = 'id, name, created_at, max_key_lifetime_ms, allowed_ips, budget_day, budget_month';
-
-function num(value: SQLInputValue | undefined): number | null {
-  return value === null || value === undefined ? null : Number(value);
-}
-
-function str(value: SQLInputValue | undefined): string | null {
-  return value === null || value === undefined ? null : String(value);
-}
-
-function strings(value: SQLInputValue | undefined): string[] {
-  const parsed = JSON.parse(String(value ?? '[]')) as unknown;
-  return Array.isArray(parsed) ? parsed.map(String) : [];
-}
-
-function workspacePolicy(row: Row, prefix = ''): WorkspacePolicy {
-  return {
-    maxKeyLifetimeMs: num(row[`${prefix}max_key_lifetime_ms`]),
-    allowedIps: strings(row[`${prefix}allowed_ips`]),
-    budget: { day: num(row[`${prefix}budget_day`]), month: num(row[`${prefix}budget_month`]) },
-  };
-}
-
-function toKey(row: Row): KeyRecord {
-  return {
-    id: String(row.id),
-    workspaceId: String(row.workspace_id),
-    name: String(row.name),
-    start: String(row.start),
-    last4: String(row.last4),
-    createdAt: Number(row.created_at),
-    createdBy: str(row.created_by),
-    updatedAt: num(row.updated_at),
-    rotatedAt: num(row.rotated_at),
-    expiresAt: num(row.expires_at),
-    revokedAt: num(row.revoked_at),
-    lastUsedAt: num(row.last_used_at),
-    lastUsedIp: str(row.last_used_ip),
-    policy: {
-      scopes: strings(row.scopes) as Scope[],
-      models: strings(row.models),
-      allowedIps: strings(row.allowed_ips),
-      limits: { rpm: num(row.rpm), tpm: num(row.tpm), concurrency: num(row.concurrency) },
-      budget: { day: num(row.budget_day), month: num(row.budget_month) },
-    },
-    workspacePolicy: workspacePolicy(row, 'ws_'),
-  };
-}
-
-function toAlert(row: Row): Alert {
-  return {
-    id: String(row.id),
-    workspaceId: String(row.workspace_id),
-    kind: String(row.kind) as AlertKind,
-    fingerprint: String(row.fingerprint),
-    keyId: str(row.key_id),
-    severity: String(row.severity) as Severity,
-    title: String(row.title),
-    message: String(row.message),
-    details: JSON.parse(String(row.details)) as Record<string, unknown>,
-    firstAt: Number(row.first_at),
-    lastAt: Number(row.last_at),
-    occurrences: Number(row.occurrences),
-    acknowledgedAt: num(row.acknowledged_at),
-    acknowledgedBy: str(row.acknowledged_by),
-  };
-}
-
-function toChannel(row: Row): AlertChannel {
-  return {
-    id: String(row.id),
-    workspaceId: String(row.workspace_id),
-    type: String(row.type) as ChannelType,
-    name: String(row.name),
-    configSealed: String(row.config_sealed),
-    createdAt: Number(row.created_at),
-  };
-}
-
-function toInvite(row: Row): Invite {
-  return {
-    id: String(row.id),
-    workspaceId: String(row.workspace_id),
-    email: String(row.email),
-    role: String(row.role) as Role,
-    createdBy: str(row.created_by),
-    createdAt: Number(row.created_at),
-    expiresAt: Number(row.expires_at),
-    acceptedAt: num(row.accepted_at),
-    revokedAt: num(row.revoked_at),
-  };
-}
-
-function toMembership(row: Row): Membership {
-  return {
-    workspaceId: String(row.workspace_id),
-    userId: String(row.user_id),
-    email: String(row.email),
-    role: String(row.role) as Role,
-    createdAt: Number(row.created_at),
-  };
-}
-
-function toWorkspace(row: Row): Workspace {
-  return {
-    id: String(row.id),
-    name: String(row.name),
-    createdAt: Number(row.created_at),
-    policy: workspacePolicy(row),
-  };
-}
-
-/** The audit view of a key: every field that can change, flattened, never a secret. */
-function keyFields(key: KeyRecord): Record<string, unknown> {
-  return {
-    name: key.name,
-    expires_at: key.expiresAt,
-    revoked_at: key.revokedAt,
-    scopes: key.policy.scopes,
-    models: key.policy.models,
-    allowed_ips: key.policy.allowedIps,
-    rpm: key.policy.limits.rpm,
-    tpm: key.policy.limits.tpm,
-    concurrency: key.policy.limits.concurrency,
-    budget_day: key.policy.budget.day,
-    budget_month: key.policy.budget.month,
-    display: `${key.start}…${key.last4}`,
-  };
-}
-
-function workspaceFields(ws: Workspace): Record<string, unknown> {
-  return {
-    name: ws.name,
-    max_key_lifetime_ms: ws.policy.maxKeyLifetimeMs,
-    allowed_ips: ws.policy.allowedIps,
-    budget_day: ws.policy.budget.day,
-    budget_month: ws.policy.budget.month,
-  };
-}
-
-/** Fields that differ between two views (a missing side records a creation or a removal). */
-export function diff(
-  before: Record<string, unknown> | undefined,
-  after: Record<string, unknown> | undefined,
-): Changes {
-  const changes: Changes = {};
-  const names = new Set([...Object.keys(before ?? {}), ...Object.keys(after ?? {})]);
-  for (const name of names) {
-    const b = before?.[name];
-    const a = after?.[name];
-    if (JSON.stringify(b) === JSON.stringify(a)) continue;
-    changes[name] = {};
-    if (before) changes[name].before = b ?? null;
-    if (after) changes[name].after = a ?? null;
-  }
-  return changes;
-}
-
-function policyColumns(policy: KeyPolicy): SQLInputValue[] {
-  return [
-    JSON.stringify(policy.scopes),
-    JSON.stringify(policy.models),
-    JSON.stringify(policy.allowedIps),
-    policy.limits.rpm,
-    policy.limits.tpm,
-    policy.limits.concurrency,
-    policy.budget.day,
-    policy.budget.month,
-  ];
-}
-
-const HOUR_MS = 3_600_000;
-const DAY_MS = 86_400_000;
-/** Raw usage records deleted per transaction by the retention sweep. */
-const PRUNE_CHUNK = 5000;
-
-/** Where usage sums are read from: the daily or hourly rollups, or the raw records. */
-type UsageSource = 'daily' | 'hourly' | 'raw';
-
-const TIME_COLUMN: Record<UsageSource, string> = { daily: 'day', hourly: 'hour', raw: 'time' };
-
-/** The group of a usage report as an expression over a source (`hour` never reads the daily rollups). */
-function groupSql(by: UsageGroup, source: UsageSource): string {
-  const raw = source === 'raw';
-  switch (by) {
-    case 'key':
-      return raw ? "COALESCE(key_id, '')" : 'key_id';
-    case 'workspace':
-      return raw ? "COALESCE(workspace_id, '')" : 'workspace_id';
-    case 'model':
-      return raw ? "COALESCE(model, '')" : 'model';
-    case 'endpoint':
-      return 'endpoint';
-    case 'hour':
-      return raw ? '(time / 3600000) * 3600000' : 'hour';
-    case 'day':
-      return source === 'daily' ? 'day' : `(${TIME_COLUMN[source]} / 86400000) * 86400000`;
-  }
-}
+/** Re-exported: it was first written here, and callers (the rollup tests) import it from here. */
+export { splitRange } from './usage-range.ts';
 
 function upsertRollup(table: 'usage_hourly' | 'usage_daily', time: 'hour' | 'day'): string {
   return `INSERT INTO ${table} (${time}, workspace_id, key_id, model, endpoint, requests, errors,
@@ -374,111 +214,6 @@ function rollupParams(d: RollupDelta): SQLInputValue[] {
   ];
 }
 
-/** Adds a summed row (`g`, `model`, the sums) to its cell; returns the cell. */
-function addSums(cells: UsageCells, row: Row): UsageCell {
-  const group = typeof row.g === 'number' || typeof row.g === 'bigint' ? Number(row.g) : String(row.g ?? '');
-  const cell = cells.at(group, String(row.model ?? ''));
-  cell.requests += Number(row.requests);
-  cell.errors += Number(row.errors);
-  cell.promptTokens += Number(row.prompt_tokens);
-  cell.completionTokens += Number(row.completion_tokens);
-  cell.totalTokens += Number(row.total_tokens);
-  cell.estimatedRequests += Number(row.estimated_requests);
-  cell.latencySumMs += Number(row.latency_sum_ms);
-  cell.latencyMaxMs = Math.max(cell.latencyMaxMs, Number(row.latency_max_ms));
-  return cell;
-}
-
-/** [from, to) in epoch ms; a null bound is open. */
-export interface TimeRange {
-  from: number | null;
-  to: number | null;
-}
-
-/** A time range split by where its usage is read from; the pieces do not overlap. */
-export interface UsageRange {
-  /** Whole UTC days, from the daily rollups. */
-  daily: TimeRange[];
-  /** Whole hours, from the hourly rollups. */
-  hourly: TimeRange[];
-  /** Partial hours at the ends, from the raw records. */
-  raw: TimeRange[];
-}
-
-const floorTo = (t: number, unit: number) => Math.floor(t / unit) * unit;
-const ceilTo = (t: number, unit: number) => Math.ceil(t / unit) * unit;
-
-/**
- * Splits [from, to) by where its usage is read from: whole days from the daily rollups (unless
- * `days` is false), whole hours from the hourly ones, and the partial hours at the ends from the
- * raw records while retention keeps them (from `rawSince`, an hour boundary, on): exact to the
- * millisecond there, whole hours before.
- */
-export function splitRange(
-  from: number | undefined,
-  to: number | undefined,
-  rawSince: number,
-  days = true,
-): UsageRange {
-  const out: UsageRange = { daily: [], hourly: [], raw: [] };
-  if (from !== undefined && to !== undefined && from >= to) return out;
-  // Whole hours [start, end), the partial ones at the ends going to the raw records.
-  let start: number | null = null;
-  let end: number | null = null;
-  if (from !== undefined && to !== undefined && floorTo(from, HOUR_MS) === floorTo(to, HOUR_MS)) {
-    // Inside one hour, short of its end.
-    const hour = floorTo(from, HOUR_MS);
-    if (hour >= rawSince) {
-      out.raw.push({ from, to });
-      return out;
-    }
-    start = hour;
-    end = hour + HOUR_MS;
-  } else {
-    if (from !== undefined) {
-      start = ceilTo(from, HOUR_MS);
-      if (start !== from) {
-        if (start - HOUR_MS >= rawSince) out.raw.push({ from, to: start });
-        else start -= HOUR_MS;
-      }
-    }
-    if (to !== undefined) {
-      end = floorTo(to, HOUR_MS);
-      if (end !== to) {
-        if (end >= rawSince) out.raw.push({ from: end, to });
-        else end += HOUR_MS;
-      }
-    }
-  }
-  if (start !== null && end !== null && start >= end) return out;
-  // Whole days inside the whole hours, the hours at the ends going to the hourly rollups.
-  const dayStart = start === null ? null : ceilTo(start, DAY_MS);
-  const dayEnd = end === null ? null : floorTo(end, DAY_MS);
-  if (!days || (dayStart !== null && dayEnd !== null && dayStart >= dayEnd)) {
-    out.hourly.push({ from: start, to: end });
-    return out;
-  }
-  out.daily.push({ from: dayStart, to: dayEnd });
-  if (start !== null && dayStart !== null && start < dayStart) out.hourly.push({ from: start, to: dayStart });
-  if (end !== null && dayEnd !== null && dayEnd < end) out.hourly.push({ from: dayEnd, to: end });
-  return out;
-}
-
-const SOURCE_TABLE: Record<UsageSource, string> = {
-  daily: 'usage_daily',
-  hourly: 'usage_hourly',
-  raw: 'usage_records',
-};
-
-/** The pieces of a split range, with the table each is read from. */
-function pieces(range: UsageRange): { source: UsageSource; range: TimeRange }[] {
-  return [
-    ...range.daily.map((r) => ({ source: 'daily' as const, range: r })),
-    ...range.hourly.map((r) => ({ source: 'hourly' as const, range: r })),
-    ...range.raw.map((r) => ({ source: 'raw' as const, range: r })),
-  ];
-}
-
 /** AND-ed conditions of a query; a condition given an undefined value is left out. */
 class Conditions {
   readonly #clauses: string[] = [];
@@ -502,8 +237,6 @@ class Conditions {
   }
 }
 
-type UsageWhere = Pick<UsageReportQuery, 'workspaceId' | 'keyId' | 'model' | 'endpoint' | 'createdBy'>;
-
 /** The WHERE clause of a usage query over one source, for a time range. */
 function usageWhere(
   filter: UsageWhere,
@@ -518,10 +251,9 @@ function usageWhere(
   c.add('workspace_id = ?', filter.workspaceId);
   c.add('endpoint = ?', filter.endpoint);
   if (filter.model !== undefined) {
-    const column = source === 'raw' ? "COALESCE(model, '')" : 'model';
-    // A pattern has only * as a wildcard (policy.ts refuses ? and [), so GLOB matches it exactly.
-    const isPattern = filter.model.includes('*') && /^[A-Za-z0-9._:\-*/]+$/.test(filter.model);
-    c.add(isPattern ? `${column} GLOB ?` : `${column} = ?`, filter.model);
+    // A pattern has only * as a wildcard, so GLOB matches it exactly.
+    const column = modelColumn(source);
+    c.add(isModelPattern(filter.model) ? `${column} GLOB ?` : `${column} = ?`, filter.model);
   }
   c.add('key_id IN (SELECT id FROM api_keys WHERE created_by = ?)', filter.createdBy);
   return { sql: c.expression, params: c.params };
@@ -597,18 +329,7 @@ export class SqliteStore implements Store {
     this.#stmt(
       `INSERT INTO audit_events (id, at, workspace_id, actor_type, actor_id, actor_ip, action, target_type, target_id, changes)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-    ).run(
-      newId('evt'),
-      event.at,
-      event.workspaceId,
-      event.actor.type,
-      event.actor.id,
-      event.actor.ip,
-      event.action,
-      event.targetType,
-      event.targetId,
-      JSON.stringify(event.changes),
-    );
+    ).run(...auditParams(event));
   }
 
   #changed(id: string, kind: string, at: number): void {
@@ -635,17 +356,7 @@ export class SqliteStore implements Store {
         `INSERT INTO api_keys (id, workspace_id, name, start, last4, created_at, created_by, expires_at,
            scopes, models, allowed_ips, rpm, tpm, concurrency, budget_day, budget_month)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      ).run(
-        key.id,
-        key.workspaceId,
-        key.name,
-        key.start,
-        key.last4,
-        key.createdAt,
-        key.createdBy,
-        key.expiresAt,
-        ...policyColumns(key.policy),
-      );
+      ).run(...newKeyParams(key));
       this.#stmt('INSERT INTO api_key_hashes (hash, key_id, created_at) VALUES (?, ?, ?)').run(
         key.hash,
         key.id,
@@ -654,15 +365,7 @@ export class SqliteStore implements Store {
       this.#changed(key.id, 'created', key.createdAt);
       const created = this.#getKeySync(key.id);
       if (!created) throw new Error(`key ${key.id} vanished after insert`);
-      this.#audit({
-        at: key.createdAt,
-        workspaceId: key.workspaceId,
-        actor,
-        action: 'key.create',
-        targetType: 'key',
-        targetId: key.id,
-        changes: diff(undefined, keyFields(created)),
-      });
+      this.#audit(audit.keyCreated(created, actor));
       return created;
     });
   }
@@ -693,49 +396,23 @@ export class SqliteStore implements Store {
       .add('k.created_by = ?', filter.createdBy)
       .add('(k.created_at, k.id) > (SELECT created_at, id FROM api_keys WHERE id = ?)', filter.after);
     const sql = `SELECT ${KEY_COLUMNS} FROM ${KEY_FROM} ${c.where} ORDER BY k.created_at, k.id`;
-    let keys = (this.#db.prepare(sql).all(...c.params) as Row[]).map(toKey);
-    if (filter.status !== undefined) {
-      const now = Date.now();
-      keys = keys.filter((k) => keyStatus(k, now) === filter.status);
-    }
-    return filter.limit !== undefined ? keys.slice(0, filter.limit) : keys;
+    return filterKeys((this.#db.prepare(sql).all(...c.params) as Row[]).map(toKey), filter);
   }
 
   async updateKey(id: string, patch: KeyPatch, actor: Actor, at: number): Promise<KeyRecord | undefined> {
     return this.#transaction(() => {
       const before = this.#getKeySync(id);
       if (!before) return undefined;
-      const policy: KeyPolicy = {
-        scopes: patch.scopes ?? before.policy.scopes,
-        models: patch.models ?? before.policy.models,
-        allowedIps: patch.allowedIps ?? before.policy.allowedIps,
-        limits: { ...before.policy.limits, ...patch.limits },
-        budget: { ...before.policy.budget, ...patch.budget },
-      };
       this.#stmt(
         `UPDATE api_keys SET name = ?, expires_at = ?, scopes = ?, models = ?, allowed_ips = ?, rpm = ?, tpm = ?,
            concurrency = ?, budget_day = ?, budget_month = ?, updated_at = ? WHERE id = ?`,
-      ).run(
-        patch.name ?? before.name,
-        patch.expiresAt === undefined ? before.expiresAt : patch.expiresAt,
-        ...policyColumns(policy),
-        at,
-        id,
-      );
+      ).run(...keyPatchParams(before, patch), at, id);
       const after = this.#getKeySync(id);
       if (!after) return undefined;
-      const changes = diff(keyFields(before), keyFields(after));
+      const changes = audit.keyChanges(before, after);
       if (Object.keys(changes).length > 0) {
         this.#changed(id, 'updated', at);
-        this.#audit({
-          at,
-          workspaceId: after.workspaceId,
-          actor,
-          action: 'key.update',
-          targetType: 'key',
-          targetId: id,
-          changes,
-        });
+        this.#audit(audit.keyUpdated(after, changes, actor, at));
       }
       return after;
     });
@@ -762,18 +439,7 @@ export class SqliteStore implements Store {
       );
       this.#changed(input.id, 'rotated', input.at);
       const after = this.#getKeySync(input.id);
-      this.#audit({
-        at: input.at,
-        workspaceId: before.workspaceId,
-        actor,
-        action: 'key.rotate',
-        targetType: 'key',
-        targetId: input.id,
-        changes: {
-          display: { before: `${before.start}…${before.last4}`, after: `${input.start}…${input.last4}` },
-          previous_secret_valid_until: { after: input.graceUntil },
-        },
-      });
+      this.#audit(audit.keyRotated(before, input, actor));
       return after;
     });
   }
@@ -786,15 +452,7 @@ export class SqliteStore implements Store {
       const key = this.#getKeySync(id);
       if (key && result.changes > 0) {
         this.#changed(id, 'revoked', at);
-        this.#audit({
-          at,
-          workspaceId: key.workspaceId,
-          actor,
-          action: 'key.revoke',
-          targetType: 'key',
-          targetId: id,
-          changes: { revoked_at: { before: null, after: at } },
-        });
+        this.#audit(audit.keyRevoked(key, actor, at));
       }
       return key;
     });
@@ -822,15 +480,7 @@ export class SqliteStore implements Store {
       );
       const created = this.#getWorkspaceSync(input.id);
       if (!created) throw new Error(`workspace ${input.id} vanished after insert`);
-      this.#audit({
-        at: input.createdAt,
-        workspaceId: input.id,
-        actor,
-        action: 'workspace.create',
-        targetType: 'workspace',
-        targetId: input.id,
-        changes: diff(undefined, workspaceFields(created)),
-      });
+      this.#audit(audit.workspaceCreated(created, actor));
       return created;
     });
   }
@@ -844,31 +494,15 @@ export class SqliteStore implements Store {
     return this.#transaction(() => {
       const before = this.#getWorkspaceSync(id);
       if (!before) return undefined;
-      const budget = { ...before.policy.budget, ...patch.budget };
       this.#stmt(
         'UPDATE workspaces SET name = ?, max_key_lifetime_ms = ?, allowed_ips = ?, budget_day = ?, budget_month = ? WHERE id = ?',
-      ).run(
-        patch.name ?? before.name,
-        patch.maxKeyLifetimeMs === undefined ? before.policy.maxKeyLifetimeMs : patch.maxKeyLifetimeMs,
-        JSON.stringify(patch.allowedIps ?? before.policy.allowedIps),
-        budget.day,
-        budget.month,
-        id,
-      );
+      ).run(...workspacePatchParams(before, patch), id);
       const after = this.#getWorkspaceSync(id);
       if (!after) return undefined;
-      const changes = diff(workspaceFields(before), workspaceFields(after));
+      const changes = audit.workspaceChanges(before, after);
       if (Object.keys(changes).length > 0) {
         this.#changed(id, 'workspace', at);
-        this.#audit({
-          at,
-          workspaceId: id,
-          actor,
-          action: 'workspace.update',
-          targetType: 'workspace',
-          targetId: id,
-          changes,
-        });
+        this.#audit(audit.workspaceUpdated(id, changes, actor, at));
       }
       return after;
     });
@@ -882,15 +516,7 @@ export class SqliteStore implements Store {
         user.passwordHash,
         user.createdAt,
       );
-      this.#audit({
-        at: user.createdAt,
-        workspaceId: null,
-        actor,
-        action: 'user.create',
-        targetType: 'user',
-        targetId: user.id,
-        changes: { email: { after: user.email } },
-      });
+      this.#audit(audit.userCreated(user, actor));
       return { id: user.id, email: user.email, createdAt: user.createdAt, disabledAt: null };
     });
   }
@@ -900,17 +526,7 @@ export class SqliteStore implements Store {
       idOrEmail,
       idOrEmail,
     ) as Row | undefined;
-    if (!row) return undefined;
-    return {
-      id: String(row.id),
-      email: String(row.email),
-      createdAt: Number(row.created_at),
-      disabledAt: num(row.disabled_at),
-      passwordHash: String(row.password_hash),
-      totpSecret: str(row.totp_secret),
-      totpEnabledAt: num(row.totp_enabled_at),
-      recoveryCodes: strings(row.recovery_codes),
-    };
+    return row ? toCredentials(row) : undefined;
   }
 
   async updateCredentials(
@@ -920,37 +536,18 @@ export class SqliteStore implements Store {
     actor: Actor,
     at: number,
   ): Promise<boolean> {
-    const sets: string[] = [];
-    const params: SQLInputValue[] = [];
-    const changed: Changes = {};
-    const set = (column: string, value: SQLInputValue) => {
-      sets.push(`${column} = ?`);
-      params.push(value);
-      // The audit names what changed, never a hash or secret.
-      changed[column] = { after: value === null ? null : 'set' };
-    };
-    if (patch.passwordHash !== undefined) set('password_hash', patch.passwordHash);
-    if (patch.totpSecret !== undefined) set('totp_secret', patch.totpSecret);
-    if (patch.totpEnabledAt !== undefined) set('totp_enabled_at', patch.totpEnabledAt);
-    if (patch.recoveryCodes !== undefined) set('recovery_codes', JSON.stringify(patch.recoveryCodes));
+    const { columns, values, changes } = credentialColumns(patch);
+    const sets = columns.map((column) => `${column} = ?`);
     return this.#transaction(() => {
       const found =
         sets.length === 0
           ? this.#stmt('SELECT 1 FROM users WHERE id = ?').get(userId) !== undefined
           : Number(
-              this.#db.prepare(`UPDATE users SET ${sets.join(', ')} WHERE id = ?`).run(...params, userId)
+              this.#db.prepare(`UPDATE users SET ${sets.join(', ')} WHERE id = ?`).run(...values, userId)
                 .changes,
             ) > 0;
       if (!found) return false;
-      this.#audit({
-        at,
-        workspaceId: null,
-        actor,
-        action,
-        targetType: 'user',
-        targetId: userId,
-        changes: changed,
-      });
+      this.#audit(audit.credentialsChanged(userId, action, changes, actor, at));
       return true;
     });
   }
@@ -959,31 +556,12 @@ export class SqliteStore implements Store {
     this.#stmt(
       `INSERT INTO sessions (id, user_id, created_at, expires_at, last_seen_at, revoked_at, ip, user_agent)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-    ).run(
-      session.id,
-      session.userId,
-      session.createdAt,
-      session.expiresAt,
-      session.lastSeenAt,
-      session.revokedAt,
-      session.ip,
-      session.userAgent,
-    );
+    ).run(...sessionParams(session));
   }
 
   async getSession(id: string): Promise<SessionRecord | undefined> {
     const row = this.#stmt('SELECT * FROM sessions WHERE id = ?').get(id) as Row | undefined;
-    if (!row) return undefined;
-    return {
-      id: String(row.id),
-      userId: String(row.user_id),
-      createdAt: Number(row.created_at),
-      expiresAt: Number(row.expires_at),
-      lastSeenAt: Number(row.last_seen_at),
-      revokedAt: num(row.revoked_at),
-      ip: str(row.ip),
-      userAgent: str(row.user_agent),
-    };
+    return row ? toSession(row) : undefined;
   }
 
   async touchSession(id: string, at: number): Promise<void> {
@@ -1010,25 +588,8 @@ export class SqliteStore implements Store {
       this.#stmt(
         `INSERT INTO invites (id, token_hash, workspace_id, email, role, created_by, created_at, expires_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-      ).run(
-        invite.id,
-        invite.tokenHash,
-        invite.workspaceId,
-        invite.email,
-        invite.role,
-        invite.createdBy,
-        invite.createdAt,
-        invite.expiresAt,
-      );
-      this.#audit({
-        at: invite.createdAt,
-        workspaceId: invite.workspaceId,
-        actor,
-        action: 'invite.create',
-        targetType: 'invite',
-        targetId: invite.id,
-        changes: { email: { after: invite.email }, role: { after: invite.role } },
-      });
+      ).run(...inviteParams(invite));
+      this.#audit(audit.inviteCreated(invite, actor));
       const { tokenHash: _, ...view } = invite;
       return { ...view, acceptedAt: null, revokedAt: null };
     });
@@ -1061,25 +622,9 @@ export class SqliteStore implements Store {
         this.#stmt(
           'INSERT INTO memberships (workspace_id, user_id, role, created_at) VALUES (?, ?, ?, ?)',
         ).run(workspaceId, userId, role, at);
-        this.#audit({
-          at,
-          workspaceId,
-          actor,
-          action: 'member.add',
-          targetType: 'membership',
-          targetId: userId,
-          changes: { role: { after: role } },
-        });
+        this.#audit(audit.membershipSet(workspaceId, userId, undefined, role, actor, at));
       }
-      this.#audit({
-        at,
-        workspaceId,
-        actor,
-        action: 'invite.accept',
-        targetType: 'invite',
-        targetId: id,
-        changes: { user_id: { after: userId } },
-      });
+      this.#audit(audit.inviteAccepted(workspaceId, id, userId, actor, at));
       const membership = this.#membership(workspaceId, userId);
       if (!membership) throw new Error('membership vanished after insert');
       return membership;
@@ -1094,15 +639,7 @@ export class SqliteStore implements Store {
         ).run(at, id, workspaceId).changes,
       );
       if (changed === 0) return false;
-      this.#audit({
-        at,
-        workspaceId,
-        actor,
-        action: 'invite.revoke',
-        targetType: 'invite',
-        targetId: id,
-        changes: {},
-      });
+      this.#audit(audit.inviteRevoked(workspaceId, id, actor, at));
       return true;
     });
   }
@@ -1125,12 +662,7 @@ export class SqliteStore implements Store {
       this.#stmt(
         'SELECT id, email, created_at, disabled_at FROM users ORDER BY created_at, id',
       ).all() as Row[]
-    ).map((row) => ({
-      id: String(row.id),
-      email: String(row.email),
-      createdAt: Number(row.created_at),
-      disabledAt: num(row.disabled_at),
-    }));
+    ).map(toUser);
   }
 
   #membership(workspaceId: string, userId: string): Membership | undefined {
@@ -1158,15 +690,7 @@ export class SqliteStore implements Store {
       const after = this.#membership(workspaceId, userId);
       if (!after) throw new Error('membership vanished after insert');
       if (before?.role !== role) {
-        this.#audit({
-          at,
-          workspaceId,
-          actor,
-          action: before ? 'member.role' : 'member.add',
-          targetType: 'membership',
-          targetId: userId,
-          changes: { role: before ? { before: before.role, after: role } : { after: role } },
-        });
+        this.#audit(audit.membershipSet(workspaceId, userId, before?.role, role, actor, at));
       }
       return after;
     });
@@ -1187,15 +711,7 @@ export class SqliteStore implements Store {
       if (!before) return false;
       if (before.role === 'owner') this.#assertAnotherOwner(workspaceId, userId);
       this.#stmt('DELETE FROM memberships WHERE workspace_id = ? AND user_id = ?').run(workspaceId, userId);
-      this.#audit({
-        at,
-        workspaceId,
-        actor,
-        action: 'member.remove',
-        targetType: 'membership',
-        targetId: userId,
-        changes: { role: { before: before.role } },
-      });
+      this.#audit(audit.membershipRemoved(workspaceId, userId, before.role, actor, at));
       return true;
     });
   }
@@ -1221,15 +737,7 @@ export class SqliteStore implements Store {
          RETURNING id, workspace_id, expires_at`,
       ).all(now, now) as Row[];
       for (const row of rows) {
-        this.#audit({
-          at: Number(row.expires_at),
-          workspaceId: String(row.workspace_id),
-          actor: { type: 'system', id: null, ip: null },
-          action: 'key.expire',
-          targetType: 'key',
-          targetId: String(row.id),
-          changes: { status: { before: 'active', after: 'expired' } },
-        });
+        this.#audit(audit.keyExpired(String(row.id), String(row.workspace_id), Number(row.expires_at)));
       }
       return rows.map((row) => String(row.id));
     });
@@ -1247,25 +755,11 @@ export class SqliteStore implements Store {
                              WHERE r.key_id = k.id AND r.expires_at = k.expires_at AND r.threshold_ms <= ?)`,
         ).all(now, now + threshold, threshold) as Row[];
         for (const row of rows) {
-          const reminder: ExpiryReminder = {
-            keyId: String(row.id),
-            name: String(row.name),
-            workspaceId: String(row.workspace_id),
-            expiresAt: Number(row.expires_at),
-            thresholdMs: threshold,
-          };
+          const reminder = toReminder(row, threshold);
           this.#stmt(
             'INSERT INTO key_expiry_reminders (key_id, expires_at, threshold_ms, at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING',
           ).run(reminder.keyId, reminder.expiresAt, threshold, now);
-          this.#audit({
-            at: now,
-            workspaceId: reminder.workspaceId,
-            actor: { type: 'system', id: null, ip: null },
-            action: 'key.expiry_reminder',
-            targetType: 'key',
-            targetId: reminder.keyId,
-            changes: { expires_at: { after: reminder.expiresAt } },
-          });
+          this.#audit(audit.expiryReminded(reminder, now));
           reminders.push(reminder);
         }
       }
@@ -1287,19 +781,7 @@ export class SqliteStore implements Store {
       this.#stmt(
         `INSERT INTO alerts (id, workspace_id, kind, fingerprint, key_id, severity, title, message, details, first_at, last_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      ).run(
-        alert.id,
-        alert.workspaceId,
-        alert.kind,
-        alert.fingerprint,
-        alert.keyId,
-        alert.severity,
-        alert.title,
-        alert.message,
-        JSON.stringify(alert.details),
-        alert.at,
-        alert.at,
-      );
+      ).run(...newAlertParams(alert));
       return { alert: this.#alert(alert.id) as Alert, fresh: true };
     });
   }
@@ -1333,15 +815,7 @@ export class SqliteStore implements Store {
       if (before.acknowledgedAt !== null) return before;
       const by = actor.id ?? actor.type;
       this.#stmt('UPDATE alerts SET acknowledged_at = ?, acknowledged_by = ? WHERE id = ?').run(at, by, id);
-      this.#audit({
-        at,
-        workspaceId: before.workspaceId,
-        actor,
-        action: 'alert.acknowledge',
-        targetType: 'alert',
-        targetId: id,
-        changes: { acknowledged_at: { before: null, after: at } },
-      });
+      this.#audit(audit.alertAcknowledged(before, actor, at));
       return this.#alert(id);
     });
   }
@@ -1350,23 +824,8 @@ export class SqliteStore implements Store {
     return this.#transaction(() => {
       this.#stmt(
         'INSERT INTO alert_channels (id, workspace_id, type, name, config_sealed, created_at) VALUES (?, ?, ?, ?, ?, ?)',
-      ).run(
-        channel.id,
-        channel.workspaceId,
-        channel.type,
-        channel.name,
-        channel.configSealed,
-        channel.createdAt,
-      );
-      this.#audit({
-        at: channel.createdAt,
-        workspaceId: channel.workspaceId,
-        actor,
-        action: 'channel.create',
-        targetType: 'channel',
-        targetId: channel.id,
-        changes: { type: { after: channel.type }, name: { after: channel.name } },
-      });
+      ).run(...channelParams(channel));
+      this.#audit(audit.channelCreated(channel, actor));
       return channel;
     });
   }
@@ -1392,15 +851,7 @@ export class SqliteStore implements Store {
       const row = this.#stmt('SELECT * FROM alert_channels WHERE id = ?').get(id) as Row | undefined;
       if (!row) return false;
       this.#stmt('DELETE FROM alert_channels WHERE id = ?').run(id);
-      this.#audit({
-        at,
-        workspaceId: String(row.workspace_id),
-        actor,
-        action: 'channel.delete',
-        targetType: 'channel',
-        targetId: id,
-        changes: { type: { before: String(row.type) }, name: { before: String(row.name) } },
-      });
+      this.#audit(audit.channelDeleted(toChannel(row), actor, at));
       return true;
     });
   }
@@ -1420,15 +871,7 @@ export class SqliteStore implements Store {
     const rows = this.#db
       .prepare(`SELECT * FROM alert_deliveries ${c.where} ORDER BY id DESC LIMIT ?`)
       .all(...c.params, Math.min(filter.limit ?? 100, 1000)) as Row[];
-    return rows.map((row) => ({
-      alertId: String(row.alert_id),
-      channelId: String(row.channel_id),
-      attempt: Number(row.attempt),
-      outcome: String(row.outcome) as AlertDelivery['outcome'],
-      status: num(row.status),
-      error: str(row.error),
-      at: Number(row.at),
-    }));
+    return rows.map(toDelivery);
   }
 
   async ruleSettings(workspaceId: string): Promise<Record<string, Record<string, unknown>>> {
@@ -1436,8 +879,7 @@ export class SqliteStore implements Store {
       workspaceId,
     ) as Row[];
     const out: Record<string, Record<string, unknown>> = {};
-    for (const row of rows)
-      out[String(row.kind)] = JSON.parse(String(row.settings)) as Record<string, unknown>;
+    for (const row of rows) out[String(row.kind)] = object<Record<string, unknown>>(row.settings);
     return out;
   }
 
@@ -1456,15 +898,16 @@ export class SqliteStore implements Store {
         `INSERT INTO alert_rule_settings (workspace_id, kind, settings) VALUES (?, ?, ?)
          ON CONFLICT (workspace_id, kind) DO UPDATE SET settings = excluded.settings`,
       ).run(workspaceId, kind, JSON.stringify(settings));
-      this.#audit({
-        at,
-        workspaceId,
-        actor,
-        action: 'alert_rule.update',
-        targetType: 'workspace',
-        targetId: workspaceId,
-        changes: { [kind]: { before: before ? JSON.parse(String(before.settings)) : null, after: settings } },
-      });
+      this.#audit(
+        audit.ruleSettingsSet(
+          workspaceId,
+          kind,
+          before ? object<Record<string, unknown>>(before.settings) : null,
+          settings,
+          actor,
+          at,
+        ),
+      );
     });
   }
 
@@ -1480,12 +923,7 @@ export class SqliteStore implements Store {
   }
 
   async hourlyCounts(keyId: string, since: number): Promise<HourlyCount[]> {
-    const report = await this.usageReport({ by: 'hour', keyId, from: since });
-    return report.rows.map((row) => ({
-      hour: Number(row.group),
-      requests: row.requests,
-      tokens: row.totalTokens,
-    }));
+    return hourlyCountsOf(await this.usageReport({ by: 'hour', keyId, from: since }));
   }
 
   async appendAudit(event: AuditEvent): Promise<void> {
@@ -1505,17 +943,7 @@ export class SqliteStore implements Store {
     const rows = this.#db
       .prepare(`SELECT * FROM audit_events ${c.where} ORDER BY seq DESC LIMIT ?`)
       .all(...c.params, Math.min(filter.limit ?? 100, 1000)) as Row[];
-    return rows.map((row) => ({
-      seq: Number(row.seq),
-      id: String(row.id),
-      at: Number(row.at),
-      workspaceId: str(row.workspace_id),
-      actor: { type: String(row.actor_type) as Actor['type'], id: str(row.actor_id), ip: str(row.actor_ip) },
-      action: String(row.action),
-      targetType: String(row.target_type) as AuditEvent['targetType'],
-      targetId: str(row.target_id),
-      changes: JSON.parse(String(row.changes)) as Changes,
-    }));
+    return rows.map(toAuditEvent);
   }
 
   async tokensUsed(filter: TokenFilter): Promise<number> {
@@ -1577,22 +1005,7 @@ export class SqliteStore implements Store {
       for (const r of records) {
         // Its raw hour is gone (retention): a duplicate could not be told apart, so it is not counted.
         if (r.time < rawSince) continue;
-        const inserted = insert.run(
-          r.id,
-          r.time,
-          r.keyId,
-          r.workspaceId,
-          r.model,
-          r.endpoint,
-          r.status,
-          r.promptTokens,
-          r.completionTokens,
-          r.totalTokens,
-          r.latencyMs,
-          r.ttftMs,
-          r.clientIp,
-          r.tokensEstimated ? 1 : 0,
-        );
+        const inserted = insert.run(...usageParams(r));
         if (Number(inserted.changes) > 0) addRecord(hourly, r);
         if (r.keyId !== null) {
           const seen = lastUse.get(r.keyId);
@@ -1611,21 +1024,7 @@ export class SqliteStore implements Store {
   }
 
   async usageTotals(filter: UsageFilter): Promise<UsageTotals[]> {
-    const report = await this.usageReport({ by: 'key', keyId: filter.keyId, from: filter.since });
-    const totals: UsageTotals[] = [];
-    for (const row of report.rows) {
-      if (row.group === null) continue;
-      totals.push({
-        keyId: String(row.group),
-        name: row.name,
-        requests: row.requests,
-        errors: row.errors,
-        promptTokens: row.promptTokens,
-        completionTokens: row.completionTokens,
-        totalTokens: row.totalTokens,
-      });
-    }
-    return totals;
+    return totalsOf(await this.usageReport({ by: 'key', keyId: filter.keyId, from: filter.since }));
   }
 
   async usageReport(query: UsageReportQuery): Promise<UsageReport> {
@@ -1648,7 +1047,7 @@ export class SqliteStore implements Store {
             )
             .all(...w.params) as Row[];
           for (const row of found) {
-            const cell = addSums(cells, row);
+            const cell = addSums(cells, row, query.by);
             const bucket = Number(row.bucket);
             cell.histogram[bucket] = (cell.histogram[bucket] ?? 0) + Number(row.requests);
           }
@@ -1664,36 +1063,17 @@ export class SqliteStore implements Store {
              FROM ${SOURCE_TABLE[source]} WHERE ${w.sql} GROUP BY g, model`,
           )
           .all(...w.params) as Row[];
-        for (const row of found) {
-          const cell = addSums(cells, row);
-          LATENCY_COLUMNS.forEach((c, i) => {
-            cell.histogram[i] = (cell.histogram[i] ?? 0) + Number(row[c]);
-          });
-        }
+        for (const row of found) addHistogram(addSums(cells, row, query.by), row);
       }
       const folded = foldUsage(cells.values(), query.by, pricing);
-      if (query.by === 'key' || query.by === 'workspace') {
-        const ids = folded.flatMap((r) => (r.group === null ? [] : [String(r.group)]));
-        const table = query.by === 'key' ? 'api_keys' : 'workspaces';
-        const names = new Map(
-          (
-            this.#stmt(`SELECT id, name FROM ${table} WHERE id IN (SELECT value FROM json_each(?))`).all(
-              JSON.stringify(ids),
-            ) as Row[]
-          ).map((r) => [String(r.id), String(r.name)]),
-        );
-        for (const row of folded)
-          row.name = row.group === null ? null : (names.get(String(row.group)) ?? null);
+      const table = namedTable(query.by);
+      if (table !== undefined) {
+        const sql = `SELECT id, name FROM ${table} WHERE id IN (SELECT value FROM json_each(?))`;
+        nameGroups(folded, this.#stmt(sql).all(JSON.stringify(groupIds(folded))) as Row[]);
       }
       return folded;
     });
-    return {
-      by: query.by,
-      from: query.from ?? null,
-      to: query.to ?? null,
-      currency: pricing.currency,
-      rows,
-    };
+    return usageReportOf(query, pricing, rows);
   }
 
   async pruneUsage(before: number): Promise<number> {
