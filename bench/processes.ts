@@ -1,15 +1,26 @@
 /**
- * Child processes of the benchmark (upstream stub, gateways, one-shot CLI calls) and what the
- * benchmark reads about them from /proc.
+ * Child processes of the benchmark (upstream stub, gateways, Portkey's gateway, one-shot CLI
+ * calls) and what the benchmark reads about them from /proc.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const KEYGATE_BIN = join(ROOT, 'bin', 'keygate.js');
 const STUB_SCRIPT = join(ROOT, 'test', 'support', 'upstream-stub.ts');
+/** Portkey's open-source gateway (the reference), run from its published Node build. */
+export const PORTKEY_SCRIPT = join(
+  ROOT,
+  'node_modules',
+  '@portkey-ai',
+  'gateway',
+  'build',
+  'start-server.js',
+);
+const PORTKEY_STREAM_FIX = join(ROOT, 'bench', 'portkey-stream-fix.ts');
 const STDERR_TAIL_LINES = 40;
 const START_TIMEOUT_MS = 30_000;
 const STOP_TIMEOUT_MS = 10_000;
@@ -32,12 +43,25 @@ export interface Child {
 
 const children = new Set<Child>();
 
-/** Environment for children: the caller's, without any Keygate or provider setting that could leak in. */
+/** Variables of the caller's environment that would change what a child does: never passed on. */
+const LEAKY = new Set([
+  'MISTRAL_API_KEY',
+  'NODE_TLS_REJECT_UNAUTHORIZED',
+  'DATABASE_URL',
+  'REDIS_URL',
+  'PORT',
+  'NODE_OPTIONS',
+  'HTTP_PROXY',
+  'HTTPS_PROXY',
+  'http_proxy',
+  'https_proxy',
+]);
+
+/** Environment for children: the caller's, without any Keygate, store or provider setting that could leak in. */
 function cleanEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [name, value] of Object.entries(process.env)) {
-    if (name.startsWith('KEYGATE_') || name === 'MISTRAL_API_KEY' || name === 'NODE_TLS_REJECT_UNAUTHORIZED')
-      continue;
+    if (name.startsWith('KEYGATE_') || name.startsWith('TRUSTED_') || LEAKY.has(name)) continue;
     env[name] = value;
   }
   return { ...env, ...extra };
@@ -121,10 +145,11 @@ export function tail(child: Child): string {
   return child.stderrTail.map((line) => `    | ${line}`).join('\n');
 }
 
-export function startStub(): Promise<Child> {
+/** Starts the upstream stub on a free port; `latencyMs` before every response head. */
+export function startStub(latencyMs = 0): Promise<Child> {
   return startChild(
     'upstream stub',
-    [STUB_SCRIPT, '--port', '0', '--latency', '0'],
+    [STUB_SCRIPT, '--port', '0', '--latency', String(latencyMs)],
     cleanEnv({}),
     'pipe',
     (line) => {
@@ -149,30 +174,89 @@ export function startStub(): Promise<Child> {
 export interface GatewayOptions {
   name: string;
   dataDir: string;
+  /** YAML (or JSON) configuration file passed as --config. */
+  configFile: string;
   http: boolean;
   upstreamUrl: string;
   upstreamKey: string;
+  /** More environment, e.g. DATABASE_URL, REDIS_URL and KEYGATE_SECRET. */
+  env: Record<string, string>;
 }
 
-/** Starts `keygate start` on a free port of 127.0.0.1; its JSON access log goes to /dev/null. */
+/**
+ * Starts `keygate start` on a free port of 127.0.0.1. Its JSON access log (stdout, one line per
+ * request) is written and discarded (/dev/null).
+ */
 export function startGateway(options: GatewayOptions): Promise<Child> {
-  const args = [KEYGATE_BIN, 'start', '--host', '127.0.0.1', '--port', '0', '--data-dir', options.dataDir];
+  const args = [
+    KEYGATE_BIN,
+    'start',
+    '--host',
+    '127.0.0.1',
+    '--port',
+    '0',
+    '--data-dir',
+    options.dataDir,
+    '--config',
+    options.configFile,
+  ];
   if (options.http) args.push('--http');
   return startChild(
     options.name,
     args,
-    cleanEnv({ KEYGATE_UPSTREAM_URL: options.upstreamUrl, KEYGATE_UPSTREAM_KEY: options.upstreamKey }),
+    cleanEnv({
+      ...options.env,
+      KEYGATE_UPSTREAM_URL: options.upstreamUrl,
+      KEYGATE_UPSTREAM_KEY: options.upstreamKey,
+    }),
     'ignore',
     (line) => /is listening on (https?:\/\/\S+)/.exec(line)?.[1],
   );
 }
 
+/** A TCP port free on 127.0.0.1 right now (for a child that cannot be told to take any free port). */
+export function freePort(): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address !== null ? address.port : 0;
+      server.close(() => (port > 0 ? resolve(port) : reject(new Error('no free port'))));
+    });
+  });
+}
+
+/** Why Portkey's gateway cannot be run here, or undefined when it can. */
+export function portkeyUnavailable(): string | undefined {
+  return existsSync(PORTKEY_SCRIPT)
+    ? undefined
+    : `${PORTKEY_SCRIPT} is missing (the dev dependency @portkey-ai/gateway is not installed)`;
+}
+
+/**
+ * Starts Portkey's gateway (`start-server.js --port=N --headless`) on a free port. It prints
+ * `http://localhost:N` once listening (on every interface). `bench/portkey-stream-fix.ts` is
+ * preloaded: without it, every streamed completion fails with 500 on this install (see that file).
+ */
+export async function startPortkey(): Promise<Child> {
+  const port = await freePort();
+  return startChild(
+    'portkey',
+    ['--import', PORTKEY_STREAM_FIX, PORTKEY_SCRIPT, `--port=${port}`, '--headless'],
+    cleanEnv({ NODE_ENV: 'production' }),
+    'pipe',
+    (line) =>
+      /http:\/\/localhost:(\d+)/.exec(line)?.[1] === String(port) ? `http://127.0.0.1:${port}` : undefined,
+  );
+}
+
 /** Runs a `keygate` CLI command to completion and returns its stdout (throws on a non-zero exit). */
-export function keygateCli(args: string[]): Promise<string> {
+export function keygateCli(args: string[], env: Record<string, string> = {}): Promise<string> {
   return new Promise<string>((resolve, reject) => {
     const proc = spawn(process.execPath, [KEYGATE_BIN, ...args], {
       cwd: ROOT,
-      env: cleanEnv({}),
+      env: cleanEnv(env),
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';
