@@ -10,7 +10,6 @@
  * is not followed) fail for good; anything else (5xx, 408, 429 — which honours Retry-After —,
  * timeouts, refused connections) is retried. Email — every SMTP or connection error is retried.
  */
-import { createTransport } from 'nodemailer';
 import { Agent, type Dispatcher, request } from 'undici';
 import { isLoopback } from '../config/config.ts';
 import type { Alert, AlertChannel, ChannelType, Store } from '../store/types.ts';
@@ -301,6 +300,8 @@ export function createNotifier(options: NotifierOptions): Notifier {
   async function sendEmail(config: EmailConfig, alert: Alert, key: AlertKey | null): Promise<Attempt> {
     const message = emailMessage(alert, key);
     const auth = config.user === undefined ? undefined : { user: config.user, pass: config.pass ?? '' };
+    // Loaded on first use: most deployments never send email, and nodemailer is large.
+    const { createTransport } = await import('nodemailer');
     const transport = createTransport({
       host: config.host,
       port: config.port,

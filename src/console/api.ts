@@ -115,7 +115,7 @@ export class ConsoleAuth {
   readonly #deps: ConsoleDeps;
   readonly #throttle: LoginThrottle;
   /** The last TOTP step used per user: each code signs in once. */
-  readonly #usedSteps = new LRUCache<string, number>({ max: 100_000 });
+  readonly #usedSteps = new LRUCache<string, number>({ max: 10_000 });
   /** First-run setup runs one at a time. */
   #setupQueue: Promise<unknown> = Promise.resolve();
 

@@ -97,8 +97,8 @@ export const LOGIN_WINDOW_MS = 15 * 60_000;
 export class LoginThrottle {
   readonly #perAccount: number;
   readonly #perIp: number;
-  readonly #accounts = new LRUCache<string, number[]>({ max: 100_000 });
-  readonly #ips = new LRUCache<string, number[]>({ max: 100_000 });
+  readonly #accounts = new LRUCache<string, number[]>({ max: 20_000 });
+  readonly #ips = new LRUCache<string, number[]>({ max: 20_000 });
 
   constructor(perAccount: number, perIp: number) {
     this.#perAccount = perAccount;

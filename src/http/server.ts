@@ -14,18 +14,13 @@ import { AlertEngine } from '../alerts/engine.ts';
 import { createNotifier, type Notifier } from '../alerts/notifier.ts';
 import { AuthFailureLimiter } from '../auth/failures.ts';
 import { parseCidrs } from '../auth/ip.ts';
-import { KeyEvents } from '../auth/key-events.ts';
+import type { KeyEvents } from '../auth/key-events.ts';
 import { KeyVerifier } from '../auth/verifier.ts';
 import type { Config } from '../config/config.ts';
 import { ensureDataDir, type ServerSecrets, secretsFor } from '../config/secrets.ts';
 import { ConsoleAuth } from '../console/api.ts';
 import { CONSOLE_HEADERS, createConsoleStatic } from '../console/static.ts';
-import {
-  createMemoryLimiter,
-  createRedisClient,
-  createResilientLimiter,
-  type Limiter,
-} from '../limits/index.ts';
+import { createMemoryLimiter, type Limiter } from '../limits/index.ts';
 import { createMetricsEndpoint } from '../metrics/endpoint.ts';
 import { Metrics } from '../metrics/index.ts';
 import { Upstream } from '../providers/upstream.ts';
@@ -180,6 +175,9 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
   let limiter: Limiter & { status?(): 'ok' | 'degraded' };
   let keyEvents: KeyEvents | undefined;
   if (config.redis.url) {
+    // Redis's client is loaded only by the deployments that use it.
+    const { createRedisClient, createResilientLimiter } = await import('../limits/redis-mode.ts');
+    const { KeyEvents } = await import('../auth/key-events.ts');
     redis = createRedisClient(config.redis.url, 'keygate');
     limiter = createResilientLimiter({
       redis,

@@ -2,7 +2,6 @@ import { X509Certificate } from 'node:crypto';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createSecureContext } from 'node:tls';
-import { generate } from 'selfsigned';
 import { writePrivateFile } from '../config/secrets.ts';
 
 export interface TlsMaterial {
@@ -71,6 +70,8 @@ export async function ensureSelfSigned(dataDir: string, host: string): Promise<T
     altNames.push(isIp ? { type: 7, ip: host } : { type: 2, value: host });
   }
   const notBeforeDate = new Date(Date.now() - 60_000);
+  // Loaded only when a certificate must be generated (once per data directory).
+  const { generate } = await import('selfsigned');
   const pems = await generate([{ name: 'commonName', value: 'keygate.local' }], {
     keyType: 'ec',
     curve: 'P-256',

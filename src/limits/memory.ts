@@ -254,7 +254,8 @@ class MemoryLimiter implements Limiter {
     this.#clock = options.clock ?? Date.now;
     const max = Math.max(1, options.maxKeys ?? DEFAULT_MAX_KEYS);
     this.#keys = new PinnedCache(max);
-    this.#workspaces = new PinnedCache(max);
+    // Workspaces are far fewer than keys.
+    this.#workspaces = new PinnedCache(Math.min(max, 10_000));
   }
 
   admit(subject: LimitSubject, estimatedTokens: number, now?: number): Admission | Promise<Admission> {

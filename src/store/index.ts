@@ -1,5 +1,4 @@
 import { join } from 'node:path';
-import { PostgresStore } from './postgres.ts';
 import { SqliteStore } from './sqlite.ts';
 import type { Store } from './types.ts';
 
@@ -26,9 +25,10 @@ export function isDatabaseUrl(value: string): boolean {
 export async function openStore(where: string | StoreLocation): Promise<Store> {
   const location = typeof where === 'string' ? { dataDir: where } : where;
   const url = location.databaseUrl ?? (typeof where === 'string' && isDatabaseUrl(where) ? where : undefined);
+  // PostgreSQL's driver is loaded only by the deployments that use it.
   const store: Store =
     url !== undefined
-      ? new PostgresStore({ url, poolSize: location.poolSize })
+      ? new (await import('./postgres.ts')).PostgresStore({ url, poolSize: location.poolSize })
       : new SqliteStore(join(location.dataDir, SQLITE_FILE));
   try {
     await store.migrate();
