@@ -8,6 +8,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { LRUCache } from 'lru-cache';
 import { z } from 'zod';
 import { AdminError, invalid, sendAdminError, sendJson, zodIssues } from '../http/admin/errors.ts';
+import { readLimitedBody } from '../http/body.ts';
 import { type ErrorCode, sendError } from '../http/errors.ts';
 import type { Logger } from '../http/log.ts';
 import { storeReachable } from '../store/health.ts';
@@ -699,28 +700,9 @@ function parseBody(schema: z.ZodType, body: unknown): unknown {
 }
 
 async function readJson(req: IncomingMessage, res: ServerResponse): Promise<unknown> {
-  if (Number(req.headers['content-length']) > BODY_LIMIT) {
-    res.setHeader('connection', 'close');
-    sendError(res, 'payload_too_large', `The request body is larger than ${BODY_LIMIT} bytes.`);
-    return undefined;
-  }
-  const chunks: Buffer[] = [];
-  let size = 0;
-  try {
-    for await (const chunk of req as AsyncIterable<Buffer>) {
-      size += chunk.length;
-      if (size > BODY_LIMIT) {
-        res.setHeader('connection', 'close');
-        sendError(res, 'payload_too_large', `The request body is larger than ${BODY_LIMIT} bytes.`);
-        return undefined;
-      }
-      chunks.push(chunk);
-    }
-  } catch {
-    res.destroy();
-    return undefined;
-  }
-  const text = Buffer.concat(chunks, size).toString('utf8');
+  const raw = await readLimitedBody(req, res, BODY_LIMIT, 'the console API');
+  if (raw === undefined) return undefined;
+  const text = raw.toString('utf8');
   if (text.trim() === '') return {};
   try {
     return JSON.parse(text) as unknown;

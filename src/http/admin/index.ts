@@ -19,6 +19,7 @@ import { storeReachable } from '../../store/health.ts';
 import type { Actor, KeyRecord, Role, Store } from '../../store/types.ts';
 import type { Pricing } from '../../usage/pricing.ts';
 import { UserInputError } from '../../users/service.ts';
+import { readLimitedBody } from '../body.ts';
 import { sendError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { actingAs, hasManagementScope } from './access.ts';
@@ -127,38 +128,6 @@ export function createAdminApi(
     return undefined;
   }
 
-  /** Reads the body within the limit; undefined when an error was sent (or the client went away). */
-  async function readBody(req: IncomingMessage, res: ServerResponse): Promise<Buffer | undefined> {
-    const tooLarge = () => {
-      res.setHeader('connection', 'close');
-      sendError(
-        res,
-        'payload_too_large',
-        `The request body is larger than the management API's limit of ${ADMIN_BODY_LIMIT} bytes.`,
-      );
-    };
-    if (Number(req.headers['content-length']) > ADMIN_BODY_LIMIT) {
-      tooLarge();
-      return undefined;
-    }
-    const chunks: Buffer[] = [];
-    let size = 0;
-    try {
-      for await (const chunk of req as AsyncIterable<Buffer>) {
-        size += chunk.length;
-        if (size > ADMIN_BODY_LIMIT) {
-          tooLarge();
-          return undefined;
-        }
-        chunks.push(chunk);
-      }
-    } catch {
-      res.destroy();
-      return undefined;
-    }
-    return Buffer.concat(chunks, size);
-  }
-
   function parse<S extends z.ZodType>(where: 'body' | 'query', schema: S, value: unknown): z.output<S> {
     const result = schema.safeParse(value);
     if (!result.success) {
@@ -181,7 +150,7 @@ export function createAdminApi(
     const query = parse('query', route.query, queryObject(search));
     let body: unknown;
     if (route.body) {
-      const raw = await readBody(req, res);
+      const raw = await readLimitedBody(req, res, ADMIN_BODY_LIMIT, 'the management API');
       if (raw === undefined) return;
       const text = raw.toString('utf8');
       if (text.trim().length === 0) {
