@@ -1,6 +1,7 @@
 /**
  * The `keygate` command: a thin layer of argument parsing and printing over src/.
  */
+import cluster from 'node:cluster';
 import { Command, CommanderError, Option } from 'commander';
 import { type Config, type ConfigFlags, isLoopback } from '../config/config.ts';
 import { setupToken } from '../console/credentials.ts';
@@ -11,6 +12,7 @@ import { addStoreOptions, configFrom, refuseRemote, secretsOf, UserError, withSt
 import { registerKeyCommands } from './keys.ts';
 import { registerPeopleCommands } from './people.ts';
 import { registerUsageCommand } from './usage.ts';
+import { runWorkers } from './workers.ts';
 
 export const VERSION = '0.1.0';
 
@@ -33,10 +35,16 @@ function buildProgram(): Command {
     .option('--tls-cert <file>', 'PEM certificate to serve instead of the generated self-signed one')
     .option('--tls-key <file>', 'PEM private key for --tls-cert')
     .addOption(new Option('--http', 'serve plain HTTP (only behind a TLS-terminating proxy)'))
+    .option(
+      '--workers <n>',
+      'processes serving the port; more than 1 needs REDIS_URL for the shared limits (env KEYGATE_WORKERS)',
+    )
     .addOption(new Option('--url <url>').hideHelp())
     .action(async (options: ConfigFlags & { url?: string }) => {
       refuseRemote('start', options, { flagOnly: true });
-      await runStart(configFrom(options));
+      const config = configFrom(options);
+      if (config.server.workers > 1 && cluster.isPrimary) await runWorkers(config, VERSION);
+      else await runStart(config, cluster.isWorker);
     });
 
   addStoreOptions(
@@ -64,8 +72,9 @@ function buildProgram(): Command {
   return program;
 }
 
-async function runStart(config: Config): Promise<void> {
-  const err = (line = '') => process.stderr.write(`${line}\n`);
+async function runStart(config: Config, worker = false): Promise<void> {
+  // A worker of `--workers N` is quiet: the primary prints the banner and relays the signals.
+  const err = worker ? () => {} : (line = '') => process.stderr.write(`${line}\n`);
   if (config.server.http && !isLoopback(config.server.host)) {
     err('');
     err('!!! WARNING: serving plain HTTP on a non-loopback address (%s).'.replace('%s', config.server.host));
@@ -124,6 +133,9 @@ async function runStart(config: Config): Promise<void> {
   let stopping = false;
   const stop = (signal: NodeJS.Signals) => {
     if (stopping) {
+      // Ctrl-C twice means "now"; a repeated SIGTERM (a service manager signalling the whole
+      // process group, then the primary of --workers relaying it) does not cut the stop short.
+      if (signal !== 'SIGINT' || worker) return;
       err(`${signal} again: exiting now.`);
       process.exit(1);
     }
@@ -143,7 +155,8 @@ async function runStart(config: Config): Promise<void> {
     );
   };
   process.on('SIGTERM', stop);
-  process.on('SIGINT', stop);
+  // A worker leaves Ctrl-C (sent to the whole process group) to the primary, which sends SIGTERM.
+  process.on('SIGINT', worker ? () => {} : stop);
 }
 
 export async function main(argv: readonly string[]): Promise<void> {

@@ -45,6 +45,16 @@ export const configSchema = z
          * address that is not one of them. Empty: the client is the socket peer, whatever headers say.
          */
         trustedProxies: z.array(z.string()).default([]),
+        /**
+         * Processes serving the port (node:cluster). More than one needs Redis, which keeps the
+         * limits, budgets and concurrency exact across them. @default 1
+         */
+        workers: z.coerce
+          .number({ error: 'must be a number of processes' })
+          .int('must be a whole number')
+          .min(1, 'must be at least 1')
+          .max(64, 'at most 64')
+          .default(1),
       })
       .strict()
       .prefault({}),
@@ -200,6 +210,7 @@ export interface ConfigFlags {
   http?: boolean | undefined;
   tlsCert?: string | undefined;
   tlsKey?: string | undefined;
+  workers?: string | undefined;
 }
 
 export class ConfigError extends Error {
@@ -240,6 +251,7 @@ function section(input: Record<string, unknown>, name: string): Record<string, u
 const SOURCES: Record<string, string> = {
   'server.port': '--port / KEYGATE_PORT',
   'server.host': '--host / KEYGATE_HOST',
+  'server.workers': '--workers / KEYGATE_WORKERS',
   dataDir: '--data-dir / KEYGATE_DATA_DIR',
   'upstream.url': 'KEYGATE_UPSTREAM_URL',
   'upstream.key': 'KEYGATE_UPSTREAM_KEY / MISTRAL_API_KEY',
@@ -275,6 +287,7 @@ export function loadConfig(
 
   set(server, 'host', env.KEYGATE_HOST);
   set(server, 'port', env.KEYGATE_PORT);
+  set(server, 'workers', env.KEYGATE_WORKERS);
   set(input, 'dataDir', env.KEYGATE_DATA_DIR);
   set(upstream, 'url', env.KEYGATE_UPSTREAM_URL);
   set(upstream, 'key', env.KEYGATE_UPSTREAM_KEY || env.MISTRAL_API_KEY);
@@ -286,6 +299,7 @@ export function loadConfig(
   set(server, 'http', flags.http);
   set(server, 'tlsCert', flags.tlsCert);
   set(server, 'tlsKey', flags.tlsKey);
+  set(server, 'workers', flags.workers);
   set(input, 'dataDir', flags.dataDir);
 
   const parsed = configSchema.safeParse(input as ConfigInput);
@@ -318,6 +332,11 @@ export function loadConfig(
   if (Boolean(config.server.tlsCert) !== Boolean(config.server.tlsKey)) {
     throw new ConfigError(
       '--tls-cert and --tls-key go together: give both, or neither for a self-signed certificate',
+    );
+  }
+  if (config.server.workers > 1 && !config.redis.url) {
+    throw new ConfigError(
+      `--workers ${config.server.workers} runs several processes, whose limits, budgets and concurrency must be shared: set REDIS_URL (a local redis-server is enough), or run one worker`,
     );
   }
   if (config.server.http && config.server.tlsCert) {

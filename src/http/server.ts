@@ -179,6 +179,12 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     const { createRedisClient, createResilientLimiter } = await import('../limits/redis-mode.ts');
     const { KeyEvents } = await import('../auth/key-events.ts');
     redis = createRedisClient(config.redis.url, 'keygate');
+    // Not waited for long: if Redis does not answer, the fallback applies and /readyz says so.
+    const client = redis;
+    await Promise.race([
+      new Promise((resolve) => client.once('ready', resolve)),
+      new Promise((resolve) => setTimeout(resolve, 2000).unref()),
+    ]);
     limiter = createResilientLimiter({
       redis,
       store,
@@ -209,11 +215,6 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
       onError: (error) =>
         logger.warn({ err: error }, 'key-change broadcast failed (the change-feed poll covers it)'),
     });
-    // Not waited for long: until Redis answers, the fallback applies and /readyz says so.
-    await Promise.race([
-      new Promise((resolve) => redis?.once('ready', resolve)),
-      new Promise((resolve) => setTimeout(resolve, 2000).unref()),
-    ]);
   } else {
     limiter = createMemoryLimiter({ store });
   }

@@ -1,0 +1,128 @@
+/**
+ * `keygate start --workers 2` as a user runs it (a child process from bin/keygate.js, SQLite in a
+ * temporary data directory, Redis for the shared limits): two worker processes serve the port, a
+ * key's rpm holds exactly across them, and SIGTERM stops everything gracefully.
+ */
+import assert from 'node:assert/strict';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { Redis } from 'ioredis';
+import { describeDistributed, eventually, within } from '../support/cluster.ts';
+import { DEFAULT_STUB_API_KEY, startUpstreamStub, type UpstreamStub } from '../support/upstream-stub.ts';
+
+const BIN = new URL('../../bin/keygate.js', import.meta.url).pathname;
+const REDIS_URL = process.env.KEYGATE_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
+    });
+  });
+}
+
+await describeDistributed('keygate start --workers 2', () => {
+  let stub: UpstreamStub;
+  let dir: string;
+  let child: ChildProcess;
+  let url: string;
+  let env: NodeJS.ProcessEnv;
+  let output = '';
+  const prefix = `keygate-test:${randomBytes(6).toString('hex')}:`;
+
+  before(async () => {
+    stub = await startUpstreamStub();
+    dir = mkdtempSync(join(tmpdir(), 'keygate-workers-'));
+    writeFileSync(join(dir, 'keygate.yaml'), `redis:\n  prefix: "${prefix}"\n`);
+    const port = await freePort();
+    url = `http://127.0.0.1:${port}`;
+    env = {
+      ...process.env,
+      CI: '',
+      KEYGATE_CONFIG: join(dir, 'keygate.yaml'),
+      KEYGATE_DATA_DIR: join(dir, 'data'),
+      REDIS_URL,
+      KEYGATE_UPSTREAM_URL: stub.url,
+      KEYGATE_UPSTREAM_KEY: DEFAULT_STUB_API_KEY,
+    };
+    child = spawn(process.execPath, [BIN, 'start', '--workers', '2', '--http', '--port', String(port)], {
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    child.stdout?.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+    });
+    child.stderr?.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+    });
+    await eventually(async () => output.includes('with 2 worker processes'), 'the two workers to listen');
+  });
+
+  after(async () => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+    await stub.close();
+    const redis = new Redis(REDIS_URL, { lazyConnect: true });
+    await redis.connect();
+    const keys = await redis.keys(`${prefix}*`);
+    if (keys.length > 0) await redis.del(...keys);
+    await redis.quit();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('two worker processes serve the port, and a key’s rpm holds exactly across them', async () => {
+    const workers = execFileSync('pgrep', ['-P', String(child.pid)], { encoding: 'utf8' })
+      .trim()
+      .split('\n')
+      .filter(Boolean);
+    assert.equal(workers.length, 2, output);
+
+    const created = execFileSync(
+      process.execPath,
+      [BIN, 'keys', 'create', '--name', 'workers', '--rpm', '5', '--json'],
+      { env, encoding: 'utf8' },
+    );
+    const { key } = JSON.parse(created) as { key: string };
+    const body = JSON.stringify({
+      model: 'mistral-small-latest',
+      messages: [{ role: 'user', content: 'hi' }],
+    });
+    // Fresh connections each, so the primary spreads them over both workers.
+    const replies = await Promise.all(
+      Array.from({ length: 20 }, () =>
+        fetch(`${url}/v1/chat/completions`, {
+          method: 'POST',
+          headers: {
+            authorization: `Bearer ${key}`,
+            'content-type': 'application/json',
+            connection: 'close',
+          },
+          body,
+        }).then(async (r) => {
+          await r.arrayBuffer();
+          return r.status;
+        }),
+      ),
+    );
+    const counts = replies.reduce<Record<number, number>>((acc, s) => {
+      acc[s] = (acc[s] ?? 0) + 1;
+      return acc;
+    }, {});
+    assert.deepEqual(counts, { 200: 5, 429: 15 }, output);
+    assert.equal(stub.requests.filter((r) => r.path === '/v1/chat/completions').length, 5);
+  });
+
+  test('SIGTERM stops the workers gracefully and the primary exits 0', async () => {
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    child.kill('SIGTERM');
+    assert.equal(await within(exited, 15_000, 'the primary to exit'), 0, output);
+    assert.match(output, /Keygate stopped\./);
+  });
+});
