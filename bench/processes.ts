@@ -181,6 +181,8 @@ export interface GatewayOptions {
   upstreamKey: string;
   /** More environment, e.g. DATABASE_URL, REDIS_URL and KEYGATE_SECRET. */
   env: Record<string, string>;
+  /** `--workers N` (more than 1 needs REDIS_URL in env). */
+  workers?: number;
 }
 
 /**
@@ -201,6 +203,7 @@ export function startGateway(options: GatewayOptions): Promise<Child> {
     options.configFile,
   ];
   if (options.http) args.push('--http');
+  if (options.workers !== undefined && options.workers > 1) args.push('--workers', String(options.workers));
   return startChild(
     options.name,
     args,
@@ -309,32 +312,51 @@ export interface MemoryStatus {
 }
 
 export function memoryOf(pid: number): MemoryStatus | undefined {
-  try {
-    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-    const kb = (field: string): number => {
-      const match = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status);
-      return match?.[1] ? Number(match[1]) * 1024 : 0;
-    };
-    return { rss: kb('VmRSS'), peakRss: kb('VmHWM') };
-  } catch {
-    return undefined;
+  // A process tree (keygate --workers: the primary and its workers) counts as one.
+  let total: MemoryStatus | undefined;
+  for (const p of processTree(pid)) {
+    try {
+      const status = readFileSync(`/proc/${p}/status`, 'utf8');
+      const kb = (field: string): number => {
+        const match = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status);
+        return match?.[1] ? Number(match[1]) * 1024 : 0;
+      };
+      total = { rss: (total?.rss ?? 0) + kb('VmRSS'), peakRss: (total?.peakRss ?? 0) + kb('VmHWM') };
+    } catch {}
   }
+  return total;
+}
+
+/** A process and its descendants (from /proc/<pid>/task/<pid>/children), the process first. */
+function processTree(pid: number): number[] {
+  const out = [pid];
+  for (let i = 0; i < out.length; i++) {
+    const p = out[i] ?? pid;
+    try {
+      const children = readFileSync(`/proc/${p}/task/${p}/children`, 'utf8').trim();
+      if (children) out.push(...children.split(/\s+/).map(Number));
+    } catch {}
+  }
+  return out;
 }
 
 /** CPU time (user + system) a process has used so far, in seconds. */
 export function cpuSecondsOf(pid: number): number | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the command name (which is in parentheses and may contain spaces).
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // utime and stime are fields 14 and 15 of the whole line, i.e. 11 and 12 after the name.
-    const utime = Number(fields[11]);
-    const stime = Number(fields[12]);
-    if (!Number.isFinite(utime) || !Number.isFinite(stime)) return undefined;
-    return (utime + stime) / CLOCK_TICKS_PER_SECOND;
-  } catch {
-    return undefined;
+  // A process tree (keygate --workers: the primary and its workers) counts as one.
+  let total: number | undefined;
+  for (const p of processTree(pid)) {
+    try {
+      const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+      // Fields after the command name (which is in parentheses and may contain spaces).
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      // utime and stime are fields 14 and 15 of the whole line, i.e. 11 and 12 after the name.
+      const utime = Number(fields[11]);
+      const stime = Number(fields[12]);
+      if (!Number.isFinite(utime) || !Number.isFinite(stime)) continue;
+      total = (total ?? 0) + (utime + stime) / CLOCK_TICKS_PER_SECOND;
+    } catch {}
   }
+  return total;
 }
 
 export interface MachineTicks {

@@ -83,9 +83,16 @@ const GOALS = {
 // ---------------------------------------------------------------------------------------------
 // Options
 
-const ALL_TARGETS = ['direct', 'keygate', 'keygate-https', 'keygate-pg', 'portkey'] as const;
+const ALL_TARGETS = [
+  'direct',
+  'keygate',
+  'keygate-https',
+  'keygate-workers',
+  'keygate-pg',
+  'portkey',
+] as const;
 type TargetName = (typeof ALL_TARGETS)[number];
-const DEFAULT_TARGETS: TargetName[] = ['direct', 'keygate', 'keygate-pg', 'portkey'];
+const DEFAULT_TARGETS: TargetName[] = ['direct', 'keygate', 'keygate-workers', 'keygate-pg', 'portkey'];
 
 interface Options {
   quick: boolean;
@@ -1097,12 +1104,26 @@ async function main(): Promise<number> {
       rssMax: 0,
     });
 
-    const startKeygate = async (name: TargetName, http: boolean, shared: boolean): Promise<void> => {
+    const startKeygate = async (
+      name: TargetName,
+      http: boolean,
+      shared: boolean,
+      workers = 1,
+    ): Promise<void> => {
       const dataDir = mkdtempSync(join(tmpdir(), `keygate-bench-${name}-`));
       undo.push({ what: `delete ${dataDir}`, run: () => rmSync(dataDir, { recursive: true, force: true }) });
       // JSON is YAML. The access log (info level, stdout) is on; stdout goes to /dev/null.
       const config: Record<string, unknown> = { log: { level: 'info' } };
       const env: Record<string, string> = {};
+      if (workers > 1) {
+        // SQLite as for keygate; the workers share their limits through Redis (required).
+        const prefix = benchPrefix();
+        undo.push({ what: `delete the Redis keys ${prefix}*`, run: () => deleteRedisPrefix(prefix) });
+        config.redis = { prefix };
+        config.limits = { onRedisFailure: 'deny' };
+        env.REDIS_URL = REDIS_URL;
+        log(`  ${name}: ${workers} workers, Redis prefix ${prefix}`);
+      }
       if (shared) {
         const database = await createBenchDatabase();
         undo.push({ what: `drop database ${database.name}`, run: () => dropBenchDatabase(database.name) });
@@ -1128,6 +1149,7 @@ async function main(): Promise<number> {
         upstreamUrl: stubUrl,
         upstreamKey: UPSTREAM_KEY,
         env,
+        workers,
       });
       children.push(gateway);
       const ca = http ? undefined : readFileSync(join(dataDir, 'tls', 'cert.pem'), 'utf8');
@@ -1147,7 +1169,15 @@ async function main(): Promise<number> {
       if (name === 'direct') targets.push(newTarget('direct', stubUrl, UPSTREAM_KEY));
       else if (name === 'keygate') await startKeygate(name, true, false);
       else if (name === 'keygate-https') await startKeygate(name, false, false);
-      else if (name === 'keygate-pg') {
+      else if (name === 'keygate-workers') {
+        const reason = await redisUnavailable();
+        if (reason) {
+          skipped[name] = reason;
+          log(`  ${name}: SKIPPED (${reason})`);
+          continue;
+        }
+        await startKeygate(name, true, false, 2);
+      } else if (name === 'keygate-pg') {
         const reason = (await postgresUnavailable()) ?? (await redisUnavailable());
         if (reason) {
           skipped[name] = reason;
@@ -1366,7 +1396,7 @@ async function main(): Promise<number> {
       '  `direct` = the upstream stub itself (test/support/upstream-stub.ts' +
         `${options.stubLatency > 0 ? `, ${options.stubLatency} ms before each response` : ', no added delay'}); ` +
         '`keygate` = the gateway on its embedded SQLite store over plain HTTP; `keygate-https` the same over TLS; ' +
-        '`keygate-pg` = the gateway on a fresh PostgreSQL database and Redis (own key prefix, `limits.onRedisFailure: deny`); ' +
+        '`keygate-workers` = the same gateway with `--workers 2` (SQLite, limits shared through Redis; CPU and RSS summed over its processes); `keygate-pg` = the gateway on a fresh PostgreSQL database and Redis (own key prefix, `limits.onRedisFailure: deny`); ' +
         '`portkey` = @portkey-ai/gateway (its Node build, `--headless`, provider `mistral-ai` with the stub as custom host, ' +
         'bench/portkey-stream-fix.ts preloaded so that its streams work at all). ' +
         'Every Keygate target has every protection on: a key with rpm, tpm and concurrency limits (high enough not to refuse), ' +
