@@ -334,6 +334,12 @@ export function loadConfig(
       '--tls-cert and --tls-key go together: give both, or neither for a self-signed certificate',
     );
   }
+  // The local fallback divides the limits among the processes sharing them: with --workers and no
+  // explicit expectedInstances, those are this machine's workers.
+  const limitsGiven = input.limits as Record<string, unknown> | undefined;
+  if (config.server.workers > 1 && limitsGiven?.expectedInstances === undefined) {
+    config.limits.expectedInstances = config.server.workers;
+  }
   if (config.server.workers > 1 && !config.redis.url) {
     throw new ConfigError(
       `--workers ${config.server.workers} runs several processes, whose limits, budgets and concurrency must be shared: set REDIS_URL (a local redis-server is enough), or run one worker`,

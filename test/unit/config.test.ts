@@ -88,3 +88,15 @@ test('durations', () => {
   for (const bad of ['', '5', 'd', '1.5h', '-1d', '1w', '10 d x'])
     assert.equal(parseDuration(bad), undefined, bad);
 });
+
+test('--workers needs Redis, and divides the local fallback among the workers unless told otherwise', () => {
+  assert.throws(() => loadConfig({ workers: '2' }, {}), /--workers 2 .*REDIS_URL/);
+  const env = { REDIS_URL: 'redis://127.0.0.1:6379' };
+  assert.equal(loadConfig({ workers: '3' }, env).limits.expectedInstances, 3);
+  assert.equal(loadConfig({}, env).limits.expectedInstances, 1);
+  const dir = tempDir();
+  const file = join(dir, 'keygate.yaml');
+  writeFileSync(file, 'limits:\n  expectedInstances: 8\n');
+  assert.equal(loadConfig({ workers: '2', config: file }, env).limits.expectedInstances, 8);
+  assert.throws(() => loadConfig({ workers: '0' }, env), ConfigError);
+});
