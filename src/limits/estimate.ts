@@ -36,7 +36,8 @@ function maxTokens(body: Record<string, unknown>): number {
   if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) return DEFAULT_COMPLETION_RESERVE;
   const n = body.n;
   const choices = typeof n === 'number' && Number.isInteger(n) && n > 1 ? n : 1;
-  return Math.ceil(value) * choices;
+  // A huge max_tokens times a huge n overflows to Infinity: cap it (the limits refuse it anyway).
+  return Math.min(Math.ceil(value) * choices, Number.MAX_SAFE_INTEGER);
 }
 
 /**

@@ -598,6 +598,8 @@ test('estimateTokens never throws on weird input', () => {
     { input: null },
     { input: [null, 1.5, { text: 'ab' }, [['cd', [['ef']]]]] },
     { max_tokens: Number.POSITIVE_INFINITY, n: 1e9 },
+    // Found by fast-check: a huge max_tokens times a huge n overflowed to Infinity.
+    { n: 1877141053125794, max_tokens: 9.57676106368681e292 },
   ];
   for (const body of weird) {
     for (const endpoint of ['chat', 'fim', 'embeddings'] as const) {
