@@ -172,27 +172,6 @@ export async function sqliteStores(
 // ---------------------------------------------------------------------------------------------
 // PostgreSQL
 
-/** Where the URL points, without a password, for messages. */
-export function shownUrl(url: string): string {
-  const u = new URL(url);
-  return `${u.hostname}:${u.port || 5432}`;
-}
-
-/** Undefined when PostgreSQL answers at `adminUrl`; otherwise why not. */
-export async function postgresUnavailable(adminUrl: string): Promise<string | undefined> {
-  const client = new pg.Client({ connectionString: adminUrl, connectionTimeoutMillis: 3000 });
-  client.on('error', () => {});
-  try {
-    await client.connect();
-    await client.query('SELECT 1');
-    return undefined;
-  } catch (error) {
-    return `PostgreSQL not reachable at ${shownUrl(adminUrl)}: ${(error as Error).message || String(error)}`;
-  } finally {
-    await client.end().catch(() => {});
-  }
-}
-
 async function withClient<T>(url: string, schema: string | undefined, work: (c: pg.Client) => Promise<T>) {
   const client = new pg.Client({
     connectionString: url,

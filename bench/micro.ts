@@ -32,7 +32,6 @@ import { once } from 'node:events';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, platform, release, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { Redis } from 'ioredis';
 import pg from 'pg';
 import { Bench, type FnReturnedObject } from 'tinybench';
 import { parseAuthorization } from '../src/auth/bearer.ts';
@@ -56,19 +55,11 @@ import {
   thousands,
   us,
 } from './micro-report.ts';
-import {
-  type BenchStore,
-  type MeasuredKey,
-  postgresStores,
-  postgresUnavailable,
-  shownUrl,
-  sqliteStores,
-} from './micro-stores.ts';
+import { type BenchStore, type MeasuredKey, postgresStores, sqliteStores } from './micro-stores.ts';
+import { PG_ADMIN_URL, postgresUnavailable, REDIS_URL, redisUnavailable, shown } from './stores.ts';
 
 const HIT_TARGET_US = 5;
 const MISS_TARGET_US = 200;
-const PG_ADMIN_URL = process.env.KEYGATE_BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
-const REDIS_URL = process.env.KEYGATE_BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const RESULTS_DIR = join(import.meta.dirname, 'results');
 
 // ---------------------------------------------------------------------------------------------
@@ -568,7 +559,7 @@ async function main(): Promise<void> {
     pairs.push({ backend: 'sqlite', label: 'SQLite', small: sqlite.small, large: sqlite.large });
     stores.push(storeInfo('sqlite', sqlite.version, sqlite.small, sqlite.large));
 
-    const pgDown = await postgresUnavailable(PG_ADMIN_URL);
+    const pgDown = await postgresUnavailable();
     if (pgDown !== undefined) {
       skipped.push(`PostgreSQL rows skipped: ${pgDown}`);
       console.log(`PostgreSQL: skipped (${pgDown})`);
@@ -578,7 +569,7 @@ async function main(): Promise<void> {
       cleanups.push(postgres.cleanup);
       pgUrl = postgres.url;
       console.log(
-        `inserted in ${(postgres.large.fillMs / 1000).toFixed(1)} s (database ${postgres.database} on ${shownUrl(PG_ADMIN_URL)})`,
+        `inserted in ${(postgres.large.fillMs / 1000).toFixed(1)} s (database ${postgres.database} on ${shown(PG_ADMIN_URL)})`,
       );
       pairs.push({ backend: 'postgres', label: 'PostgreSQL', small: postgres.small, large: postgres.large });
       stores.push(storeInfo('postgres', postgres.version, postgres.small, postgres.large));
@@ -774,24 +765,6 @@ async function redisPieces(
     );
   }
   return rows;
-}
-
-async function redisUnavailable(): Promise<string | undefined> {
-  const client = new Redis(REDIS_URL, { lazyConnect: true, retryStrategy: () => null, connectTimeout: 1000 });
-  let cause: unknown;
-  client.on('error', (error) => {
-    cause ??= error;
-  });
-  try {
-    await client.connect();
-    await client.ping();
-    return undefined;
-  } catch (error) {
-    const reason = cause ?? error;
-    return `Redis not reachable at ${REDIS_URL} (${reason instanceof Error ? reason.message : String(reason)})`;
-  } finally {
-    client.disconnect();
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
