@@ -203,7 +203,8 @@ export class ConsoleAuth {
     }
     const workspace = await this.#deps.store.getWorkspace(chosen.id);
     if (!workspace) throw new ConsoleRefusal('not_found', 'That workspace no longer exists.');
-    const operator = workspaces.length > 0 && (await this.#isOperator(signed.user.id));
+    // The owner of ws_default (the operator), read off the list rather than asked again.
+    const operator = workspaces.some((w) => w.id === DEFAULT_WORKSPACE_ID && w.role === 'owner');
     const caller: KeyRecord = {
       // A user id, never a key id: a session caller is workspace-bound (see access.ts).
       id: signed.user.id,
@@ -234,10 +235,6 @@ export class ConsoleAuth {
       actor: { type: 'user', id: signed.user.id, ip },
       operator,
     };
-  }
-
-  async #isOperator(userId: string): Promise<boolean> {
-    return (await this.#deps.store.getMembership(DEFAULT_WORKSPACE_ID, userId))?.role === 'owner';
   }
 
   // ---- the /console/api handler ------------------------------------------------------------------
