@@ -11,7 +11,7 @@ import { AdminError, invalid, sendAdminError, sendJson, zodIssues } from '../htt
 import { readLimitedBody } from '../http/body.ts';
 import { type ErrorCode, sendError } from '../http/errors.ts';
 import type { Logger } from '../http/log.ts';
-import { storeReachable } from '../store/health.ts';
+import { sendUnexpectedError } from '../store/health.ts';
 import {
   type Actor,
   DEFAULT_WORKSPACE_ID,
@@ -280,19 +280,12 @@ export class ConsoleAuth {
         sendAdminError(res, error);
         return;
       }
-      void storeReachable(this.#deps.store).then((reachable) => {
-        outcome = reachable ? 'internal_error' : 'store_unavailable';
-        this.#deps.logger.error({ reqId: requestId, err: error }, 'unhandled error in the console API');
-        if (reachable)
-          sendError(
-            res,
-            'internal_error',
-            'Internal error. The request id identifies it in the gateway log.',
-          );
-        else
-          sendError(res, 'store_unavailable', 'Keygate cannot reach its database right now. Retry shortly.', {
-            retryAfter: 5,
-          });
+      void sendUnexpectedError(res, this.#deps.store, this.#deps.logger, {
+        reqId: requestId,
+        err: error,
+        what: 'unhandled error in the console API',
+      }).then((code) => {
+        outcome = code;
       });
     });
   }

@@ -15,7 +15,7 @@ import type { AuthFailureLimiter } from '../../auth/failures.ts';
 import type { KeyVerifier } from '../../auth/verifier.ts';
 import { ConsoleAuth, ConsoleRefusal } from '../../console/api.ts';
 import { KeyInputError, KeyNotFoundError } from '../../keys/service.ts';
-import { storeReachable } from '../../store/health.ts';
+import { sendUnexpectedError } from '../../store/health.ts';
 import type { Actor, KeyRecord, Role, Store } from '../../store/types.ts';
 import type { Pricing } from '../../usage/pricing.ts';
 import { UserInputError } from '../../users/service.ts';
@@ -294,26 +294,12 @@ export function createAdminApi(
         sendError(res, 'not_found', error.message);
         return;
       }
-      // A store that cannot be reached is an outage, not a bug: say so (503), so clients retry.
-      void storeReachable(deps.store).then((reachable) => {
-        exchange.failure = reachable ? 'internal_error' : 'store_unavailable';
-        logger.error(
-          { reqId: requestId, err: error },
-          reachable ? 'unhandled error in the admin API' : 'the store is unreachable',
-        );
-        if (reachable)
-          sendError(
-            res,
-            'internal_error',
-            'Internal error. The request id identifies it in the gateway log.',
-          );
-        else
-          sendError(
-            res,
-            'store_unavailable',
-            'Keygate cannot reach its database, so nothing can be read or changed right now. Retry shortly.',
-            { retryAfter: 5 },
-          );
+      void sendUnexpectedError(res, deps.store, logger, {
+        reqId: requestId,
+        err: error,
+        what: 'unhandled error in the admin API',
+      }).then((code) => {
+        exchange.failure = code;
       });
     });
   };
