@@ -23,7 +23,8 @@ import {
   type LimitSubject,
   type Ticket,
 } from '../../src/limits/types.ts';
-import type { KeyLimits, TokenBudget, TokenFilter } from '../../src/store/types.ts';
+import type { TokenFilter } from '../../src/store/types.ts';
+import { subject } from '../support/limits.ts';
 import {
   cleanup,
   eventually,
@@ -72,24 +73,6 @@ after(async () => {
   }
   for (const server of servers) await server.stop();
 });
-
-function subject(
-  over: {
-    keyId?: string;
-    workspaceId?: string;
-    limits?: Partial<KeyLimits>;
-    keyBudget?: Partial<TokenBudget>;
-    workspaceBudget?: Partial<TokenBudget>;
-  } = {},
-): LimitSubject {
-  return {
-    keyId: over.keyId ?? 'key_a',
-    workspaceId: over.workspaceId ?? 'ws_a',
-    limits: { rpm: null, tpm: null, concurrency: null, ...over.limits },
-    keyBudget: { day: null, month: null, ...over.keyBudget },
-    workspaceBudget: { day: null, month: null, ...over.workspaceBudget },
-  };
-}
 
 function countingStore(used: (filter: TokenFilter) => number = () => 0) {
   const calls: TokenFilter[] = [];

@@ -13,8 +13,9 @@ import type { Redis } from 'ioredis';
 import { DEFAULT_COMPLETION_RESERVE, estimateTokens } from '../../src/limits/estimate.ts';
 import { createMemoryLimiter } from '../../src/limits/memory.ts';
 import { RedisLimiter } from '../../src/limits/redis.ts';
-import type { Admission, Limiter, LimitSubject, Ticket } from '../../src/limits/types.ts';
-import type { KeyLimits, TokenBudget, TokenFilter } from '../../src/store/types.ts';
+import type { Admission, Limiter, Ticket } from '../../src/limits/types.ts';
+import type { TokenBudget, TokenFilter } from '../../src/store/types.ts';
+import { subject } from '../support/limits.ts';
 import { cleanup, redisOrSkip, testClient, testPrefix } from '../support/redis.ts';
 
 /** Noon UTC, 15 January 2025: 12 h to the next midnight, 16.5 days to the next month. */
@@ -24,7 +25,6 @@ const NEXT_DAY = Date.UTC(2025, 0, 16);
 const MONTH_START = Date.UTC(2025, 0, 1);
 const NEXT_MONTH = Date.UTC(2025, 1, 1);
 
-const NO_LIMITS: KeyLimits = { rpm: null, tpm: null, concurrency: null };
 const NO_BUDGET: TokenBudget = { day: null, month: null };
 
 /** A fake `tokensUsed`: answers from `used` (after `delayMs`) and records its calls. */
@@ -102,24 +102,6 @@ const FLAVOURS: Flavour[] = [
     },
   },
 ];
-
-function subject(
-  over: {
-    keyId?: string;
-    workspaceId?: string;
-    limits?: Partial<KeyLimits>;
-    keyBudget?: Partial<TokenBudget>;
-    workspaceBudget?: Partial<TokenBudget>;
-  } = {},
-): LimitSubject {
-  return {
-    keyId: over.keyId ?? 'key_a',
-    workspaceId: over.workspaceId ?? 'ws_a',
-    limits: { ...NO_LIMITS, ...over.limits },
-    keyBudget: { ...NO_BUDGET, ...over.keyBudget },
-    workspaceBudget: { ...NO_BUDGET, ...over.workspaceBudget },
-  };
-}
 
 /** An admission that must have been answered synchronously. */
 function now(result: Admission | Promise<Admission>): Admission {
