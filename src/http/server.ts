@@ -208,9 +208,11 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     keyEvents = new KeyEvents({
       redis,
       prefix: config.redis.prefix,
+      // Named keys are dropped at once; an empty list (after a reconnect: messages may have been
+      // missed) reads the change feed now rather than at the next poll.
       onChange: (keyIds) => {
-        verifier.invalidate(keyIds);
-        void verifier.syncChanges();
+        if (keyIds.length > 0) verifier.invalidate(keyIds);
+        else void verifier.syncChanges();
       },
       onError: (error) =>
         logger.warn({ err: error }, 'key-change broadcast failed (the change-feed poll covers it)'),
