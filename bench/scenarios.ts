@@ -1,0 +1,96 @@
+/**
+ * What the benchmark and the profiler send (bench/run.ts, bench/profile.ts): the scenarios with
+ * their checks, and the Keygate set-up with a key that has every protection on.
+ */
+import { keygateCli } from './processes.ts';
+
+export interface Scenario {
+  name: string;
+  path: string;
+  body: string;
+  accept: string;
+  stream: boolean;
+  /** True when a response body is a correct answer (from the stub, through any gateway). */
+  check(body: string): boolean;
+}
+
+const PROMPT = 'Say hello to the benchmark in a few words.';
+
+export const SCENARIOS: Scenario[] = [
+  {
+    name: 'chat',
+    path: '/v1/chat/completions',
+    body: JSON.stringify({ model: 'mistral-small-latest', messages: [{ role: 'user', content: PROMPT }] }),
+    accept: 'application/json',
+    stream: false,
+    check: (body) => body.includes('"chat.completion"') && body.includes(`"Echo: ${PROMPT}"`),
+  },
+  {
+    name: 'chat-stream',
+    path: '/v1/chat/completions',
+    body: JSON.stringify({
+      model: 'mistral-small-latest',
+      messages: [{ role: 'user', content: PROMPT }],
+      stream: true,
+    }),
+    accept: 'text/event-stream',
+    stream: true,
+    check: (body) =>
+      body.includes('"chat.completion.chunk"') &&
+      body.includes('"finish_reason":"stop"') &&
+      body.includes('"usage"') &&
+      body.trimEnd().endsWith('data: [DONE]'),
+  },
+  {
+    name: 'embeddings',
+    path: '/v1/embeddings',
+    body: JSON.stringify({ model: 'mistral-embed', input: ['The quick brown fox jumps over the lazy dog.'] }),
+    accept: 'application/json',
+    stream: false,
+    check: (body) => body.includes('"embedding":[') && body.includes('"usage"'),
+  },
+];
+
+export interface KeygateSetup {
+  dataDir: string;
+  configFile: string;
+  env: Record<string, string>;
+}
+
+export function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+export function cliArgs(setup: KeygateSetup): string[] {
+  return ['--data-dir', setup.dataDir, '--config', setup.configFile];
+}
+
+/** The bench key: every protection on, limits high enough never to refuse this load. */
+export async function createBenchKey(setup: KeygateSetup): Promise<string> {
+  const parsed: unknown = JSON.parse(
+    await keygateCli(
+      [
+        'keys',
+        'create',
+        '--name',
+        'bench',
+        '--json',
+        '--rpm',
+        '100000000',
+        '--tpm',
+        '10000000000',
+        '--concurrency',
+        '100000',
+        '--budget',
+        '1000000000000/month',
+        '--allow-ip',
+        '127.0.0.1/32,::1/128',
+        ...cliArgs(setup),
+      ],
+      setup.env,
+    ),
+  );
+  if (!isRecord(parsed) || typeof parsed.key !== 'string')
+    throw new Error('keys create --json printed no key');
+  return parsed.key;
+}
