@@ -183,6 +183,8 @@ export interface GatewayOptions {
   env: Record<string, string>;
   /** `--workers N` (more than 1 needs REDIS_URL in env). */
   workers?: number;
+  /** Another build's bin/keygate.js (a baseline to compare with); this checkout's by default. */
+  bin?: string;
 }
 
 /**
@@ -191,7 +193,7 @@ export interface GatewayOptions {
  */
 export function startGateway(options: GatewayOptions): Promise<Child> {
   const args = [
-    KEYGATE_BIN,
+    options.bin ?? KEYGATE_BIN,
     'start',
     '--host',
     '127.0.0.1',

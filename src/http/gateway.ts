@@ -2,8 +2,9 @@
  * The public API (`/v1`): authenticate, validate, forward to the provider, stream back, meter.
  * Written directly on node:http for the shortest possible path (see docs/architecture.md).
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import { StringDecoder } from 'node:string_decoder';
+import type { Dispatcher } from 'undici';
 import type { AlertEngine } from '../alerts/engine.ts';
 import { type AuthenticateDeps, authenticate } from '../auth/authenticate.ts';
 import type { AuthFailureLimiter } from '../auth/failures.ts';
@@ -26,7 +27,7 @@ import {
   classifyUpstreamError,
   forwardableResponseHeaders,
   type Upstream,
-  type UpstreamResponse,
+  type UpstreamHandler,
 } from '../providers/upstream.ts';
 import type { InferenceScope, KeyRecord } from '../store/types.ts';
 import { extractUsage, SseUsageScanner, type TokenUsage } from '../usage/extract.ts';
@@ -35,6 +36,8 @@ import { encodeEmbeddingsBase64 } from './embeddings.ts';
 import { type ErrorCode, sendError, validationBody, withOpenAiErrorMember } from './errors.ts';
 import type { Logger } from './log.ts';
 import { type Endpoint, type JsonObject, validateBody } from './validate.ts';
+
+type DispatchController = Dispatcher.DispatchController;
 
 export interface GatewayDeps {
   config: Config;
@@ -139,6 +142,8 @@ class Exchange {
   ticket: Ticket | undefined;
   /** Status the provider answered with (0 until it answers). */
   upstreamStatus = 0;
+  /** The provider's answer on its way (cancelled if the client goes away first). */
+  relay: Relay | undefined;
   /** Reads usage from a stream as it passes; read again when the response closes. */
   scanner: SseUsageScanner | undefined;
   /** The last part of a non-streamed body, where the provider puts `usage`. */
@@ -155,6 +160,201 @@ class Exchange {
     this.id = id;
     this.ip = ip;
     this.endpoint = endpoint;
+  }
+}
+
+interface RelayMode {
+  /** The client asked for a stream (sets the Accept header sent upstream). */
+  stream: boolean;
+  /** Embeddings asked for as base64: the provider's floats are encoded here. */
+  base64: boolean;
+  /** The key's model allowlist, applied to a model list. */
+  models?: readonly string[] | undefined;
+}
+
+/**
+ * A non-streamed answer up to this size is held whole and sent in one write with its length; a
+ * larger one streams through (with its last 64 KiB kept for the usage report).
+ */
+const HOLD_LIMIT = 1 << 20;
+const CLIENT_GONE = new Error('the client closed the connection');
+
+/**
+ * Relays one provider answer to the client, as an undici dispatch handler: the head (with the
+ * provider's headers filtered), then the body, streamed for SSE and held whole (up to HOLD_LIMIT)
+ * otherwise, with the usage read on the way. Its methods never throw into undici.
+ */
+class Relay implements UpstreamHandler {
+  readonly #res: ServerResponse;
+  readonly #exchange: Exchange;
+  readonly #mode: RelayMode;
+  readonly #logger: Logger;
+  readonly #sentAt = performance.now();
+  #resolve: (() => void) | undefined;
+  #controller: DispatchController | undefined;
+  #cancelled = false;
+  /** The provider's status (0 until its answer's head arrives). */
+  #status = 0;
+  #headers: Record<string, string | string[]> = {};
+  #rewrite: ((text: string) => string) | undefined;
+  /** The body held so far (held mode only). */
+  #held: Buffer[] | undefined;
+  #heldSize = 0;
+  /** Streaming mode only. */
+  #decoder: StringDecoder | undefined;
+  #drainListening = false;
+
+  constructor(res: ServerResponse, exchange: Exchange, mode: RelayMode, logger: Logger, resolve: () => void) {
+    this.#res = res;
+    this.#exchange = exchange;
+    this.#mode = mode;
+    this.#logger = logger;
+    this.#resolve = resolve;
+  }
+
+  /** The client went away: stop the provider's request (or keep it from starting). */
+  cancel(): void {
+    this.#cancelled = true;
+    this.#controller?.abort(CLIENT_GONE);
+  }
+
+  #done(): void {
+    const resolve = this.#resolve;
+    this.#resolve = undefined;
+    resolve?.();
+  }
+
+  onRequestStart(controller: DispatchController): void {
+    this.#controller = controller;
+    if (this.#cancelled) controller.abort(CLIENT_GONE);
+  }
+
+  onResponseStart(_controller: DispatchController, status: number, headers: IncomingHttpHeaders): void {
+    if (status < 200) return; // 1xx: informational
+    const exchange = this.#exchange;
+    exchange.upstreamMs = performance.now() - this.#sentAt;
+    exchange.upstreamStatus = status;
+    this.#status = status;
+    this.#headers = forwardableResponseHeaders(headers);
+    const contentType = String(headers['content-type'] ?? '');
+    const isSse = contentType.startsWith('text/event-stream');
+    exchange.stream = isSse;
+    const allowedModels = this.#mode.models;
+    this.#rewrite =
+      this.#mode.base64 && status === 200 && !isSse
+        ? encodeEmbeddingsBase64
+        : status >= 400 && contentType.includes('json')
+          ? withOpenAiErrorMember
+          : allowedModels && status === 200
+            ? (text: string) => filterModelList(text, allowedModels)
+            : undefined;
+    if (this.#rewrite) {
+      this.#held = [];
+      return;
+    }
+    if (isSse) {
+      exchange.scanner = new SseUsageScanner();
+      this.#startStreaming(undefined);
+      return;
+    }
+    const declared = headers['content-length'];
+    if (typeof declared === 'string' && Number(declared) > HOLD_LIMIT) this.#startStreaming(declared);
+    else this.#held = [];
+  }
+
+  #startStreaming(declaredLength: string | undefined): void {
+    if (declaredLength !== undefined) this.#headers['content-length'] = declaredLength;
+    this.#decoder = new StringDecoder('utf8');
+    this.#res.writeHead(this.#status, this.#headers);
+  }
+
+  onResponseData(controller: DispatchController, chunk: Buffer): void {
+    const exchange = this.#exchange;
+    if (exchange.ttftMs === null) exchange.ttftMs = performance.now() - exchange.t0;
+    const held = this.#held;
+    if (held) {
+      held.push(chunk);
+      this.#heldSize += chunk.length;
+      if (this.#rewrite || this.#heldSize <= HOLD_LIMIT) return;
+      // Longer than announced (or announced by no length): stream what is held, then the rest.
+      this.#held = undefined;
+      this.#startStreaming(undefined);
+      for (const part of held) this.#write(controller, part);
+      return;
+    }
+    this.#write(controller, chunk);
+  }
+
+  #write(controller: DispatchController, chunk: Buffer): void {
+    const exchange = this.#exchange;
+    const text = this.#decoder?.write(chunk) ?? '';
+    if (exchange.scanner) exchange.scanner.push(text);
+    else exchange.tail = keepTail(exchange.tail, text);
+    if (this.#res.write(chunk)) return;
+    controller.pause();
+    if (!this.#drainListening) {
+      this.#drainListening = true;
+      this.#res.on('drain', () => this.#controller?.resume());
+    }
+  }
+
+  onResponseEnd(): void {
+    const res = this.#res;
+    const held = this.#held;
+    if (held) {
+      const body = held.length === 1 ? held[0]! : Buffer.concat(held, this.#heldSize);
+      if (this.#rewrite) {
+        const text = body.toString('utf8');
+        this.#exchange.usage = extractUsage(text);
+        const out = this.#rewrite(text);
+        this.#headers['content-length'] = String(Buffer.byteLength(out));
+        res.writeHead(this.#status, this.#headers);
+        res.end(out);
+      } else {
+        // The provider puts `usage` last: its last 64 KiB are enough to read it.
+        this.#exchange.tail = body.toString('utf8', Math.max(0, body.length - 65_536));
+        this.#headers['content-length'] = String(body.length);
+        res.writeHead(this.#status, this.#headers);
+        res.end(body);
+      }
+    } else {
+      res.end();
+    }
+    this.#done();
+  }
+
+  onResponseError(_controller: DispatchController, error: Error): void {
+    const exchange = this.#exchange;
+    if (this.#cancelled) {
+      exchange.failure = 'client_aborted';
+    } else if (this.#status === 0) {
+      const failure = classifyUpstreamError(error);
+      this.#logger.warn(
+        { reqId: exchange.id, code: (error as { code?: string }).code },
+        'upstream request failed',
+      );
+      exchange.failure ??= failure === 'timeout' ? 'upstream_timeout' : 'upstream_unreachable';
+      if (failure === 'timeout') {
+        sendError(this.#res, 'upstream_timeout', 'The model provider did not answer in time.', {
+          retryAfter: 1,
+        });
+      } else {
+        sendError(this.#res, 'upstream_unreachable', 'The model provider could not be reached.', {
+          retryAfter: 1,
+        });
+      }
+    } else {
+      exchange.failure =
+        classifyUpstreamError(error) === 'timeout'
+          ? 'upstream_timeout_midstream'
+          : 'upstream_broke_midstream';
+      this.#logger.warn(
+        { reqId: exchange.id, code: (error as { code?: string }).code },
+        'upstream response broke off',
+      );
+      this.#res.destroy();
+    }
+    this.#done();
   }
 }
 
@@ -446,121 +646,26 @@ export class Gateway {
     return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
   }
 
-  async #forward(
+  /** Sends the request to the provider and relays its answer; resolves when the exchange is over. */
+  #forward(
     req: IncomingMessage,
     res: ServerResponse,
     exchange: Exchange,
     call: { method: 'GET' | 'POST'; path: string; body?: Buffer },
-    mode: { stream: boolean; base64: boolean; models?: readonly string[] | undefined },
+    mode: RelayMode,
   ): Promise<void> {
-    const abort = new AbortController();
-    const onClose = () => {
-      if (!res.writableFinished) abort.abort();
-    };
-    res.once('close', onClose);
+    if (exchange.done || res.destroyed) return Promise.resolve(); // the client is gone: do not call the provider
     const headers: Record<string, string> = {
       accept: mode.stream ? 'text/event-stream' : 'application/json',
       'x-request-id': exchange.id,
       'user-agent': `keygate/0.1 ${String(req.headers['user-agent'] ?? '').slice(0, 200)}`.trim(),
     };
     if (call.body) headers['content-type'] = 'application/json';
-    if (exchange.done || res.destroyed) return; // the client is gone: do not call the provider
-    const sentAt = performance.now();
-    let upstreamRes: UpstreamResponse;
-    try {
-      upstreamRes = await this.#deps.upstream.request({ ...call, headers, signal: abort.signal });
-    } catch (error) {
-      if (abort.signal.aborted) {
-        exchange.failure = 'client_aborted';
-        return;
-      }
-      const failure = classifyUpstreamError(error);
-      this.#deps.logger.warn(
-        { reqId: exchange.id, code: (error as { code?: string }).code },
-        'upstream request failed',
-      );
-      if (failure === 'timeout') {
-        this.#fail(res, exchange, 'upstream_timeout', 'The model provider did not answer in time.', {
-          retryAfter: 1,
-        });
-      } else {
-        this.#fail(res, exchange, 'upstream_unreachable', 'The model provider could not be reached.', {
-          retryAfter: 1,
-        });
-      }
-      return;
-    }
-    exchange.upstreamMs = performance.now() - sentAt;
-    exchange.upstreamStatus = upstreamRes.statusCode;
-    const status = upstreamRes.statusCode;
-    const outHeaders = forwardableResponseHeaders(upstreamRes.headers);
-    const contentType = String(upstreamRes.headers['content-type'] ?? '');
-    const isSse = contentType.startsWith('text/event-stream');
-    exchange.stream = isSse;
-
-    const allowedModels = mode.models;
-    const rewrite =
-      mode.base64 && status === 200 && !isSse
-        ? encodeEmbeddingsBase64
-        : status >= 400 && contentType.includes('json')
-          ? withOpenAiErrorMember
-          : allowedModels && status === 200
-            ? (text: string) => filterModelList(text, allowedModels)
-            : undefined;
-    if (rewrite) {
-      let text: string;
-      try {
-        text = await upstreamRes.body.text();
-      } catch (error) {
-        this.#streamBroke(res, exchange, error);
-        return;
-      }
-      exchange.usage = extractUsage(text);
-      const out = rewrite(text);
-      outHeaders['content-length'] = String(Buffer.byteLength(out));
-      res.writeHead(status, outHeaders);
-      res.end(out);
-      return;
-    }
-
-    const declaredLength = upstreamRes.headers['content-length'];
-    if (typeof declaredLength === 'string') outHeaders['content-length'] = declaredLength;
-    res.writeHead(status, outHeaders);
-    const decoder = new StringDecoder('utf8');
-    const scanner = isSse ? new SseUsageScanner() : undefined;
-    exchange.scanner = scanner;
-    const body = upstreamRes.body;
-    await new Promise<void>((resolve) => {
-      body.on('data', (chunk: Buffer) => {
-        if (exchange.ttftMs === null) exchange.ttftMs = performance.now() - exchange.t0;
-        const decoded = decoder.write(chunk);
-        if (scanner) scanner.push(decoded);
-        else exchange.tail = keepTail(exchange.tail, decoded);
-        if (!res.write(chunk)) body.pause();
-      });
-      res.on('drain', () => body.resume());
-      body.once('end', () => {
-        res.end();
-        resolve();
-      });
-      body.once('error', (error: Error) => {
-        if (!abort.signal.aborted) this.#streamBroke(res, exchange, error);
-        else exchange.failure = 'client_aborted';
-        resolve();
-      });
-      res.once('close', () => resolve());
+    return new Promise<void>((resolve) => {
+      const relay = new Relay(res, exchange, mode, this.#deps.logger, resolve);
+      exchange.relay = relay;
+      this.#deps.upstream.dispatch({ method: call.method, path: call.path, body: call.body, headers }, relay);
     });
-    exchange.usage = usageOf(exchange);
-  }
-
-  #streamBroke(res: ServerResponse, exchange: Exchange, error: unknown): void {
-    exchange.failure =
-      classifyUpstreamError(error) === 'timeout' ? 'upstream_timeout_midstream' : 'upstream_broke_midstream';
-    this.#deps.logger.warn(
-      { reqId: exchange.id, code: (error as { code?: string }).code },
-      'upstream response broke off',
-    );
-    res.destroy();
   }
 
   /** Runs once per request when its response is closed: access log line and usage record. */
@@ -569,7 +674,10 @@ export class Gateway {
     exchange.done = true;
     const completed = res.writableFinished;
     exchange.status = completed ? res.statusCode : 499;
-    if (!completed) exchange.failure ??= 'client_aborted';
+    if (!completed) {
+      exchange.failure ??= 'client_aborted';
+      exchange.relay?.cancel();
+    }
     const latencyMs = Math.round((performance.now() - exchange.t0) * 1000) / 1000;
     // Read here, not only after the stream's end: the response may close first (plain HTTP, a
     // client hanging up after the usage event), and the tokens were spent all the same.

@@ -21,12 +21,18 @@ export interface UpstreamRequest {
   method: 'GET' | 'POST';
   /** Path under /v1, starting with `/v1/`. */
   path: string;
+  /** The request's headers; the provider's key and the length are added to this object. */
   headers: Record<string, string>;
   body?: Buffer | undefined;
-  signal?: AbortSignal | undefined;
 }
 
-export type UpstreamResponse = Dispatcher.ResponseData;
+/**
+ * Receives one exchange with the provider, as undici's dispatcher delivers it: no stream object
+ * and no promise per request. `onResponseStart` may come more than once for 1xx answers (ignore
+ * those); every other method comes at most once, except `onResponseData`. It must not throw.
+ */
+export type UpstreamHandler = Dispatcher.DispatchHandler &
+  Required<Pick<Dispatcher.DispatchHandler, 'onRequestStart' | 'onResponseStart' | 'onResponseError'>>;
 
 export type UpstreamFailure = 'timeout' | 'unreachable';
 
@@ -93,17 +99,15 @@ export class Upstream {
     return reachable;
   }
 
-  request(req: UpstreamRequest): Promise<UpstreamResponse> {
-    const headers: Record<string, string> = { ...req.headers };
+  /** Sends a request to the provider with its key; the answer goes to `handler`. */
+  dispatch(req: UpstreamRequest, handler: UpstreamHandler): void {
+    const headers = req.headers;
     if (this.#authorization) headers.authorization = this.#authorization;
     if (req.body) headers['content-length'] = String(req.body.length);
-    return this.#pool.request({
-      method: req.method,
-      path: this.#basePath + req.path,
-      headers,
-      body: req.body,
-      signal: req.signal,
-    });
+    this.#pool.dispatch(
+      { method: req.method, path: this.#basePath + req.path, headers, body: req.body },
+      handler,
+    );
   }
 
   close(): Promise<void> {
