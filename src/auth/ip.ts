@@ -13,8 +13,24 @@ export interface Cidr {
   bits: number;
 }
 
+/**
+ * Recently parsed addresses: a gateway sees the same few client addresses over and over, and
+ * parsing one costs more than the rest of the allowlist check. Bounded; emptied when full.
+ */
+const recentAddresses = new Map<string, Address | null>();
+const RECENT_ADDRESSES_MAX = 4096;
+
 /** Parses an address, turning IPv4-mapped IPv6 into IPv4; undefined when it is not an address. */
 export function parseAddress(text: string): Address | undefined {
+  const known = recentAddresses.get(text);
+  if (known !== undefined) return known ?? undefined;
+  const parsed = parseAddressOnce(text);
+  if (recentAddresses.size >= RECENT_ADDRESSES_MAX) recentAddresses.clear();
+  recentAddresses.set(text, parsed ?? null);
+  return parsed;
+}
+
+function parseAddressOnce(text: string): Address | undefined {
   const trimmed = text.trim();
   const zoneless = trimmed.includes('%') ? trimmed.slice(0, trimmed.indexOf('%')) : trimmed;
   if (!ipaddr.isValid(zoneless)) return undefined;

@@ -604,46 +604,55 @@ export class Gateway {
     );
   }
 
-  /** Reads the request body within the size limit; sends the error and returns undefined when it cannot. */
-  async #readBody(
-    req: IncomingMessage,
-    res: ServerResponse,
-    exchange: Exchange,
-  ): Promise<Buffer | undefined> {
-    const declared = Number(req.headers['content-length']);
-    if (declared > this.#bodyLimit) {
+  /** Reads the request body within the size limit; sends the error and resolves undefined when it cannot. */
+  #readBody(req: IncomingMessage, res: ServerResponse, exchange: Exchange): Promise<Buffer | undefined> {
+    const limit = this.#bodyLimit;
+    const tooLarge = () => {
       res.setHeader('connection', 'close');
       this.#fail(
         res,
         exchange,
         'payload_too_large',
-        `The request body is larger than the gateway's limit of ${this.#bodyLimit} bytes.`,
+        `The request body is larger than the gateway's limit of ${limit} bytes.`,
       );
-      return undefined;
+    };
+    if (Number(req.headers['content-length']) > limit) {
+      tooLarge();
+      return Promise.resolve(undefined);
     }
-    const chunks: Buffer[] = [];
-    let size = 0;
-    try {
-      for await (const chunk of req as AsyncIterable<Buffer>) {
+    return new Promise((resolve) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      let settled = false;
+      const settle = (body: Buffer | undefined) => {
+        settled = true;
+        req.off('data', onData);
+        resolve(body);
+      };
+      const onData = (chunk: Buffer) => {
         size += chunk.length;
-        if (size > this.#bodyLimit) {
-          res.setHeader('connection', 'close');
-          this.#fail(
-            res,
-            exchange,
-            'payload_too_large',
-            `The request body is larger than the gateway's limit of ${this.#bodyLimit} bytes.`,
-          );
-          return undefined;
+        if (size > limit) {
+          tooLarge();
+          req.destroy();
+          settle(undefined);
+          return;
         }
         chunks.push(chunk);
-      }
-    } catch {
-      exchange.failure = 'client_aborted';
-      res.destroy();
-      return undefined;
-    }
-    return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
+      };
+      req.on('data', onData);
+      req.once('end', () => {
+        if (!settled) settle(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
+      });
+      // An aborted upload ends in 'error' (or a 'close' without 'end'): the client is gone.
+      const aborted = () => {
+        if (settled) return;
+        exchange.failure = 'client_aborted';
+        res.destroy();
+        settle(undefined);
+      };
+      req.once('error', aborted);
+      req.once('close', aborted);
+    });
   }
 
   /** Sends the request to the provider and relays its answer; resolves when the exchange is over. */
