@@ -2,9 +2,10 @@
  * Child processes of the benchmark (upstream stub, gateways, Portkey's gateway, one-shot CLI
  * calls) and what the benchmark reads about them from /proc.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -220,6 +221,40 @@ export function startGateway(options: GatewayOptions): Promise<Child> {
 }
 
 /** A TCP port free on 127.0.0.1 right now (for a child that cannot be told to take any free port). */
+/**
+ * Builds a git revision of Keygate in a temporary worktree beside this checkout (its TypeScript
+ * compiled to dist/ with this checkout's node_modules), for `npm run bench -- --baseline REV`.
+ */
+export function buildBaseline(rev: string): { bin: string; commit: string; remove: () => void } {
+  const git = (...args: string[]) => execFileSync('git', args, { cwd: ROOT, encoding: 'utf8' }).trim();
+  const commit = git('rev-parse', '--verify', '--end-of-options', `${rev}^{commit}`);
+  const dir = mkdtempSync(join(tmpdir(), 'keygate-baseline-'));
+  const remove = () => {
+    try {
+      git('worktree', 'remove', '--force', dir);
+    } catch {
+      // not registered (the add failed): the directory alone goes
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    git('worktree', 'add', '--detach', dir, commit);
+    symlinkSync(join(ROOT, 'node_modules'), join(dir, 'node_modules'), 'dir');
+    execFileSync(
+      process.execPath,
+      [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json'],
+      {
+        cwd: dir,
+        stdio: ['ignore', 'ignore', 'pipe'],
+      },
+    );
+  } catch (error) {
+    remove();
+    throw error;
+  }
+  return { bin: join(dir, 'bin', 'keygate.js'), commit, remove };
+}
+
 export function freePort(): Promise<number> {
   return new Promise<number>((resolve, reject) => {
     const server = createServer();
@@ -256,10 +291,17 @@ export async function startPortkey(): Promise<Child> {
   );
 }
 
-/** Runs a `keygate` CLI command to completion and returns its stdout (throws on a non-zero exit). */
-export function keygateCli(args: string[], env: Record<string, string> = {}): Promise<string> {
+/**
+ * Runs a `keygate` CLI command to completion and returns its stdout (throws on a non-zero exit);
+ * `bin` is another build's bin/keygate.js (a baseline's), this checkout's by default.
+ */
+export function keygateCli(
+  args: string[],
+  env: Record<string, string> = {},
+  bin = KEYGATE_BIN,
+): Promise<string> {
   return new Promise<string>((resolve, reject) => {
-    const proc = spawn(process.execPath, [KEYGATE_BIN, ...args], {
+    const proc = spawn(process.execPath, [bin, ...args], {
       cwd: ROOT,
       env: cleanEnv(env),
       stdio: ['ignore', 'pipe', 'pipe'],

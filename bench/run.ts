@@ -10,6 +10,8 @@
  *   npm run bench                 3 rounds; saturation 6 s, fixed rate 4 s per scenario and target (≈ 8 min)
  *   npm run bench -- --quick      1 round; saturation 2 s, fixed rate 3 s, chat and streaming only
  *                                 at the fixed rate (≈ 1.5 min)
+ *   npm run bench -- --baseline main~3   adds keygate-baseline: that revision built in a temporary
+ *                                 worktree and run beside this one, with its CPU per request compared
  *   options: --targets direct,keygate,keygate-pg,portkey   --https (adds keygate-https)
  *            --rate R (fixed offered load, req/s, default 1000)   --duration S   --fixed-duration S
  *            --connections N   --rounds N   --warmup S   --stub-latency MS
@@ -31,6 +33,7 @@ import { Agent, request } from 'undici';
 import { renderChart } from './chart.ts';
 import { newHistogram, type PacedResult, pct, runPaced } from './paced.ts';
 import {
+  buildBaseline,
   type Child,
   cpuSecondsOf,
   crashed,
@@ -97,6 +100,7 @@ const ALL_TARGETS = [
   'keygate-https',
   'keygate-workers',
   'keygate-pg',
+  'keygate-baseline',
   'portkey',
 ] as const;
 type TargetName = (typeof ALL_TARGETS)[number];
@@ -119,6 +123,8 @@ interface Options {
   fixedScenarios: string[];
   /** Delay the stub adds before every response head, ms. */
   stubLatency: number;
+  /** A git revision built beside this checkout and run as `keygate-baseline` (--baseline). */
+  baseline: string | undefined;
 }
 
 function fail(message: string): never {
@@ -154,6 +160,7 @@ function parseOptions(argv: string[]): Options {
       warmup: { type: 'string' },
       rate: { type: 'string' },
       'stub-latency': { type: 'string' },
+      baseline: { type: 'string' },
     },
     strict: true,
   });
@@ -170,6 +177,10 @@ function parseOptions(argv: string[]): Options {
     targets = names as TargetName[];
   }
   if (values.https === true && !targets.includes('keygate-https')) targets.push('keygate-https');
+  if (values.baseline !== undefined && !targets.includes('keygate-baseline'))
+    targets.push('keygate-baseline');
+  if (targets.includes('keygate-baseline') && values.baseline === undefined)
+    fail('the target keygate-baseline needs --baseline REV (a git revision to compare with)');
   // direct first: the others are compared with it.
   targets = ['direct', ...targets.filter((t) => t !== 'direct')];
   targets = ALL_TARGETS.filter((t) => targets.includes(t));
@@ -184,6 +195,7 @@ function parseOptions(argv: string[]): Options {
     rate: numberOption('rate', values.rate, 1000, 1, true),
     fixedScenarios: quick ? ['chat', 'chat-stream'] : ['chat', 'chat-stream', 'embeddings'],
     stubLatency: numberOption('stub-latency', values['stub-latency'], 0, 0, true),
+    baseline: values.baseline,
   };
 }
 
@@ -886,6 +898,27 @@ function goalChecks(
   return checks;
 }
 
+/** Gateway CPU per request above the baseline's by more than this share is marked as a regression. */
+const BASELINE_TOLERANCE = 0.1;
+
+/** keygate against keygate-baseline, side by side in this run: CPU per request and throughput. */
+function baselineChecks(summary: SummaryRow[], commit: string): GoalCheck[] {
+  const checks: GoalCheck[] = [];
+  for (const scenario of SCENARIOS.map((s) => s.name)) {
+    const kg = summary.find((r) => r.scenario === scenario && r.target === 'keygate');
+    const base = summary.find((r) => r.scenario === scenario && r.target === 'keygate-baseline');
+    if (!kg?.gatewayCpuUsPerRequest || !base?.gatewayCpuUsPerRequest || base.rps === 0) continue;
+    const cpu = kg.gatewayCpuUsPerRequest / base.gatewayCpuUsPerRequest;
+    checks.push({
+      goal: `gateway CPU per request ≤ baseline ${commit.slice(0, 12)} + ${BASELINE_TOLERANCE * 100} %`,
+      scope: scenario,
+      value: `${(cpu * 100).toFixed(1)} % of the baseline's (throughput ${((kg.rps / base.rps) * 100).toFixed(1)} %)`,
+      met: cpu <= 1 + BASELINE_TOLERANCE,
+    });
+  }
+  return checks;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Metering check: what the gateways recorded against what the load generators sent.
 
@@ -901,7 +934,9 @@ interface Metering {
 async function readMetering(target: Target, setup: KeygateSetup): Promise<Metering> {
   const base = { target: target.name, answered: target.completed, sent: target.sent };
   try {
-    const parsed: unknown = JSON.parse(await keygateCli(['usage', '--json', ...cliArgs(setup)], setup.env));
+    const parsed: unknown = JSON.parse(
+      await keygateCli(['usage', '--json', ...cliArgs(setup)], setup.env, setup.bin),
+    );
     if (!Array.isArray(parsed)) throw new Error('not an array');
     let requests = 0;
     let errors = 0;
@@ -960,6 +995,8 @@ async function main(): Promise<number> {
   const skipped: Record<string, string> = {};
   /** Run in reverse order at the end, whatever happens. */
   const undo: { what: string; run: () => Promise<unknown> | unknown }[] = [];
+  /** The commit run as keygate-baseline (--baseline). */
+  let baselineCommit: string | undefined;
   const targets: Target[] = [];
 
   let cleaning: Promise<void> | undefined;
@@ -1026,6 +1063,7 @@ async function main(): Promise<number> {
       http: boolean,
       shared: boolean,
       workers = 1,
+      bin?: string,
     ): Promise<void> => {
       const dataDir = mkdtempSync(join(tmpdir(), `keygate-bench-${name}-`));
       undo.push({ what: `delete ${dataDir}`, run: () => rmSync(dataDir, { recursive: true, force: true }) });
@@ -1056,7 +1094,7 @@ async function main(): Promise<number> {
       }
       const configFile = join(dataDir, 'bench-config.yaml');
       writeFileSync(configFile, `${JSON.stringify(config, null, 2)}\n`);
-      const setup: KeygateSetup = { dataDir, configFile, env };
+      const setup: KeygateSetup = { dataDir, configFile, env, bin };
       const key = await createBenchKey(setup);
       const gateway = await startGateway({
         name,
@@ -1067,6 +1105,7 @@ async function main(): Promise<number> {
         upstreamKey: UPSTREAM_KEY,
         env,
         workers,
+        bin,
       });
       children.push(gateway);
       const ca = http ? undefined : readFileSync(join(dataDir, 'tls', 'cert.pem'), 'utf8');
@@ -1086,7 +1125,14 @@ async function main(): Promise<number> {
       if (name === 'direct') targets.push(newTarget('direct', stubUrl, UPSTREAM_KEY));
       else if (name === 'keygate') await startKeygate(name, true, false);
       else if (name === 'keygate-https') await startKeygate(name, false, false);
-      else if (name === 'keygate-workers') {
+      else if (name === 'keygate-baseline') {
+        const rev = options.baseline ?? 'HEAD';
+        log(`  ${name}: building ${rev} in a temporary worktree`);
+        const baseline = buildBaseline(rev);
+        undo.push({ what: `remove the worktree of ${rev}`, run: baseline.remove });
+        baselineCommit = baseline.commit;
+        await startKeygate(name, true, false, 1, baseline.bin);
+      } else if (name === 'keygate-workers') {
         const reason = await redisUnavailable();
         if (reason) {
           skipped[name] = reason;
@@ -1240,6 +1286,7 @@ async function main(): Promise<number> {
     const summary = summarize(runs, names);
     const fixedRows = summarizeFixed(fixedRuns, names, options.fixedScenarios);
     const checks = goalChecks(summary, fixedRows, rss, options);
+    if (baselineCommit) checks.push(...baselineChecks(summary, baselineCommit));
     const busiest = Math.max(0, ...runs.map((r) => r.cpuCores.other ?? 0));
     const mach = machine();
     const machineLine =
@@ -1313,6 +1360,9 @@ async function main(): Promise<number> {
       '  `direct` = the upstream stub itself (test/support/upstream-stub.ts' +
         `${options.stubLatency > 0 ? `, ${options.stubLatency} ms before each response` : ', no added delay'}); ` +
         '`keygate` = the gateway on its embedded SQLite store over plain HTTP; `keygate-https` the same over TLS; ' +
+        (baselineCommit
+          ? `\`keygate-baseline\` = the same as \`keygate\`, built from commit ${baselineCommit.slice(0, 12)} (\`--baseline ${options.baseline}\`) in a temporary worktree; `
+          : '') +
         '`keygate-workers` = the same gateway with `--workers 2` (SQLite, limits shared through Redis; CPU and RSS summed over its processes); `keygate-pg` = the gateway on a fresh PostgreSQL database and Redis (own key prefix, `limits.onRedisFailure: deny`); ' +
         '`portkey` = @portkey-ai/gateway (its Node build, `--headless`, provider `mistral-ai` with the stub as custom host, ' +
         'bench/portkey-stream-fix.ts preloaded so that its streams work at all). ' +

@@ -55,6 +55,8 @@ export interface KeygateSetup {
   dataDir: string;
   configFile: string;
   env: Record<string, string>;
+  /** The build whose CLI and gateway run on this set-up (a baseline's bin/keygate.js); this checkout's by default. */
+  bin?: string | undefined;
 }
 
 export function isRecord(value: unknown): value is Record<string, unknown> {
@@ -88,6 +90,7 @@ export async function createBenchKey(setup: KeygateSetup): Promise<string> {
         ...cliArgs(setup),
       ],
       setup.env,
+      setup.bin,
     ),
   );
   if (!isRecord(parsed) || typeof parsed.key !== 'string')
