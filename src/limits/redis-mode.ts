@@ -9,6 +9,7 @@ export {
   RedisLimiter,
   RedisLimiterError,
   type RedisLimiterOptions,
+  RedisTimeoutError,
 } from './redis.ts';
 export {
   createResilientLimiter,

@@ -3,16 +3,26 @@
  * that any number of gateway instances enforce them together. It fulfils the drop-in contract at
  * the top of `types.ts`:
  *
- * - **One round trip per admit**: a Lua script (loaded with `defineCommand`, sent as EVALSHA)
- *   refills and checks the rpm/tpm buckets, counts the concurrency leases, checks the four
- *   budgets, and charges all of them only if all allow it. Redis runs a script alone, so N
- *   concurrent admits from any number of instances against a limit of L admit exactly min(N, L).
- *   The only extra round trips are the store reads that start a budget period (below).
- * - **One round trip per settle**: corrects tpm and the budget counters charged at admission by
- *   actual − estimate and frees the concurrency lease. Idempotent per ticket (a marker key set at
- *   admission is deleted by the first settle; without it a settle does nothing), so a settle
- *   replayed after a lost reply cannot count twice. It touches only the counters named in the
- *   ticket, so a period that rolled over meanwhile is never touched.
+ * - **Atomic admits**: a Lua script refills and checks the rpm/tpm buckets, counts the
+ *   concurrency leases, checks the four budgets, and charges all of them only if all allow it.
+ *   Redis runs a script alone, so N concurrent admits from any number of instances against a
+ *   limit of L admit exactly min(N, L). The only extra round trips are the store reads that start
+ *   a budget period (below).
+ * - **Settles**: correct tpm and the budget counters charged at admission by actual − estimate
+ *   and free the concurrency lease. Idempotent per ticket (a marker key set at admission is
+ *   deleted by the first settle; without it a settle does nothing), so a settle replayed after a
+ *   lost reply cannot count twice. A settle touches only the counters named in the ticket, so a
+ *   period that rolled over meanwhile is never touched.
+ * - **Batched, in order**: the admits, settles and forgets an instance makes in one turn of the
+ *   event loop go to Redis together, as one EVALSHA of one script (`BATCH`) at `setImmediate`
+ *   (at most `maxBatch` per call). The script carries them out one after the other in the order
+ *   they were made, each exactly as it would be alone, and answers each; so a batch changes
+ *   neither the decisions nor their exactness, only the number of round trips (one per batch
+ *   instead of one per operation) and the CPU of writing and parsing them. A batch that fails or
+ *   times out fails each of its operations (see `resilient.ts`). A lone request waits for
+ *   nothing: the batch leaves as soon as the I/O callbacks of its turn have run. The script is
+ *   loaded (SCRIPT LOAD) at construction and on every reconnection, so no request pays for
+ *   sending and compiling it.
  * - **Concurrency as expiring leases**: a sorted set per key of ticket ids scored by expiry
  *   (admission time + `leaseMs`). The admit script drops the expired ones before counting, so a
  *   dead instance's requests free their slots after at most `leaseMs` (default: the upstream
@@ -41,10 +51,14 @@
  * limiter needs a standalone Redis (or one behind Sentinel), not Redis Cluster.
  *
  * Failures: a Redis error or a lost connection rejects `admit` with `RedisLimiterError` (see
- * `resilient.ts` for the fallback); a failing store read rejects it with the store's error, as in
- * memory. `settle` and `forget` report failures to `onError`; `settleAsync` lets a caller retry.
+ * `resilient.ts` for the fallback), and so every operation of the batch it was in; a failing
+ * store read rejects it with the store's error, as in memory. `settle` and `forget` report
+ * failures to `onError`; `settleAsync` lets a caller retry. Redis does not roll a script back:
+ * should a batch's script fail half-way (it does not on valid input), the operations before the
+ * failure stay applied although every one is reported failed; like an admit whose answer was
+ * lost, their leases expire after `leaseMs`.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { LRUCache } from 'lru-cache';
 import type { Store, TokenFilter } from '../store/types.ts';
@@ -60,6 +74,8 @@ const TICKET_TTL_MS = 86_400_000;
 const COUNTER_MARGIN_MS = 3_600_000;
 /** Admit attempts (each may first seed budget counters) before giving up. */
 const MAX_ATTEMPTS = 5;
+/** Operations in one batch at most: bounds how long one script call keeps Redis busy. */
+const DEFAULT_MAX_BATCH = 100;
 
 export interface RedisLimiterOptions {
   /** The client to use (not closed by `close`); `createRedisClient` makes a suitable one. */
@@ -75,6 +91,19 @@ export interface RedisLimiterOptions {
   onError?: (error: unknown) => void;
   /** Budget counters remembered as seeded (saves store reads); 10 000 by default. */
   maxSeeded?: number;
+  /** Admits and settles sent to Redis in one script call at most; 100 by default. */
+  maxBatch?: number;
+  /**
+   * A Redis call slower than this fails with `RedisTimeoutError` (every operation of its batch);
+   * none by default. Store reads are not Redis calls: they are not timed.
+   */
+  timeoutMs?: number;
+  /**
+   * An admit that failed by timeout but that Redis carried out and admitted later: its ticket, to
+   * release (nobody else will). By default it is settled with 0 (lease and reservations freed;
+   * its rpm charge stays), failures going to `onError`.
+   */
+  onLateAdmission?: (ticket: Ticket) => void;
 }
 
 /** A Redis call failed or the connection is down: the limiter could not decide. */
@@ -82,6 +111,14 @@ export class RedisLimiterError extends Error {
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = 'RedisLimiterError';
+  }
+}
+
+/** Redis did not answer within `timeoutMs`. */
+export class RedisTimeoutError extends RedisLimiterError {
+  constructor(ms: number) {
+    super(`Redis did not answer within ${ms} ms`);
+    this.name = 'RedisTimeoutError';
   }
 }
 
@@ -108,11 +145,16 @@ local SCALE = ${SCALE}
 local DAY = 86400000
 local P = ARGV[1]
 
+-- Redis's clock, read once per script run (every operation of a batch sees the same time).
+local serverNow = nil
 local function clock(arg)
   local n = tonumber(arg)
   if n then return n end
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if serverNow == nil then
+    local t = redis.call('TIME')
+    serverNow = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return serverNow
 end
 
 -- Integers as Redis strings, exactly (tostring would round past 14 digits).
@@ -165,54 +207,34 @@ end
 `;
 
 /**
- * ARGV: prefix, keyId, workspaceId, now ('' = TIME), estimate, rpm, tpm, concurrency, key day
- * budget, key month budget, workspace day budget, workspace month budget ('' = none), ticket id,
- * lease ms, ticket ttl ms, counter margin ms.
+ * The limiter's one script for admits and settles, run on a batch of them in the order they were
+ * made (see `RedisLimiter`): each is decided alone and atomically, exactly as if it had been sent
+ * by itself, and has its own answer.
  *
- * Replies [0, now, rpmLimit, rpmLevel, tpmLimit, tpmLevel, kd, km, wd, wm] (admitted; the
- * counters charged, '' for none; limits -1 when not set), [1, now, rpmLimit, rpmLevel, tpmLimit,
- * tpmLevel, reason, retrySeconds, used, periodEnd] (refused; used and periodEnd of a refusing
- * budget, else 0), or [2, now, dayStart, dayEnd, monthStart, monthEnd, kd, km, wd, wm] (budget
- * counters to seed first, '' for the others).
+ * ARGV: prefix, lease ms, ticket ttl ms, then one group per operation:
+ *
+ * - `a`, keyId, workspaceId, now ('' = TIME), estimate, rpm, tpm, concurrency, key day budget,
+ *   key month budget, workspace day budget, workspace month budget ('' = none), ticket id: an
+ *   admit. Answers [0, now, rpmLimit, rpmLevel, tpmLimit, tpmLevel, kd, km, wd, wm] (admitted;
+ *   the counters charged, '' for none; limits -1 when not set), [1, now, rpmLimit, rpmLevel,
+ *   tpmLimit, tpmLevel, reason, retrySeconds, used, periodEnd] (refused; used and periodEnd of a
+ *   refusing budget, else 0), or [2, now, dayStart, dayEnd, monthStart, monthEnd, kd, km, wd, wm]
+ *   (budget counters to seed first, '' for the others; nothing charged).
+ * - `s`, keyId, ticketId, now ('' = TIME), delta (actual − estimate), the tpm limit at admission
+ *   ('' = none), the number n of budget counters charged, then those n counters: a settle.
+ *   Answers 1, or 0 when the ticket was already settled (or is older than a day).
+ * - `f`, keyId, now ('' = TIME): a forget. Drops the key's buckets and its counters of the
+ *   current day and month unless it has live leases. Answers 1 when dropped, else 0.
+ *
+ * Replies one answer per operation, in order.
  */
-const ADMIT = `${PRELUDE}
+const BATCH = `${PRELUDE}
 local BLOCKED = ${BLOCKED_RETRY_SECONDS}
-local keyId, wsId = ARGV[2], ARGV[3]
-local now = clock(ARGV[4])
-local estimate = tonumber(ARGV[5])
-local rpmLimit, tpmLimit, concurrency = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-local budgets = { tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12]) }
-local ticketId, leaseMs, ticketTtl, margin = ARGV[13], tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16])
+local leaseMs, ticketTtl = tonumber(ARGV[2]), tonumber(ARGV[3])
+local NAMES = { 'key_budget_day', 'key_budget_month', 'workspace_budget_day', 'workspace_budget_month' }
 
-local dayStart, dayEnd, monthStart, monthEnd = periods(now)
-local counters = {
-  P .. 'kd:' .. fmt(dayStart) .. ':' .. keyId,
-  P .. 'km:' .. fmt(monthStart) .. ':' .. keyId,
-  P .. 'wd:' .. fmt(dayStart) .. ':' .. wsId,
-  P .. 'wm:' .. fmt(monthStart) .. ':' .. wsId,
-}
-local ends = { dayEnd, monthEnd, dayEnd, monthEnd }
-
--- Budget counters first: a configured budget without a counter for this period is seeded first.
-local used = {}
-local missing = { '', '', '', '' }
-local seed = false
-for i = 1, 4 do
-  local v = redis.call('GET', counters[i])
-  used[i] = v and tonumber(v) or nil
-  if used[i] == nil and budgets[i] ~= nil then
-    missing[i] = counters[i]
-    seed = true
-  end
-end
-if seed then
-  return { 2, now, dayStart, dayEnd, monthStart, monthEnd, missing[1], missing[2], missing[3], missing[4] }
-end
-
--- The buckets for the current limits: created full, refilled, clamped to a lowered capacity.
-local bucketKey = P .. 'kb:' .. keyId
-local f = redis.call('HMGET', bucketKey, 'rl', 'ra', 'rn', 'tl', 'ta', 'tn')
-local function sync(level, at, limit, want)
+-- The bucket for the current limit: created full, refilled, clamped to a lowered capacity.
+local function sync(level, at, limit, want, now)
   if want == nil then return nil end
   local perMinute = math.max(0, want)
   level, at, limit = tonumber(level), tonumber(at), tonumber(limit)
@@ -225,8 +247,6 @@ local function sync(level, at, limit, want)
   end
   return b
 end
-local rpm = sync(f[1], f[2], f[3], rpmLimit)
-local tpm = sync(f[4], f[5], f[6], tpmLimit)
 
 local function wait(b, cost)
   if b.limit <= 0 then return math.huge end
@@ -234,138 +254,185 @@ local function wait(b, cost)
   if b.level >= need then return 0 end
   return (need - b.level) / b.limit
 end
+
 local function seconds(ms)
   if ms == math.huge then return BLOCKED end
   return math.max(1, math.ceil(ms / 1000))
-end
-
--- Check everything; report the refusal that lasts longest.
-local reason, retry, refusedUsed, refusedEnd = nil, 0, 0, 0
-local names = { 'key_budget_day', 'key_budget_month', 'workspace_budget_day', 'workspace_budget_month' }
-for _, i in ipairs({ 2, 4, 1, 3 }) do
-  local u, budget = used[i], budgets[i]
-  if u ~= nil and budget ~= nil and (u >= budget or u + estimate > budget) then
-    local s = seconds(ends[i] - now)
-    if s > retry then reason, retry, refusedUsed, refusedEnd = names[i], s, u, ends[i] end
-  end
-end
-if tpm ~= nil then
-  local w = wait(tpm, estimate)
-  if w > 0 and seconds(w) > retry then reason, retry = 'tpm', seconds(w) end
-end
-if rpm ~= nil then
-  local w = wait(rpm, 1)
-  if w > 0 and seconds(w) > retry then reason, retry = 'rpm', seconds(w) end
-end
-local leaseKey = P .. 'kl:' .. keyId
-redis.call('ZREMRANGEBYSCORE', leaseKey, '-inf', fmt(now))
-if concurrency ~= nil and retry < 1 and redis.call('ZCARD', leaseKey) >= concurrency then
-  reason, retry = 'concurrency', 1
 end
 
 local function view(b)
   if b == nil then return -1, 0 end
   return b.limit, b.level
 end
-if reason ~= nil then
+
+local function admit(keyId, wsId, now, estimate, rpmLimit, tpmLimit, concurrency, budgets, ticketId)
+  local dayStart, dayEnd, monthStart, monthEnd = periods(now)
+  local counters = {
+    P .. 'kd:' .. fmt(dayStart) .. ':' .. keyId,
+    P .. 'km:' .. fmt(monthStart) .. ':' .. keyId,
+    P .. 'wd:' .. fmt(dayStart) .. ':' .. wsId,
+    P .. 'wm:' .. fmt(monthStart) .. ':' .. wsId,
+  }
+  local ends = { dayEnd, monthEnd, dayEnd, monthEnd }
+
+  -- Budget counters first: a configured budget without a counter for this period is seeded first.
+  local used = {}
+  local missing = { '', '', '', '' }
+  local seed = false
+  for i = 1, 4 do
+    local v = redis.call('GET', counters[i])
+    used[i] = v and tonumber(v) or nil
+    if used[i] == nil and budgets[i] ~= nil then
+      missing[i] = counters[i]
+      seed = true
+    end
+  end
+  if seed then
+    return { 2, now, dayStart, dayEnd, monthStart, monthEnd, missing[1], missing[2], missing[3], missing[4] }
+  end
+
+  local bucketKey = P .. 'kb:' .. keyId
+  local f = redis.call('HMGET', bucketKey, 'rl', 'ra', 'rn', 'tl', 'ta', 'tn')
+  local rpm = sync(f[1], f[2], f[3], rpmLimit, now)
+  local tpm = sync(f[4], f[5], f[6], tpmLimit, now)
+
+  -- Check everything; report the refusal that lasts longest.
+  local reason, retry, refusedUsed, refusedEnd = nil, 0, 0, 0
+  for _, i in ipairs({ 2, 4, 1, 3 }) do
+    local u, budget = used[i], budgets[i]
+    if u ~= nil and budget ~= nil and (u >= budget or u + estimate > budget) then
+      local s = seconds(ends[i] - now)
+      if s > retry then reason, retry, refusedUsed, refusedEnd = NAMES[i], s, u, ends[i] end
+    end
+  end
+  if tpm ~= nil then
+    local w = wait(tpm, estimate)
+    if w > 0 and seconds(w) > retry then reason, retry = 'tpm', seconds(w) end
+  end
+  if rpm ~= nil then
+    local w = wait(rpm, 1)
+    if w > 0 and seconds(w) > retry then reason, retry = 'rpm', seconds(w) end
+  end
+  local leaseKey = P .. 'kl:' .. keyId
+  redis.call('ZREMRANGEBYSCORE', leaseKey, '-inf', fmt(now))
+  if concurrency ~= nil and retry < 1 and redis.call('ZCARD', leaseKey) >= concurrency then
+    reason, retry = 'concurrency', 1
+  end
+
+  if reason ~= nil then
+    local rl, rv = view(rpm)
+    local tl, tv = view(tpm)
+    return { 1, now, rl, rv, tl, tv, reason, retry, refusedUsed, refusedEnd }
+  end
+
+  -- Commit everything.
+  if rpm ~= nil then
+    rpm.level = rpm.level - SCALE
+    redis.call('HSET', bucketKey, 'rl', fmt(rpm.level), 'ra', fmt(rpm.at), 'rn', fmt(rpm.limit))
+  else
+    redis.call('HDEL', bucketKey, 'rl', 'ra', 'rn')
+  end
+  if tpm ~= nil then
+    tpm.level = tpm.level - estimate * SCALE
+    redis.call('HSET', bucketKey, 'tl', fmt(tpm.level), 'ta', fmt(tpm.at), 'tn', fmt(tpm.limit))
+  else
+    redis.call('HDEL', bucketKey, 'tl', 'ta', 'tn')
+  end
+  keep(bucketKey, rpm)
+  keep(bucketKey, tpm)
+  redis.call('ZADD', leaseKey, fmt(now + leaseMs), ticketId)
+  redis.call('PEXPIRE', leaseKey, leaseMs + 60000)
+  redis.call('SET', P .. 't:' .. ticketId, '1', 'PX', ticketTtl)
+  local charged = { '', '', '', '' }
+  for i = 1, 4 do
+    if used[i] ~= nil then
+      redis.call('INCRBY', counters[i], fmt(estimate))
+      charged[i] = counters[i]
+    end
+  end
   local rl, rv = view(rpm)
   local tl, tv = view(tpm)
-  return { 1, now, rl, rv, tl, tv, reason, retry, refusedUsed, refusedEnd }
+  return { 0, now, rl, rv, tl, tv, charged[1], charged[2], charged[3], charged[4] }
 end
 
--- Commit everything.
-if rpm ~= nil then
-  rpm.level = rpm.level - SCALE
-  redis.call('HSET', bucketKey, 'rl', fmt(rpm.level), 'ra', fmt(rpm.at), 'rn', fmt(rpm.limit))
-else
-  redis.call('HDEL', bucketKey, 'rl', 'ra', 'rn')
+-- The counters charged are ARGV[first .. first + n - 1].
+local function settle(keyId, ticketId, nowArg, delta, tpmLimit, first, n)
+  if redis.call('DEL', P .. 't:' .. ticketId) == 0 then return 0 end
+  redis.call('ZREM', P .. 'kl:' .. keyId, ticketId)
+  if delta == 0 then return 1 end
+  local now = clock(nowArg)
+  if tpmLimit ~= nil then
+    local bucketKey = P .. 'kb:' .. keyId
+    local f = redis.call('HMGET', bucketKey, 'tl', 'ta', 'tn')
+    local b = nil
+    if f[3] then
+      b = { level = tonumber(f[1]), at = tonumber(f[2]), limit = tonumber(f[3]) }
+    elseif delta > 0 then
+      -- The bucket expired, so it was full: charge the extra to a full bucket.
+      b = { level = tpmLimit * SCALE, at = now, limit = tpmLimit }
+    end
+    if b ~= nil then
+      refill(b, now)
+      b.level = math.min(b.limit * SCALE, b.level - delta * SCALE)
+      redis.call('HSET', bucketKey, 'tl', fmt(b.level), 'ta', fmt(b.at), 'tn', fmt(b.limit))
+      keep(bucketKey, b)
+    end
+  end
+  for i = first, first + n - 1 do
+    local v = redis.call('GET', ARGV[i])
+    if v then redis.call('SET', ARGV[i], fmt(math.max(0, tonumber(v) + delta)), 'KEEPTTL') end
+  end
+  return 1
 end
-if tpm ~= nil then
-  tpm.level = tpm.level - estimate * SCALE
-  redis.call('HSET', bucketKey, 'tl', fmt(tpm.level), 'ta', fmt(tpm.at), 'tn', fmt(tpm.limit))
-else
-  redis.call('HDEL', bucketKey, 'tl', 'ta', 'tn')
+
+-- Drops the key's buckets and its counters of the current day and month unless it has live leases.
+local function forget(keyId, now)
+  local leaseKey = P .. 'kl:' .. keyId
+  redis.call('ZREMRANGEBYSCORE', leaseKey, '-inf', fmt(now))
+  if redis.call('ZCARD', leaseKey) > 0 then return 0 end
+  local dayStart, _, monthStart = periods(now)
+  redis.call('DEL', P .. 'kb:' .. keyId, leaseKey, P .. 'kd:' .. fmt(dayStart) .. ':' .. keyId,
+    P .. 'km:' .. fmt(monthStart) .. ':' .. keyId)
+  return 1
 end
-keep(bucketKey, rpm)
-keep(bucketKey, tpm)
-redis.call('ZADD', leaseKey, fmt(now + leaseMs), ticketId)
-redis.call('PEXPIRE', leaseKey, leaseMs + 60000)
-redis.call('SET', P .. 't:' .. ticketId, '1', 'PX', ticketTtl)
-local charged = { '', '', '', '' }
-for i = 1, 4 do
-  if used[i] ~= nil then
-    redis.call('INCRBY', counters[i], fmt(estimate))
-    charged[i] = counters[i]
+
+local out = {}
+local i = 4
+local count = #ARGV
+while i <= count do
+  local op = ARGV[i]
+  if op == 'a' then
+    out[#out + 1] = admit(ARGV[i + 1], ARGV[i + 2], clock(ARGV[i + 3]), tonumber(ARGV[i + 4]),
+      tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6]), tonumber(ARGV[i + 7]),
+      { tonumber(ARGV[i + 8]), tonumber(ARGV[i + 9]), tonumber(ARGV[i + 10]), tonumber(ARGV[i + 11]) },
+      ARGV[i + 12])
+    i = i + 13
+  elseif op == 's' then
+    local n = tonumber(ARGV[i + 6])
+    out[#out + 1] = settle(ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5]), i + 7, n)
+    i = i + 7 + n
+  elseif op == 'f' then
+    out[#out + 1] = forget(ARGV[i + 1], clock(ARGV[i + 2]))
+    i = i + 3
+  else
+    return redis.error_reply('keygate limiter: unknown operation ' .. tostring(op))
   end
 end
-local rl, rv = view(rpm)
-local tl, tv = view(tpm)
-return { 0, now, rl, rv, tl, tv, charged[1], charged[2], charged[3], charged[4] }
+return out
 `;
+
+const BATCH_SHA = createHash('sha1').update(BATCH).digest('hex');
 
 /**
- * ARGV: prefix, keyId, ticketId, now ('' = TIME), delta (actual − estimate), the tpm limit at
- * admission ('' = none), then the budget counters charged. Replies 1, or 0 when the ticket was
- * already settled (or is older than a day).
+ * Runs the batch script: EVALSHA, and EVAL only when Redis does not know the script (NOSCRIPT:
+ * nothing ran, so sending it again in full is safe). Not ioredis's `defineCommand`, which sends
+ * the whole script as EVAL on the first call of every connection.
  */
-const SETTLE = `${PRELUDE}
-local keyId, ticketId = ARGV[2], ARGV[3]
-if redis.call('DEL', P .. 't:' .. ticketId) == 0 then return 0 end
-redis.call('ZREM', P .. 'kl:' .. keyId, ticketId)
-local delta = tonumber(ARGV[5])
-if delta == 0 then return 1 end
-local now = clock(ARGV[4])
-local tpmLimit = tonumber(ARGV[6])
-if tpmLimit ~= nil then
-  local bucketKey = P .. 'kb:' .. keyId
-  local f = redis.call('HMGET', bucketKey, 'tl', 'ta', 'tn')
-  local b = nil
-  if f[3] then
-    b = { level = tonumber(f[1]), at = tonumber(f[2]), limit = tonumber(f[3]) }
-  elseif delta > 0 then
-    -- The bucket expired, so it was full: charge the extra to a full bucket.
-    b = { level = tpmLimit * SCALE, at = now, limit = tpmLimit }
-  end
-  if b ~= nil then
-    refill(b, now)
-    b.level = math.min(b.limit * SCALE, b.level - delta * SCALE)
-    redis.call('HSET', bucketKey, 'tl', fmt(b.level), 'ta', fmt(b.at), 'tn', fmt(b.limit))
-    keep(bucketKey, b)
-  end
-end
-for i = 7, #ARGV do
-  local v = redis.call('GET', ARGV[i])
-  if v then redis.call('SET', ARGV[i], fmt(math.max(0, tonumber(v) + delta)), 'KEEPTTL') end
-end
-return 1
-`;
-
-/**
- * ARGV: prefix, keyId, now ('' = TIME). Drops the key's buckets and its counters of the current
- * day and month unless it has live leases. Replies 1 when dropped.
- */
-const FORGET = `${PRELUDE}
-local keyId = ARGV[2]
-local now = clock(ARGV[3])
-local leaseKey = P .. 'kl:' .. keyId
-redis.call('ZREMRANGEBYSCORE', leaseKey, '-inf', fmt(now))
-if redis.call('ZCARD', leaseKey) > 0 then return 0 end
-local dayStart, _, monthStart = periods(now)
-redis.call('DEL', P .. 'kb:' .. keyId, leaseKey, P .. 'kd:' .. fmt(dayStart) .. ':' .. keyId,
-  P .. 'km:' .. fmt(monthStart) .. ':' .. keyId)
-return 1
-`;
-
-type ScriptCall = (keys: readonly string[], args: readonly (string | number)[]) => Promise<unknown>;
-
-/** A Lua script defined on the client (EVALSHA, EVAL when the server does not know it yet). */
-function defineScript(redis: Redis, name: string, lua: string): ScriptCall {
-  if (!(name in redis)) redis.defineCommand(name, { lua });
-  const method = (redis as unknown as Record<string, (...args: (string | number)[]) => Promise<unknown>>)[
-    name
-  ];
-  if (typeof method !== 'function') throw new Error(`could not define the Redis script ${name}`);
-  return (keys, args) => method.call(redis, keys.length, ...keys, ...args);
+function runBatch(redis: Redis, args: (string | number)[]): Promise<unknown> {
+  return redis.evalsha(BATCH_SHA, 0, ...args).catch((error: unknown) => {
+    if (!(error instanceof Error) || !error.message.startsWith('NOSCRIPT')) throw error;
+    return redis.eval(BATCH, 0, ...args);
+  });
 }
 
 class RedisTicket implements Ticket {
@@ -434,6 +501,22 @@ const REASONS: ReadonlySet<string> = new Set<LimitReason>([
   'workspace_budget_month',
 ]);
 
+/** One operation waiting for its batch's answer. */
+interface Waiting {
+  resolve: (answer: unknown) => void;
+  reject: (error: unknown) => void;
+  /** The answer that came after the batch had timed out. */
+  late: ((answer: unknown) => void) | undefined;
+}
+
+function limiterError(error: unknown): RedisLimiterError {
+  if (error instanceof RedisLimiterError) return error;
+  return new RedisLimiterError(
+    `Redis limiter call failed: ${error instanceof Error ? error.message : String(error)}`,
+    { cause: error },
+  );
+}
+
 export class RedisLimiter implements Limiter {
   readonly #redis: Redis;
   readonly #store: RedisLimiterOptions['store'];
@@ -441,11 +524,23 @@ export class RedisLimiter implements Limiter {
   readonly #leaseMs: number;
   readonly #clock: (() => number) | undefined;
   readonly #onError: (error: unknown) => void;
-  readonly #admitScript: ScriptCall;
-  readonly #settleScript: ScriptCall;
-  readonly #forgetScript: ScriptCall;
+  readonly #maxBatch: number;
+  readonly #timeoutMs: number | undefined;
+  readonly #onLate: (ticket: Ticket) => void;
   /** Budget counters being seeded or seeded by this instance: later admits wait for the same read. */
   readonly #seeds: LRUCache<string, Promise<void>>;
+  /** Ticket ids: this instance's random prefix and a counter (unique without a random draw each). */
+  readonly #ticketPrefix = randomBytes(9).toString('base64url');
+  #tickets = 0;
+  /** The batch being gathered: its ARGV (prefix, lease, ticket ttl, operations) and its waiters. */
+  #args: (string | number)[];
+  #waiting: Waiting[] = [];
+  #scheduled = false;
+  readonly #flushNow = (): void => {
+    this.#scheduled = false;
+    this.#flush();
+  };
+  readonly #onReady = (): void => void this.prepare().catch(() => {});
   #closed = false;
 
   constructor(options: RedisLimiterOptions) {
@@ -455,10 +550,23 @@ export class RedisLimiter implements Limiter {
     this.#leaseMs = Math.max(1000, Math.ceil(options.leaseMs ?? DEFAULT_LEASE_MS));
     this.#clock = options.clock;
     this.#onError = options.onError ?? (() => {});
-    this.#admitScript = defineScript(this.#redis, 'keygateLimiterAdmit', ADMIT);
-    this.#settleScript = defineScript(this.#redis, 'keygateLimiterSettle', SETTLE);
-    this.#forgetScript = defineScript(this.#redis, 'keygateLimiterForget', FORGET);
+    this.#maxBatch = Math.max(1, Math.floor(options.maxBatch ?? DEFAULT_MAX_BATCH));
+    this.#timeoutMs = options.timeoutMs === undefined ? undefined : Math.max(1, Math.ceil(options.timeoutMs));
+    this.#onLate = options.onLateAdmission ?? ((ticket) => this.settleAsync(ticket, 0).catch(this.#onError));
     this.#seeds = new LRUCache({ max: Math.max(1, options.maxSeeded ?? 10_000) });
+    this.#args = this.#head();
+    // The script is loaded ahead of the first request (and again after a reconnect: a restarted Redis
+    // has forgotten it), so that no request pays for sending and compiling them.
+    this.#redis.on('ready', this.#onReady);
+    if (this.#redis.status === 'ready') this.#onReady();
+  }
+
+  /**
+   * Loads the script into Redis (SCRIPT LOAD). Done at construction and on every reconnection;
+   * await it to know they are there. Without it the first call sends the script in full.
+   */
+  async prepare(): Promise<void> {
+    await this.#redis.script('LOAD', BATCH);
   }
 
   /** Whether `ticket` was issued by this limiter. */
@@ -488,35 +596,109 @@ export class RedisLimiter implements Limiter {
     if (ticket.settled) return Promise.resolve();
     const delta = tokens(actualTokens) - ticket.estimatedTokens;
     const time = now ?? this.#clock?.();
-    return this.#call(
-      this.#settleScript,
-      [],
-      [this.#prefix, ticket.keyId, ticket.id, arg(time), delta, arg(ticket.tpmLimit), ...ticket.counters],
-    ).then(() => {
+    const args = this.#args;
+    args.push('s', ticket.keyId, ticket.id, arg(time), delta, arg(ticket.tpmLimit), ticket.counters.length);
+    for (const counter of ticket.counters) args.push(counter);
+    return this.#enqueue().then(() => {
       ticket.settled = true;
     });
   }
 
   forget(keyId: string): void {
-    this.#call(this.#forgetScript, [], [this.#prefix, keyId, arg(this.#clock?.())]).catch(this.#onError);
+    this.#args.push('f', keyId, arg(this.#clock?.()));
+    this.#enqueue().catch(this.#onError);
   }
 
-  /** Stops admitting; the Redis client stays open (it belongs to the caller). */
+  /** Stops admitting and sends what is gathered; the Redis client stays open (it belongs to the caller). */
   close(): void {
     this.#closed = true;
+    this.#redis.off('ready', this.#onReady);
+    this.#flush();
     this.#seeds.clear();
   }
 
-  /** A Redis call, its failures wrapped in `RedisLimiterError`. */
-  async #call(script: ScriptCall, keys: string[], args: (string | number)[]): Promise<unknown> {
+  /**
+   * Waits for the answer to the operation just pushed onto the batch's ARGV. The batch goes to
+   * Redis at `setImmediate`, after the I/O callbacks of this turn of the event loop (a lone
+   * request waits for nothing), or at once when it holds `maxBatch` operations.
+   */
+  #enqueue(late?: (answer: unknown) => void): Promise<unknown> {
+    return new Promise((resolve, reject) => {
+      this.#waiting.push({ resolve, reject, late });
+      if (this.#waiting.length >= this.#maxBatch) this.#flush();
+      else if (!this.#scheduled) {
+        this.#scheduled = true;
+        setImmediate(this.#flushNow);
+      }
+    });
+  }
+
+  #head(): (string | number)[] {
+    return [this.#prefix, this.#leaseMs, TICKET_TTL_MS];
+  }
+
+  /** Sends the batch gathered so far as one script call; every operation gets its own answer. */
+  #flush(): void {
+    const waiting = this.#waiting;
+    if (waiting.length === 0) return;
+    const args = this.#args;
+    this.#waiting = [];
+    this.#args = this.#head();
+    let call: Promise<unknown>;
     try {
-      return await script(keys, args);
+      call = runBatch(this.#redis, args);
     } catch (error) {
-      throw new RedisLimiterError(
-        `Redis limiter call failed: ${error instanceof Error ? error.message : String(error)}`,
-        { cause: error },
-      );
+      call = Promise.reject(error);
     }
+    const ms = this.#timeoutMs;
+    let timedOut = false;
+    const timer =
+      ms === undefined
+        ? undefined
+        : setTimeout(() => {
+            timedOut = true;
+            const error = new RedisTimeoutError(ms);
+            for (const w of waiting) w.reject(error);
+          }, ms);
+    call.then(
+      (reply) => {
+        clearTimeout(timer);
+        if (!Array.isArray(reply) || reply.length !== waiting.length) {
+          const error = new RedisLimiterError('unexpected reply from the limiter script');
+          for (const w of waiting) w.reject(error);
+          return;
+        }
+        if (timedOut) {
+          for (let i = 0; i < waiting.length; i++) waiting[i]!.late?.(reply[i]);
+          return;
+        }
+        for (let i = 0; i < waiting.length; i++) waiting[i]!.resolve(reply[i]);
+      },
+      (error: unknown) => {
+        clearTimeout(timer);
+        const wrapped = limiterError(error);
+        for (const w of waiting) w.reject(wrapped);
+      },
+    );
+  }
+
+  /** A Redis call of its own (not batched), timed like a batch. */
+  #timed<T>(call: Promise<T>): Promise<T> {
+    const ms = this.#timeoutMs;
+    if (ms === undefined) return call.catch((error: unknown) => Promise.reject(limiterError(error)));
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new RedisTimeoutError(ms)), ms);
+      call.then(
+        (value) => {
+          clearTimeout(timer);
+          resolve(value);
+        },
+        (error: unknown) => {
+          clearTimeout(timer);
+          reject(limiterError(error));
+        },
+      );
+    });
   }
 
   async #admit(subject: LimitSubject, estimate: number, now: number | undefined): Promise<Admission> {
@@ -524,29 +706,36 @@ export class RedisLimiter implements Limiter {
     /** Counters this admit already waited for: if one is still missing, it must be read afresh. */
     const awaited = new Set<string>();
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-      const ticketId = randomBytes(16).toString('base64url');
-      const reply = await this.#call(
-        this.#admitScript,
-        [],
-        [
-          this.#prefix,
-          subject.keyId,
-          subject.workspaceId,
-          arg(now),
-          estimate,
-          arg(limits.rpm),
-          arg(limits.tpm),
-          arg(limits.concurrency),
-          arg(keyBudget.day),
-          arg(keyBudget.month),
-          arg(workspaceBudget.day),
-          arg(workspaceBudget.month),
-          ticketId,
-          this.#leaseMs,
-          TICKET_TTL_MS,
-          COUNTER_MARGIN_MS,
-        ],
+      const ticketId = `${this.#ticketPrefix}${(this.#tickets++).toString(36)}`;
+      this.#args.push(
+        'a',
+        subject.keyId,
+        subject.workspaceId,
+        arg(now),
+        estimate,
+        arg(limits.rpm),
+        arg(limits.tpm),
+        arg(limits.concurrency),
+        arg(keyBudget.day),
+        arg(keyBudget.month),
+        arg(workspaceBudget.day),
+        arg(workspaceBudget.month),
+        ticketId,
       );
+      const reply = await this.#enqueue((late) => {
+        // Timed out, but carried out: an admitted ticket nobody will settle is released.
+        if (!Array.isArray(late) || Number(late[0]) !== 0) return;
+        try {
+          const counters = [6, 7, 8, 9].map((i) => str(late, i)).filter((name) => name !== '');
+          const tpm = bucket(late, 4);
+          const time = num(late, 1);
+          this.#onLate(
+            new RedisTicket(this, subject, ticketId, estimate, time, tpm?.limit ?? null, counters),
+          );
+        } catch (error) {
+          this.#onError(error);
+        }
+      });
       if (!Array.isArray(reply)) throw new RedisLimiterError('unexpected reply from the limiter script');
       const status = num(reply, 0);
       const time = num(reply, 1);
@@ -613,14 +802,7 @@ export class RedisLimiter implements Limiter {
 
   async #read(counter: string, filter: TokenFilter, ttlMs: number): Promise<void> {
     const used = tokens(await this.#store.tokensUsed(filter));
-    try {
-      await this.#redis.set(counter, String(used), 'PX', ttlMs, 'NX');
-    } catch (error) {
-      throw new RedisLimiterError(
-        `Redis limiter call failed: ${error instanceof Error ? error.message : String(error)}`,
-        { cause: error },
-      );
-    }
+    await this.#timed(this.#redis.set(counter, String(used), 'PX', ttlMs, 'NX'));
   }
 }
 

@@ -11,8 +11,10 @@
  * - `deny`: `admit` rejects with `LimiterUnavailableError`; the gateway answers 503 with
  *   `Retry-After`.
  *
- * Failure is a Redis error, a connection that is not ready, or a call slower than
- * `commandTimeoutMs` (200 ms by default). From the first failure on, the instance is `degraded`:
+ * Failure is a Redis error, a connection that is not ready, or a Redis call slower than
+ * `commandTimeoutMs` (200 ms by default; timed per call by the Redis limiter, so a batch of
+ * admits and settles that times out fails each of them, and the store reads that seed budget
+ * counters are not counted: a slow store delays an admit as it does in memory). From the first failure on, the instance is `degraded`:
  * admits go straight to the fallback without waiting for Redis, and Redis is probed (PING) every
  * `probeIntervalMs` and at once when the client reconnects; the first answered probe makes it
  * `ok` again. Every transition is reported to `onStateChange` and shown by `status()` (/readyz).
@@ -28,7 +30,7 @@
 import type { Redis } from 'ioredis';
 import type { Store } from '../store/types.ts';
 import { createMemoryLimiter } from './memory.ts';
-import { RedisLimiter, RedisLimiterError } from './redis.ts';
+import { RedisLimiter, RedisLimiterError, RedisTimeoutError } from './redis.ts';
 import {
   type Admission,
   type Limiter,
@@ -65,25 +67,18 @@ export interface ResilientLimiterOptions {
   maxPendingSettles?: number;
 }
 
-class TimeoutError extends RedisLimiterError {}
-
-/** Rejects after `ms` unless `promise` settles first; `late` gets the value of a late success. */
-function within<T>(promise: Promise<T>, ms: number, late: (value: T) => void): Promise<T> {
+/** Rejects after `ms` unless `promise` settles first. */
+function within<T>(promise: Promise<T>, ms: number): Promise<T> {
   return new Promise<T>((resolve, reject) => {
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      reject(new TimeoutError(`Redis did not answer within ${ms} ms`));
-    }, ms);
+    const timer = setTimeout(() => reject(new RedisTimeoutError(ms)), ms);
     promise.then(
       (value) => {
         clearTimeout(timer);
-        if (timedOut) late(value);
-        else resolve(value);
+        resolve(value);
       },
       (error: unknown) => {
         clearTimeout(timer);
-        if (!timedOut) reject(error);
+        reject(error);
       },
     );
   });
@@ -135,6 +130,9 @@ export class ResilientLimiter implements Limiter {
       ...(options.prefix !== undefined ? { prefix: options.prefix } : {}),
       ...(options.leaseMs !== undefined ? { leaseMs: options.leaseMs } : {}),
       ...(options.clock !== undefined ? { clock: options.clock } : {}),
+      timeoutMs: this.#timeoutMs,
+      // An admit that timed out but was carried out by Redis later: released at once.
+      onLateAdmission: (ticket) => this.#settleRedis(ticket, 0),
       onError: this.#onError,
     });
     this.#client.on('ready', this.#onReady);
@@ -156,10 +154,7 @@ export class ResilientLimiter implements Limiter {
       this.#degrade(new RedisLimiterError(`Redis is not connected (${this.#client.status})`));
     }
     if (this.#state === 'degraded') return this.#fallback(subject, estimatedTokens, now);
-    const attempt = within(this.#redis.admit(subject, estimatedTokens, now), this.#timeoutMs, (late) => {
-      if (late.ok) this.#settleRedis(late.ticket, 0);
-    });
-    return attempt.catch((error: unknown) => {
+    return this.#redis.admit(subject, estimatedTokens, now).catch((error: unknown) => {
       if (!(error instanceof RedisLimiterError)) throw error; // the store failed, not Redis
       this.#degrade(error);
       return this.#fallback(subject, estimatedTokens, now);
@@ -237,14 +232,12 @@ export class ResilientLimiter implements Limiter {
   }
 
   #settleRedis(ticket: Ticket, tokens: number, now?: number): void {
-    within(this.#redis.settleAsync(ticket, tokens, now), this.#timeoutMs, () => {}).catch(
-      (error: unknown) => {
-        // Kept for the replay on recovery (Redis applies a settle once, so a replay is safe).
-        if (this.#pending.length < this.#maxPending) this.#pending.push({ ticket, tokens });
-        else this.#onError(error);
-        this.#degrade(error);
-      },
-    );
+    this.#redis.settleAsync(ticket, tokens, now).catch((error: unknown) => {
+      // Kept for the replay on recovery (Redis applies a settle once, so a replay is safe).
+      if (this.#pending.length < this.#maxPending) this.#pending.push({ ticket, tokens });
+      else this.#onError(error);
+      this.#degrade(error);
+    });
   }
 
   #degrade(error: unknown): void {
@@ -264,7 +257,7 @@ export class ResilientLimiter implements Limiter {
     this.#probing = true;
     let answered = false;
     try {
-      await within(this.#client.ping(), this.#timeoutMs, () => {});
+      await within(this.#client.ping(), this.#timeoutMs);
       answered = true;
     } catch {
       // Still down: the next probe tries again.

@@ -15,7 +15,7 @@ import type { Redis } from 'ioredis';
 import { KeyEvents } from '../../src/auth/key-events.ts';
 import { createMemoryLimiter } from '../../src/limits/memory.ts';
 import { utcPeriods } from '../../src/limits/period.ts';
-import { createRedisClient, RedisLimiter } from '../../src/limits/redis.ts';
+import { createRedisClient, RedisLimiter, RedisLimiterError } from '../../src/limits/redis.ts';
 import { type LimiterState, ResilientLimiter } from '../../src/limits/resilient.ts';
 import {
   type Admission,
@@ -28,6 +28,7 @@ import { subject } from '../support/limits.ts';
 import {
   cleanup,
   eventually,
+  REDIS_URL,
   RedisProcess,
   redisOrSkip,
   redisServerOrSkip,
@@ -531,4 +532,199 @@ test('key-change broadcast: every instance hears a publish, and again after Redi
   assert.equal(await sender.publish(['key_3']), true);
   await eventually(() => heard.length === 3, 'the message after the restart');
   assert.deepEqual(heard[2], ['key_3']);
+});
+
+// ——— Batching: the operations of one turn of the event loop go to Redis as one script call. ———
+
+/** Counts the limiter's script calls on `redis` (EVALSHA, and EVAL when Redis lacked the script). */
+function countCalls(redis: Redis): { calls: number } {
+  const counter = { calls: 0 };
+  const send = redis.sendCommand.bind(redis);
+  redis.sendCommand = ((command: { name: string }, ...rest: unknown[]) => {
+    if (command.name === 'evalsha' || command.name === 'eval') counter.calls++;
+    return (send as (...args: unknown[]) => unknown)(command, ...rest);
+  }) as typeof redis.sendCommand;
+  return counter;
+}
+
+test('batching: 60 admits at once over 3 instances go as one call per instance and stay exact', async (t) => {
+  if (!(await redisOrSkip(t))) return;
+  const { list } = instances(3);
+  await Promise.all(list.map(({ limiter }) => limiter.prepare()));
+  const counters = list.map(({ redis }) => countCalls(redis));
+  const all = (s: LimitSubject) =>
+    Promise.all(Array.from({ length: 60 }, (_, i) => list[i % 3]!.limiter.admit(s, 1)));
+  const rpm = await all(subject({ keyId: 'key_rpm', limits: { rpm: 10 } }));
+  assert.equal(rpm.filter((a) => a.ok).length, 10);
+  assert.deepEqual(
+    counters.map((c) => c.calls),
+    [1, 1, 1],
+  );
+  // Concurrency and a budget at once, from every instance: exact too.
+  const s = subject({ keyId: 'key_mix', limits: { concurrency: 7 }, keyBudget: { day: 1000 } });
+  allowed(await list[0]!.limiter.admit(s, 0)); // seeds the day counter
+  const mixed = await all(s);
+  assert.equal(mixed.filter((a) => a.ok).length, 6);
+  for (const refusal of mixed.filter((a) => !a.ok)) assert.equal(refused(refusal).reason, 'concurrency');
+});
+
+test('batching: one call answers each admit in the order made, allowed and refused alike', async (t) => {
+  if (!(await redisOrSkip(t))) return;
+  const { list } = instances(1, { used: () => 900 });
+  const { limiter, redis } = list[0]!;
+  const budget = subject({ keyId: 'key_budget', keyBudget: { day: 1000 } });
+  allowed(await limiter.admit(budget, 0)); // seeds the counter: 900 of 1000 used
+  const counter = countCalls(redis);
+  const rpm = subject({ keyId: 'key_rpm', limits: { rpm: 3 } });
+  const concurrency = subject({ keyId: 'key_conc', limits: { concurrency: 1 } });
+  const answers = await Promise.all([
+    limiter.admit(rpm, 1),
+    limiter.admit(budget, 60),
+    limiter.admit(rpm, 1),
+    limiter.admit(concurrency, 1),
+    limiter.admit(budget, 60), // 960 + 60 > 1000
+    limiter.admit(rpm, 1),
+    limiter.admit(concurrency, 1),
+    limiter.admit(rpm, 1), // the fourth of rpm 3
+    limiter.admit(budget, 40), // 960 + 40 fits
+  ]);
+  assert.equal(counter.calls, 1);
+  assert.deepEqual(
+    answers.map((a) => (a.ok ? 'ok' : a.reason)),
+    ['ok', 'ok', 'ok', 'ok', 'key_budget_day', 'ok', 'concurrency', 'rpm', 'ok'],
+  );
+  assert.equal(answers[5]!.headers['x-ratelimit-remaining-requests'], '0');
+  assert.match(refused(answers[4]!).message, /960 are used or reserved/);
+  // The tickets of one batch are distinct.
+  const ids = new Set(answers.filter((a) => a.ok).map((a) => (allowed(a) as unknown as { id: string }).id));
+  assert.equal(ids.size, 6);
+});
+
+test('batching: settles of one turn go as one call, each applied once, and a settle after them does nothing', async (t) => {
+  if (!(await redisOrSkip(t))) return;
+  const { list, prefix } = instances(1);
+  const { limiter, redis } = list[0]!;
+  const s = subject({ limits: { concurrency: 20, tpm: 100_000 }, keyBudget: { day: 10_000 } });
+  const tickets = (await Promise.all(Array.from({ length: 20 }, () => limiter.admit(s, 100)))).map(allowed);
+  assert.equal(await redis.zcard(`${prefix}kl:key_a`), 20);
+  const day = `${prefix}kd:${utcPeriods(T0).dayStart}:key_a`;
+  assert.equal(await redis.get(day), '2000');
+  const counter = countCalls(redis);
+  // Every ticket settled for 10, and the first five twice in the same turn.
+  await Promise.all([
+    ...tickets.map((ticket) => limiter.settleAsync(ticket, 10)),
+    ...tickets.slice(0, 5).map((ticket) => limiter.settleAsync(ticket, 10)),
+  ]);
+  assert.equal(counter.calls, 1);
+  assert.equal(await redis.zcard(`${prefix}kl:key_a`), 0);
+  assert.equal(await redis.get(day), '200');
+  // Settled again later (another amount): nothing changes, and Redis is not even asked.
+  await Promise.all(tickets.map((ticket) => limiter.settleAsync(ticket, 5000)));
+  assert.equal(counter.calls, 1);
+  assert.equal(await redis.get(day), '200');
+  // The refunds reached tpm: 100 000 − 20 × 10 − the next admit's 1.
+  const next = allowed(await limiter.admit(s, 1));
+  assert.ok(next);
+  assert.equal(counter.calls, 2);
+});
+
+test('batching: a batch that cannot reach Redis fails each of its admits and settles; the settles can be retried', async (t) => {
+  if (!(await redisOrSkip(t))) return;
+  const prefix = freshPrefix();
+  const redis = createRedisClient(REDIS_URL);
+  clients.push(redis);
+  sharedUsed = true;
+  redis.on('error', () => {});
+  await once(redis, 'ready');
+  const clock = { now: T0 };
+  const limiter = new RedisLimiter({ redis, store: countingStore(), prefix, clock: () => clock.now });
+  const s = subject({ limits: { concurrency: 2 } });
+  const ticket = allowed(await limiter.admit(s, 1));
+  redis.disconnect(true); // reconnects by itself, but not before this turn's batch is sent
+  const outcomes = await Promise.allSettled([
+    limiter.admit(s, 1),
+    limiter.settleAsync(ticket, 1),
+    limiter.admit(s, 1),
+  ]);
+  for (const outcome of outcomes) {
+    assert.equal(outcome.status, 'rejected');
+    assert.ok((outcome as PromiseRejectedResult).reason instanceof RedisLimiterError);
+  }
+  await once(redis, 'ready');
+  // Neither admit was charged, and the settle applies once retried: both slots are free.
+  await limiter.settleAsync(ticket, 1);
+  allowed(await limiter.admit(s, 1));
+  allowed(await limiter.admit(s, 1));
+  refused(await limiter.admit(s, 1));
+});
+
+test('batching: a batch slower than the timeout falls back for each admit (local and deny); the late admits are released', async (t) => {
+  const server = await ownServer(t);
+  if (server === null) return;
+  const local = await resilient(server, { onRedisFailure: 'local', commandTimeoutMs: 100 });
+  const deny = await resilient(server, { onRedisFailure: 'deny', commandTimeoutMs: 100 });
+  const s = subject({ limits: { concurrency: 3 } });
+  server.pause();
+  let answers: Admission[];
+  let denied: PromiseSettledResult<Admission>[];
+  try {
+    // Six admits in one batch each: Redis takes them but does not answer in time.
+    [answers, denied] = await Promise.all([
+      Promise.all(Array.from({ length: 6 }, () => local.limiter.admit(s, 1))),
+      Promise.allSettled(Array.from({ length: 6 }, async () => deny.limiter.admit(s, 1))),
+    ]);
+  } finally {
+    server.resume();
+  }
+  // local: the memory limiter decided each, with concurrency 3 / 2 instances → 2.
+  assert.deepEqual(
+    answers.map((a) => (a.ok ? 'ok' : a.reason)),
+    ['ok', 'ok', 'concurrency', 'concurrency', 'concurrency', 'concurrency'],
+  );
+  for (const outcome of denied) {
+    assert.equal(outcome.status, 'rejected');
+    assert.ok((outcome as PromiseRejectedResult).reason instanceof LimiterUnavailableError);
+  }
+  assert.equal(local.limiter.status(), 'degraded');
+  assert.equal(deny.limiter.status(), 'degraded');
+  for (const a of answers) if (a.ok) local.limiter.settle(a.ticket, 1);
+  await eventually(() => local.limiter.status() === 'ok' && deny.limiter.status() === 'ok', 'recovery');
+  // Redis did run the twelve late admits (three were admitted); each was released on its late
+  // answer, so all three slots are free again.
+  await eventually(async () => (await local.redis.zcard('keygate:kl:key_a')) === 0, 'the late releases');
+  const again = await Promise.all(Array.from({ length: 4 }, () => local.limiter.admit(s, 1)));
+  assert.deepEqual(
+    again.map((a) => (a.ok ? 'ok' : a.reason)),
+    ['ok', 'ok', 'ok', 'concurrency'],
+  );
+});
+
+test('the script is loaded at start: the first admit of a fresh instance is one EVALSHA, not an EVAL', async (t) => {
+  const server = await ownServer(t);
+  if (server === null) return;
+  const redis = createRedisClient(server.url, 'keygate-test');
+  redis.on('error', () => {});
+  clients.push(redis);
+  const limiter = new RedisLimiter({ redis, store: countingStore() });
+  closers.push(() => limiter.close());
+  await once(redis, 'ready');
+  await limiter.prepare();
+  const names: string[] = [];
+  const send = redis.sendCommand.bind(redis);
+  redis.sendCommand = ((command: { name: string }, ...rest: unknown[]) => {
+    names.push(command.name);
+    return (send as (...args: unknown[]) => unknown)(command, ...rest);
+  }) as typeof redis.sendCommand;
+  const s = subject({ limits: { rpm: 10 } });
+  allowed(await limiter.admit(s, 1));
+  assert.deepEqual(names, ['evalsha']);
+  // After a restart (an empty script cache), the reconnection loads it again (SCRIPT LOAD, sent
+  // on 'ready'), so the next admit needs no EVAL either.
+  await server.stop();
+  await server.start();
+  await once(redis, 'ready');
+  assert.ok(names.includes('script'), names.join());
+  names.length = 0;
+  allowed(await limiter.admit(s, 1));
+  assert.deepEqual(names, ['evalsha']);
 });
