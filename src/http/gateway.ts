@@ -178,6 +178,7 @@ interface RelayMode {
  */
 const HOLD_LIMIT = 1 << 20;
 const CLIENT_GONE = new Error('the client closed the connection');
+const USAGE_MEMBER = Buffer.from('"usage"');
 
 /**
  * Relays one provider answer to the client, as an undici dispatch handler: the head (with the
@@ -311,8 +312,9 @@ class Relay implements UpstreamHandler {
         res.writeHead(this.#status, this.#headers);
         res.end(out);
       } else {
-        // The provider puts `usage` last: its last 64 KiB are enough to read it.
-        this.#exchange.tail = body.toString('utf8', Math.max(0, body.length - 65_536));
+        // Only the last `"usage"` member is decoded, not the whole body (embeddings run to 100s of KiB).
+        const at = body.lastIndexOf(USAGE_MEMBER);
+        this.#exchange.tail = at === -1 ? '' : body.toString('utf8', at);
         this.#headers['content-length'] = String(body.length);
         res.writeHead(this.#status, this.#headers);
         res.end(body);

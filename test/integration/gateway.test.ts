@@ -4,8 +4,9 @@
  */
 
 import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { connect } from 'node:net';
+import { type AddressInfo, connect } from 'node:net';
 import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -518,6 +519,67 @@ describe('metering and logs', () => {
       },
       { requests: 4, prompt, completion, total: prompt + completion },
     );
+  });
+
+  test('answers without a length, small and past the 1 MiB hold limit, arrive whole and are metered', async () => {
+    // A provider that sends chunked JSON (no content-length), in pieces, with usage at the end.
+    const content = (size: number) => 'ü'.repeat(size / 2);
+    const server = createServer((req, res) => {
+      const parts: Buffer[] = [];
+      req.on('data', (part: Buffer) => parts.push(part));
+      req.on('end', () => {
+        // The size asked for is the prompt (the gateway passes no client header on).
+        const asked = JSON.parse(Buffer.concat(parts).toString()) as { messages: { content: string }[] };
+        const size = Number(asked.messages[0]?.content);
+        const body = JSON.stringify({
+          id: 'x',
+          object: 'chat.completion',
+          choices: [
+            { index: 0, message: { role: 'assistant', content: content(size) }, finish_reason: 'stop' },
+          ],
+          usage: { prompt_tokens: 3, completion_tokens: size, total_tokens: size + 3 },
+        });
+        res.writeHead(200, { 'content-type': 'application/json' });
+        const bytes = Buffer.from(body);
+        for (let at = 0; at < bytes.length; at += 300_001) res.write(bytes.subarray(at, at + 300_001));
+        res.end();
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as AddressInfo).port;
+    const chunked = await startTestGateway({
+      http: true,
+      configure: (config) => {
+        config.upstream.url = `http://127.0.0.1:${port}`;
+      },
+    });
+    try {
+      const { id, key: k } = await chunked.createKey('chunked');
+      let expected = 0;
+      for (const size of [1000, 1_500_000]) {
+        const res = await chunked.call('/v1/chat/completions', {
+          method: 'POST',
+          headers: bearer(k),
+          body: chatBody({ messages: [{ role: 'user', content: String(size) }] }),
+        });
+        assert.equal(res.status, 200);
+        const parsed = res.json() as {
+          choices: { message: { content: string } }[];
+          usage: { total_tokens: number };
+        };
+        assert.equal(parsed.choices[0]?.message.content, content(size), `the body of ${size} arrived whole`);
+        expected += parsed.usage.total_tokens;
+        // A held answer gets its length; a longer one streams on, chunked.
+        if (size < 2 ** 20) assert.equal(res.headers['content-length'], String(Buffer.byteLength(res.text)));
+        else assert.equal(res.headers['content-length'], undefined);
+      }
+      await sleep(200);
+      const [totals] = await chunked.gateway.store.usageTotals({ keyId: id });
+      assert.equal(totals?.totalTokens, expected);
+    } finally {
+      await chunked.close();
+      server.close();
+    }
   });
 
   test('usage is metered over plain HTTP too, and from the end of bodies of any size', async () => {
