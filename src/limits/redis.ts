@@ -23,6 +23,12 @@
  *   nothing: the batch leaves as soon as the I/O callbacks of its turn have run. The script is
  *   loaded (SCRIPT LOAD) at construction and on every reconnection, so no request pays for
  *   sending and compiling it.
+ * - **Keys with nothing to enforce**: a key with no rpm, tpm or concurrency limit and no budget
+ *   (neither its own nor its workspace's) is admitted at once without Redis (nothing could refuse
+ *   it). Its settle adds the actual tokens to those of its key's and workspace's counters of the
+ *   current day and month that exist (left by a budget set earlier in the period), so they still
+ *   count every request; a settle of 0 tokens sends nothing. That settle is counted once: it is
+ *   not retried if Redis fails.
  * - **Concurrency as expiring leases**: a sorted set per key of ticket ids scored by expiry
  *   (admission time + `leaseMs`). The admit script drops the expired ones before counting, so a
  *   dead instance's requests free their slots after at most `leaseMs` (default: the upstream
@@ -223,6 +229,9 @@ end
  * - `s`, keyId, ticketId, now ('' = TIME), delta (actual − estimate), the tpm limit at admission
  *   ('' = none), the number n of budget counters charged, then those n counters: a settle.
  *   Answers 1, or 0 when the ticket was already settled (or is older than a day).
+ * - `c`, keyId, workspaceId, now ('' = TIME), tokens: the settle of a request admitted without
+ *   Redis (a key with no limit and no budget). Adds the tokens to those of the key's and the
+ *   workspace's counters of the current day and month that exist. Answers 1.
  * - `f`, keyId, now ('' = TIME): a forget. Drops the key's buckets and its counters of the
  *   current day and month unless it has live leases. Answers 1 when dropped, else 0.
  *
@@ -396,6 +405,21 @@ local function forget(keyId, now)
   return 1
 end
 
+-- Adds the tokens of a request admitted without Redis (no limit, no budget) to those of its
+-- counters of the current day and month that exist (they count every request).
+local function addUsage(keyId, wsId, now, used)
+  local dayStart, _, monthStart = periods(now)
+  for _, counter in ipairs({
+    P .. 'kd:' .. fmt(dayStart) .. ':' .. keyId,
+    P .. 'km:' .. fmt(monthStart) .. ':' .. keyId,
+    P .. 'wd:' .. fmt(dayStart) .. ':' .. wsId,
+    P .. 'wm:' .. fmt(monthStart) .. ':' .. wsId,
+  }) do
+    if redis.call('EXISTS', counter) == 1 then redis.call('INCRBY', counter, fmt(used)) end
+  end
+  return 1
+end
+
 local out = {}
 local i = 4
 local count = #ARGV
@@ -411,6 +435,9 @@ while i <= count do
     local n = tonumber(ARGV[i + 6])
     out[#out + 1] = settle(ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5]), i + 7, n)
     i = i + 7 + n
+  elseif op == 'c' then
+    out[#out + 1] = addUsage(ARGV[i + 1], ARGV[i + 2], clock(ARGV[i + 3]), tonumber(ARGV[i + 4]))
+    i = i + 5
   elseif op == 'f' then
     out[#out + 1] = forget(ARGV[i + 1], clock(ARGV[i + 2]))
     i = i + 3
@@ -448,6 +475,10 @@ class RedisTicket implements Ticket {
   readonly counters: readonly string[];
   /** Set once a settle has been applied (or found already applied) by Redis. */
   settled = false;
+  /** Admitted without Redis (no limit, no budget): no lease, no marker, nothing reserved. */
+  free = false;
+  /** For a free ticket, the admission time given by the caller or clock (undefined: Redis's). */
+  at: number | undefined;
 
   constructor(
     owner: RedisLimiter,
@@ -574,9 +605,37 @@ export class RedisLimiter implements Limiter {
     return ticket instanceof RedisTicket && ticket.owner === this;
   }
 
-  /** Always a Promise: every admit asks Redis. */
-  admit(subject: LimitSubject, estimatedTokens: number, now?: number): Promise<Admission> {
+  /**
+   * A Promise when Redis is asked; a plain admission, without asking Redis, for a key with no
+   * limit and no budget (key or workspace), which nothing can refuse: its settle only adds its
+   * tokens to the counters that exist (see `c` in `BATCH`).
+   */
+  admit(subject: LimitSubject, estimatedTokens: number, now?: number): Admission | Promise<Admission> {
     if (this.#closed) throw new Error('the limiter is closed');
+    const { limits, keyBudget, workspaceBudget } = subject;
+    if (
+      limits.rpm === null &&
+      limits.tpm === null &&
+      limits.concurrency === null &&
+      keyBudget.day === null &&
+      keyBudget.month === null &&
+      workspaceBudget.day === null &&
+      workspaceBudget.month === null
+    ) {
+      const time = now ?? this.#clock?.();
+      const ticket = new RedisTicket(
+        this,
+        subject,
+        '',
+        tokens(estimatedTokens),
+        time ?? Date.now(),
+        null,
+        [],
+      );
+      ticket.free = true;
+      if (time !== undefined) ticket.at = time;
+      return { ok: true, ticket, headers: {} };
+    }
     return this.#admit(subject, tokens(estimatedTokens), now ?? this.#clock?.());
   }
 
@@ -594,6 +653,14 @@ export class RedisLimiter implements Limiter {
       throw new TypeError('settle() was given a ticket this limiter did not issue');
     }
     if (ticket.settled) return Promise.resolve();
+    if (ticket.free) {
+      // Counted once at most: marked before Redis answers, so a failure is not replayed.
+      ticket.settled = true;
+      const used = tokens(actualTokens);
+      if (used === 0) return Promise.resolve();
+      this.#args.push('c', ticket.keyId, ticket.workspaceId, arg(ticket.at), used);
+      return this.#enqueue().then(() => {});
+    }
     const delta = tokens(actualTokens) - ticket.estimatedTokens;
     const time = now ?? this.#clock?.();
     const args = this.#args;

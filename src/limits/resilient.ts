@@ -154,7 +154,9 @@ export class ResilientLimiter implements Limiter {
       this.#degrade(new RedisLimiterError(`Redis is not connected (${this.#client.status})`));
     }
     if (this.#state === 'degraded') return this.#fallback(subject, estimatedTokens, now);
-    return this.#redis.admit(subject, estimatedTokens, now).catch((error: unknown) => {
+    const admission = this.#redis.admit(subject, estimatedTokens, now);
+    if (!(admission instanceof Promise)) return admission; // a key Redis need not be asked about
+    return admission.catch((error: unknown) => {
       if (!(error instanceof RedisLimiterError)) throw error; // the store failed, not Redis
       this.#degrade(error);
       return this.#fallback(subject, estimatedTokens, now);

@@ -728,3 +728,37 @@ test('the script is loaded at start: the first admit of a fresh instance is one 
   allowed(await limiter.admit(s, 1));
   assert.deepEqual(names, ['evalsha']);
 });
+
+test('a key with no limit and no budget is admitted without Redis; its settle still feeds the counters that exist', async (t) => {
+  if (!(await redisOrSkip(t))) return;
+  const { list, prefix } = instances(1, { used: () => 100 });
+  const { limiter, redis } = list[0]!;
+  // The key had a day budget earlier today: its counter exists (100 used).
+  const budgeted = subject({ keyBudget: { day: 1000 } });
+  limiter.settle(allowed(await limiter.admit(budgeted, 0)), 0);
+  const day = `${prefix}kd:${utcPeriods(T0).dayStart}:key_a`;
+  await eventually(async () => (await redis.get(day)) === '100', 'the seeded counter');
+  const counter = countCalls(redis);
+  const free = subject();
+  const admissions = Array.from({ length: 5 }, () => limiter.admit(free, 40));
+  for (const admission of admissions) {
+    assert.ok(!(admission instanceof Promise), 'answered without Redis');
+    assert.deepEqual(admission.headers, {});
+    assert.equal(allowed(admission).estimatedTokens, 40);
+  }
+  assert.equal(counter.calls, 0);
+  // Settled in one turn: one call, each settle counted once, 0 tokens not sent at all.
+  const tickets = admissions.map((a) => allowed(a as Admission));
+  await Promise.all([
+    ...tickets.slice(0, 4).map((ticket) => limiter.settleAsync(ticket, 30)),
+    limiter.settleAsync(tickets[0]!, 30),
+    limiter.settleAsync(tickets[4]!, 0),
+  ]);
+  assert.equal(counter.calls, 1);
+  assert.equal(await redis.get(day), '220');
+  // Nothing else was created for it: no buckets, leases, tickets or workspace counters.
+  assert.deepEqual(await redis.keys(`${prefix}*`), [day]);
+  // When the budget is set again, the counter has every request of the day.
+  const refusal = refused(await limiter.admit(subject({ keyBudget: { day: 240 } }), 30));
+  assert.match(refusal.message, /220 are used or reserved/);
+});
