@@ -418,7 +418,7 @@ describe('upstream failures', () => {
     }
   });
 
-  test('a client that hangs up mid-stream does not disturb the gateway', async () => {
+  test('a client that hangs up mid-stream does not disturb the gateway, and the provider request stops', async () => {
     const res = await request(`${t.url}/v1/chat/completions`, {
       method: 'POST',
       headers: bearer(key),
@@ -429,10 +429,19 @@ describe('upstream failures', () => {
       }),
       dispatcher: t.dispatcher,
     });
+    const requestId = res.headers['x-request-id'];
     for await (const _chunk of res.body) break; // first chunk, then hang up
     await sleep(100);
     const after = await t.call('/v1/models', { headers: bearer(key) });
     assert.equal(after.status, 200);
+    // Left alone, the stub would finish the stream (10 chunks, 200 ms apart) with its usage chunk.
+    await sleep(2300);
+    assert.ok(typeof requestId === 'string');
+    assert.equal(
+      t.stub.served.some((s) => s.requestId === requestId),
+      false,
+      'the provider request went on after the client left',
+    );
   });
 });
 
