@@ -2,6 +2,7 @@
  * Assembles a running gateway: data directory, secrets, store, TLS, the /v1 gateway, health
  * endpoints, and the graceful stop.
  */
+import cluster from 'node:cluster';
 import {
   createServer as createHttpServer,
   type IncomingMessage,
@@ -173,6 +174,8 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
   // Shared state for several instances: limits, budgets and leases in Redis, key changes broadcast.
   let redis: Redis | undefined;
   let limiter: Limiter & { status?(): 'ok' | 'degraded' };
+  /** Where the limits live when not in Redis: this process, or the primary of `--workers`. */
+  let limitsHeldBy: 'memory' | 'primary' = 'memory';
   let keyEvents: KeyEvents | undefined;
   if (config.redis.url) {
     // Redis's client is loaded only by the deployments that use it.
@@ -216,6 +219,15 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
       },
       onError: (error) =>
         logger.warn({ err: error }, 'key-change broadcast failed (the change-feed poll covers it)'),
+    });
+  } else if (cluster.isWorker) {
+    limitsHeldBy = 'primary';
+    // `--workers N` without Redis: the primary keeps the one limiter, the workers ask it (exact).
+    const { IpcLimiter } = await import('../limits/ipc.ts');
+    limiter = new IpcLimiter({
+      send: (message, callback) => process.send?.(message, undefined, undefined, callback) ?? false,
+      on: (event, listener) => process.on(event, listener),
+      off: (event, listener) => process.off(event, listener),
     });
   } else {
     limiter = createMemoryLimiter({ store });
@@ -354,11 +366,12 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
           ? upstream.reachable().then((ok) => (ok ? 'reachable' : 'unreachable'))
           : Promise.resolve('not_configured'),
       ]).then(([storeCheck, upstreamCheck]) => {
-        // Limits: `memory` (one instance), `redis`, or a fallback while Redis is unreachable. The
-        // local fallback still enforces limits, so the instance stays ready; `deny` does not.
+        // Limits: `memory` (one instance), `primary` (the primary of `--workers` without Redis),
+        // `redis`, or a fallback while Redis is unreachable. The local fallback still enforces
+        // limits, so the instance stays ready; `deny` does not.
         const limitsCheck =
           limiter.status === undefined
-            ? 'memory'
+            ? limitsHeldBy
             : limiter.status() === 'ok'
               ? 'redis'
               : `fallback_${config.limits.onRedisFailure}`;

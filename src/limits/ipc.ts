@@ -1,0 +1,268 @@
+/**
+ * Exact limits for `keygate start --workers N` without Redis: the cluster's primary process keeps
+ * the one in-memory limiter (exact: its admits run one at a time on its event loop) and the
+ * workers ask it over the cluster's IPC channel.
+ *
+ * - A worker's admits, settles and forgets of one event-loop turn travel as one message (flushed
+ *   with setImmediate, so a lone request waits for nothing but the round trip).
+ * - The primary keeps the tickets and hands the worker a number for each; when a worker dies, the
+ *   primary settles its open tickets at their reservation (the requests' outcome is unknown, and a
+ *   client must not lower its bill by a crash), which frees their concurrency slots.
+ * - Budget counters are seeded by the primary from its own store connection, as in one process.
+ *
+ * The channel is the worker's `process` on one side and the cluster `Worker` on the other; any
+ * pair of objects with `send` and 'message' events will do (the tests use an in-process pair).
+ */
+import type { Admission, Limiter, LimitReason, LimitSubject, Ticket } from './types.ts';
+import { LimiterUnavailableError } from './types.ts';
+
+/** One end of the channel between a worker and the primary. */
+export interface LimitsChannel {
+  send(message: unknown, callback?: (error: Error | null) => void): boolean;
+  on(event: 'message', listener: (message: unknown) => void): unknown;
+  off(event: 'message', listener: (message: unknown) => void): unknown;
+}
+
+type Op =
+  | { op: 'admit'; id: number; subject: LimitSubject; estimate: number; now?: number | undefined }
+  | { op: 'settle'; ticket: number; tokens: number; now?: number | undefined }
+  | { op: 'forget'; keyId: string };
+
+type WireAdmission =
+  | { ok: true; ticket: number; estimatedTokens: number; admittedAt: number; headers: Record<string, string> }
+  | {
+      ok: false;
+      reason: LimitReason;
+      message: string;
+      retryAfterSeconds: number;
+      headers: Record<string, string>;
+    };
+
+type Answer =
+  | { id: number; admission: WireAdmission }
+  | { id: number; error: 'unavailable'; retryAfterSeconds: number }
+  | { id: number; error: 'failed'; message: string };
+
+/** Worker → primary. */
+interface LimitsRequest {
+  keygate: 'limits';
+  ops: Op[];
+}
+/** Primary → worker. */
+interface LimitsReply {
+  keygate: 'limits';
+  answers: Answer[];
+}
+
+function isLimitsMessage(message: unknown): message is Record<string, unknown> {
+  return (
+    typeof message === 'object' && message !== null && (message as { keygate?: unknown }).keygate === 'limits'
+  );
+}
+
+class IpcTicket implements Ticket {
+  readonly remote: number;
+  readonly keyId: string;
+  readonly workspaceId: string;
+  readonly estimatedTokens: number;
+  readonly admittedAt: number;
+  settled = false;
+
+  constructor(remote: number, subject: LimitSubject, estimatedTokens: number, admittedAt: number) {
+    this.remote = remote;
+    this.keyId = subject.keyId;
+    this.workspaceId = subject.workspaceId;
+    this.estimatedTokens = estimatedTokens;
+    this.admittedAt = admittedAt;
+  }
+}
+
+interface Waiting {
+  subject: LimitSubject;
+  resolve: (admission: Admission) => void;
+  reject: (error: Error) => void;
+}
+
+/** The worker's side: a Limiter whose state lives in the primary. */
+export class IpcLimiter implements Limiter {
+  readonly #channel: LimitsChannel;
+  readonly #waiting = new Map<number, Waiting>();
+  #next = 1;
+  #outbox: Op[] = [];
+  #flushing: NodeJS.Immediate | undefined;
+  #closed = false;
+
+  constructor(channel: LimitsChannel) {
+    this.#channel = channel;
+    channel.on('message', this.#onMessage);
+  }
+
+  admit(subject: LimitSubject, estimatedTokens: number, now?: number): Promise<Admission> {
+    if (this.#closed) throw new Error('the limiter is closed');
+    const id = this.#next++;
+    this.#queue({ op: 'admit', id, subject, estimate: estimatedTokens, now });
+    return new Promise<Admission>((resolve, reject) => this.#waiting.set(id, { subject, resolve, reject }));
+  }
+
+  settle(ticket: Ticket, actualTokens: number, now?: number): void {
+    if (!(ticket instanceof IpcTicket) || ticket.settled) return;
+    ticket.settled = true;
+    this.#queue({ op: 'settle', ticket: ticket.remote, tokens: actualTokens, now });
+  }
+
+  forget(keyId: string): void {
+    this.#queue({ op: 'forget', keyId });
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#flush();
+    this.#closed = true;
+    this.#channel.off('message', this.#onMessage);
+    const error = new LimiterUnavailableError(1);
+    for (const waiting of this.#waiting.values()) waiting.reject(error);
+    this.#waiting.clear();
+  }
+
+  #queue(op: Op): void {
+    if (this.#closed) return;
+    this.#outbox.push(op);
+    this.#flushing ??= setImmediate(() => this.#flush());
+  }
+
+  #flush(): void {
+    if (this.#flushing) clearImmediate(this.#flushing);
+    this.#flushing = undefined;
+    const ops = this.#outbox;
+    if (ops.length === 0) return;
+    this.#outbox = [];
+    const request: LimitsRequest = { keygate: 'limits', ops };
+    try {
+      this.#channel.send(request, (error) => {
+        if (error) this.#unanswered(ops);
+      });
+    } catch {
+      this.#unanswered(ops);
+    }
+  }
+
+  /** The primary cannot be reached: the admits of these ops are refused as unavailable (503). */
+  #unanswered(ops: Op[]): void {
+    for (const op of ops) {
+      if (op.op !== 'admit') continue;
+      const waiting = this.#waiting.get(op.id);
+      this.#waiting.delete(op.id);
+      waiting?.reject(new LimiterUnavailableError(1));
+    }
+  }
+
+  readonly #onMessage = (message: unknown): void => {
+    if (!isLimitsMessage(message) || !Array.isArray(message.answers)) return;
+    for (const answer of (message as unknown as LimitsReply).answers) {
+      const waiting = this.#waiting.get(answer.id);
+      if (!waiting) continue;
+      this.#waiting.delete(answer.id);
+      if ('error' in answer) {
+        waiting.reject(
+          answer.error === 'unavailable'
+            ? new LimiterUnavailableError(answer.retryAfterSeconds)
+            : new Error(`the primary's limiter failed: ${answer.message}`),
+        );
+        continue;
+      }
+      const a = answer.admission;
+      if (a.ok) {
+        const ticket = new IpcTicket(a.ticket, waiting.subject, a.estimatedTokens, a.admittedAt);
+        waiting.resolve({ ok: true, ticket, headers: a.headers });
+      } else {
+        waiting.resolve(a);
+      }
+    }
+  };
+}
+
+/**
+ * The primary's side: answers the workers from `limiter`. `attach` a worker when it is forked and
+ * call the function it returns when the worker exits.
+ */
+export class LimitsServer {
+  readonly #limiter: Limiter;
+  #next = 1;
+
+  constructor(limiter: Limiter) {
+    this.#limiter = limiter;
+  }
+
+  /** Serves one worker; the returned function detaches it and settles its open tickets. */
+  attach(channel: LimitsChannel): () => void {
+    const tickets = new Map<number, Ticket>();
+    let attached = true;
+    const send = (answers: Answer[]) => {
+      if (answers.length === 0 || !attached) return;
+      const reply: LimitsReply = { keygate: 'limits', answers };
+      try {
+        channel.send(reply);
+      } catch {
+        // The worker is gone: its exit detaches it.
+      }
+    };
+    const answerOf = (id: number, admission: Admission): Answer => {
+      if (!admission.ok) return { id, admission };
+      if (!attached) {
+        // Admitted for a worker that died meanwhile: nothing was sent to the provider.
+        this.#limiter.settle(admission.ticket, 0);
+        return { id, error: 'unavailable', retryAfterSeconds: 1 };
+      }
+      const number = this.#next++;
+      tickets.set(number, admission.ticket);
+      const { estimatedTokens, admittedAt } = admission.ticket;
+      return {
+        id,
+        admission: { ok: true, ticket: number, estimatedTokens, admittedAt, headers: admission.headers },
+      };
+    };
+    const failureOf = (id: number, error: unknown): Answer =>
+      error instanceof LimiterUnavailableError
+        ? { id, error: 'unavailable', retryAfterSeconds: error.retryAfterSeconds }
+        : { id, error: 'failed', message: (error as Error).message ?? String(error) };
+
+    const listener = (message: unknown) => {
+      if (!isLimitsMessage(message) || !Array.isArray(message.ops)) return;
+      const answers: Answer[] = [];
+      for (const op of (message as unknown as LimitsRequest).ops) {
+        if (op.op === 'admit') {
+          const { id } = op;
+          try {
+            const pending = this.#limiter.admit(op.subject, op.estimate, op.now);
+            if (pending instanceof Promise) {
+              pending.then(
+                (admission) => send([answerOf(id, admission)]),
+                (error: unknown) => send([failureOf(id, error)]),
+              );
+            } else {
+              answers.push(answerOf(id, pending));
+            }
+          } catch (error) {
+            answers.push(failureOf(id, error));
+          }
+        } else if (op.op === 'settle') {
+          const ticket = tickets.get(op.ticket);
+          if (!ticket) continue;
+          tickets.delete(op.ticket);
+          this.#limiter.settle(ticket, op.tokens, op.now);
+        } else if (op.op === 'forget') {
+          this.#limiter.forget(op.keyId);
+        }
+      }
+      send(answers);
+    };
+    channel.on('message', listener);
+    return () => {
+      if (!attached) return;
+      attached = false;
+      channel.off('message', listener);
+      for (const ticket of tickets.values()) this.#limiter.settle(ticket, ticket.estimatedTokens);
+      tickets.clear();
+    };
+  }
+}
