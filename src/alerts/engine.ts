@@ -28,6 +28,8 @@ export interface AlertEngineOptions {
   clock?: () => number;
   /** How often the rules are evaluated; 0 leaves it to the caller (`tick()`), as tests do. @default 60 s */
   evaluateIntervalMs?: number;
+  /** How many (key, network) pairs are remembered as recorded. @default 100 000 */
+  maxKnownNetworks?: number;
 }
 
 interface KeyActivity {
@@ -50,8 +52,15 @@ export class AlertEngine {
   readonly #logger: Logger;
   readonly #clock: () => number;
   readonly #activity = new Map<string, KeyActivity>();
-  /** (key, network) pairs known to be recorded already, so the store is asked once per pair. */
-  readonly #networks = new LRUCache<string, true>({ max: 100_000 });
+  /**
+   * (key, network) pairs known to be recorded already, so the store is asked once per pair. Past
+   * `maxKnownNetworks` the oldest pair is forgotten (the store is asked again if it comes back).
+   * A Set rather than an LRUCache: lru-cache allocates its arrays for `max` entries up front
+   * (~2.7 MB for 100 000), a Set only for the pairs seen; and `has` did not refresh an entry of
+   * the LRUCache either, so it evicted in insertion order as this does.
+   */
+  readonly #networks = new Set<string>();
+  readonly #maxNetworks: number;
   /** Failed authentications per address in the current minute. */
   #failures = new Map<string, number>();
   #failureMinute = 0;
@@ -67,6 +76,7 @@ export class AlertEngine {
     this.#store = options.store;
     this.#logger = options.logger;
     this.#clock = options.clock ?? Date.now;
+    this.#maxNetworks = Math.max(1, options.maxKnownNetworks ?? 100_000);
     const interval = options.evaluateIntervalMs ?? MINUTE;
     if (interval > 0) {
       this.#timer = setInterval(() => void this.tick(), interval);
@@ -127,7 +137,13 @@ export class AlertEngine {
     const network = networkOf(request.ip);
     const pair = `${request.key.id} ${network}`;
     if (!this.#networks.has(pair)) {
-      this.#networks.set(pair, true);
+      this.#networks.add(pair);
+      if (this.#networks.size > this.#maxNetworks) {
+        for (const oldest of this.#networks) {
+          this.#networks.delete(oldest);
+          break;
+        }
+      }
       this.#track(this.#checkNetwork(request.key, network, request.ip, now));
     }
   }
@@ -429,6 +445,11 @@ export class AlertEngine {
   }
 
   /** Waits for rule checks in flight (tests, shutdown). */
+  /** How many (key, network) pairs are remembered (at most `maxKnownNetworks`). */
+  get knownNetworks(): number {
+    return this.#networks.size;
+  }
+
   async settle(): Promise<void> {
     while (this.#pending.size > 0) await Promise.all([...this.#pending]);
   }
