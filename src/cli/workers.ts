@@ -1,8 +1,9 @@
 /**
  * `keygate start --workers N`: N gateway processes on one port (node:cluster; the primary accepts
- * the connections and hands them to the workers in turn). Every worker is a whole gateway; the
- * limits, budgets and concurrency leases they share live in Redis (required: config.ts refuses
- * workers without REDIS_URL), the keys, usage and audit in the one store.
+ * the connections and hands them to the workers in turn). Every worker is a whole gateway. The
+ * limits, budgets and concurrency they share live in Redis when REDIS_URL is set, else in the
+ * primary, which answers the workers over IPC (src/limits/ipc.ts); the keys, usage and audit live
+ * in the one store.
  *
  * The primary prepares what must happen once (the secret, the certificate, the schema), forks the
  * workers, prints the banner when they all listen, replaces a worker that dies (giving up after
@@ -13,6 +14,8 @@ import type { Config } from '../config/config.ts';
 import { ensureDataDir, secretsFor } from '../config/secrets.ts';
 import { setupToken } from '../console/credentials.ts';
 import { ensureSelfSigned } from '../http/tls.ts';
+import { createMemoryLimiter } from '../limits/index.ts';
+import { LimitsServer } from '../limits/ipc.ts';
 import { openStore } from '../store/index.ts';
 
 const CRASH_WINDOW_MS = 60_000;
@@ -32,11 +35,20 @@ export async function runWorkers(config: Config, version: string): Promise<void>
     databaseUrl: config.database.url,
     poolSize: 1,
   });
-  const token = await setupToken(store, secrets.consoleKey).finally(() => store.close());
+  // Without Redis the primary keeps the limits, and reads budget usage from this store.
+  const token = await setupToken(store, secrets.consoleKey).finally(() =>
+    config.redis.url ? store.close() : undefined,
+  );
+  const limits = config.redis.url ? undefined : new LimitsServer(createMemoryLimiter({ store }));
+  const detachLimits = new Map<number, () => void>();
 
   let stopping = false;
   const crashes: number[] = [];
-  const fork = (): Worker => cluster.fork();
+  const fork = (): Worker => {
+    const worker = cluster.fork();
+    if (limits) detachLimits.set(worker.id, limits.attach(worker));
+    return worker;
+  };
   let listening = 0;
   const ready = new Promise<{ address: string; port: number }>((resolve) => {
     cluster.on('listening', (_worker, address) => {
@@ -47,6 +59,9 @@ export async function runWorkers(config: Config, version: string): Promise<void>
   });
 
   cluster.on('exit', (worker, code, signal) => {
+    // Its open tickets are settled at their reservation, freeing their concurrency slots.
+    detachLimits.get(worker.id)?.();
+    detachLimits.delete(worker.id);
     if (stopping) {
       if (Object.keys(cluster.workers ?? {}).length === 0) {
         err('Keygate stopped.');
@@ -74,7 +89,7 @@ export async function runWorkers(config: Config, version: string): Promise<void>
   const url = `${config.server.http ? 'http' : 'https'}://${host}:${port}`;
   err(`Keygate ${version} is listening on ${url} with ${count} worker processes`);
   err(
-    `  limits, budgets and concurrency shared through Redis; store: ${config.database.url ? 'PostgreSQL' : `SQLite in ${config.dataDir}`}`,
+    `  limits, budgets and concurrency ${config.redis.url ? 'shared through Redis' : 'kept by the primary process'}; store: ${config.database.url ? 'PostgreSQL' : `SQLite in ${config.dataDir}`}`,
   );
   err(`  console: ${url}/console`);
   if (token !== undefined) {

@@ -340,11 +340,8 @@ export function loadConfig(
   if (config.server.workers > 1 && limitsGiven?.expectedInstances === undefined) {
     config.limits.expectedInstances = config.server.workers;
   }
-  if (config.server.workers > 1 && !config.redis.url) {
-    throw new ConfigError(
-      `--workers ${config.server.workers} runs several processes, whose limits, budgets and concurrency must be shared: set REDIS_URL (a local redis-server is enough), or run one worker`,
-    );
-  }
+  // Without Redis, the workers of --workers share their limits through the primary process
+  // (src/limits/ipc.ts); with it, through Redis like separate instances.
   if (config.server.http && config.server.tlsCert) {
     throw new ConfigError('--http serves plain HTTP; it cannot be combined with --tls-cert/--tls-key');
   }

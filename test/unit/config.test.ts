@@ -89,8 +89,8 @@ test('durations', () => {
     assert.equal(parseDuration(bad), undefined, bad);
 });
 
-test('--workers needs Redis, and divides the local fallback among the workers unless told otherwise', () => {
-  assert.throws(() => loadConfig({ workers: '2' }, {}), /--workers 2 .*REDIS_URL/);
+test('--workers runs without Redis too, and divides the local fallback among the workers unless told otherwise', () => {
+  assert.equal(loadConfig({ workers: '2' }, {}).server.workers, 2);
   const env = { REDIS_URL: 'redis://127.0.0.1:6379' };
   assert.equal(loadConfig({ workers: '3' }, env).limits.expectedInstances, 3);
   assert.equal(loadConfig({}, env).limits.expectedInstances, 1);
