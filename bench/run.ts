@@ -831,10 +831,14 @@ function goalChecks(
     const kg = sat(scenario, 'keygate');
     const pg = sat(scenario, 'keygate-pg');
     const pk = sat(scenario, 'portkey');
-    if (kg && direct && direct.rps > 0) {
-      const ratio = kg.rps / direct.rps;
+    for (const [name, row] of [
+      ['keygate', kg],
+      ['keygate-workers', sat(scenario, 'keygate-workers')],
+    ] as const) {
+      if (!row || !direct || direct.rps <= 0) continue;
+      const ratio = row.rps / direct.rps;
       checks.push({
-        goal: `throughput keygate / direct ≥ ${GOALS.throughputVsDirect * 100} %`,
+        goal: `throughput ${name} / direct ≥ ${GOALS.throughputVsDirect * 100} %`,
         scope: scenario,
         value: pctText(ratio),
         met: ratio >= GOALS.throughputVsDirect,
@@ -1070,15 +1074,6 @@ async function main(): Promise<number> {
       // JSON is YAML. The access log (info level, stdout) is on; stdout goes to /dev/null.
       const config: Record<string, unknown> = { log: { level: 'info' } };
       const env: Record<string, string> = {};
-      if (workers > 1) {
-        // SQLite as for keygate; the workers share their limits through Redis (required).
-        const prefix = benchPrefix();
-        undo.push({ what: `delete the Redis keys ${prefix}*`, run: () => deleteRedisPrefix(prefix) });
-        config.redis = { prefix };
-        config.limits = { onRedisFailure: 'deny' };
-        env.REDIS_URL = REDIS_URL;
-        log(`  ${name}: ${workers} workers, Redis prefix ${prefix}`);
-      }
       if (shared) {
         const database = await createBenchDatabase();
         undo.push({ what: `drop database ${database.name}`, run: () => dropBenchDatabase(database.name) });
@@ -1133,12 +1128,6 @@ async function main(): Promise<number> {
         baselineCommit = baseline.commit;
         await startKeygate(name, true, false, 1, baseline.bin);
       } else if (name === 'keygate-workers') {
-        const reason = await redisUnavailable();
-        if (reason) {
-          skipped[name] = reason;
-          log(`  ${name}: SKIPPED (${reason})`);
-          continue;
-        }
         await startKeygate(name, true, false, 2);
       } else if (name === 'keygate-pg') {
         const reason = (await postgresUnavailable()) ?? (await redisUnavailable());
@@ -1363,7 +1352,7 @@ async function main(): Promise<number> {
         (baselineCommit
           ? `\`keygate-baseline\` = the same as \`keygate\`, built from commit ${baselineCommit.slice(0, 12)} (\`--baseline ${options.baseline}\`) in a temporary worktree; `
           : '') +
-        '`keygate-workers` = the same gateway with `--workers 2` (SQLite, limits shared through Redis; CPU and RSS summed over its processes); `keygate-pg` = the gateway on a fresh PostgreSQL database and Redis (own key prefix, `limits.onRedisFailure: deny`); ' +
+        '`keygate-workers` = the same gateway with `--workers 2` (SQLite; the limits kept by the primary process, which the workers ask over IPC; CPU and RSS summed over its processes); `keygate-pg` = the gateway on a fresh PostgreSQL database and Redis (own key prefix, `limits.onRedisFailure: deny`); ' +
         '`portkey` = @portkey-ai/gateway (its Node build, `--headless`, provider `mistral-ai` with the stub as custom host, ' +
         'bench/portkey-stream-fix.ts preloaded so that its streams work at all). ' +
         'Every Keygate target has every protection on: a key with rpm, tpm and concurrency limits (high enough not to refuse), ' +
