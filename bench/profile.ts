@@ -11,7 +11,8 @@
  *
  * The .cpuprofile file (open it in Chrome DevTools' Performance panel or speedscope.app for a
  * flame graph) is kept in a temporary directory whose path is printed; the summary is written to
- * bench/results/<date>-profile-<scenario>[-pg].md.
+ * bench/results/<date>-profile-<scenario>[-pg][-workersN].md. With --workers N, the profiles of the
+ * primary and of every worker are summed.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -38,6 +39,7 @@ const { values } = parseArgs({
     duration: { type: 'string', default: '10' },
     connections: { type: 'string', default: '50' },
     top: { type: 'string', default: '30' },
+    workers: { type: 'string', default: '1' },
   },
 });
 const scenario = SCENARIOS.find((s) => s.name === values.scenario);
@@ -46,8 +48,9 @@ if (values.store !== 'sqlite' && values.store !== 'pg') fail('--store must be sq
 const duration = Number(values.duration);
 const connections = Number(values.connections);
 const top = Number(values.top);
-if (!(duration > 0 && connections > 0 && top > 0))
-  fail('--duration, --connections and --top must be positive');
+const workers = Number(values.workers);
+if (!(duration > 0 && connections > 0 && top > 0 && Number.isInteger(workers) && workers > 0))
+  fail('--duration, --connections, --top and --workers must be positive');
 
 function fail(message: string): never {
   process.stderr.write(`bench:profile: ${message}\n`);
@@ -153,6 +156,21 @@ function summarise(profile: CpuProfile): Summary {
   return { totalMs, busyMs: totalMs - idleMs, byArea, bySelf, byInclusive };
 }
 
+function merge(a: Summary, b: Summary): Summary {
+  const sum = (x: Map<string, number>, y: Map<string, number>) => {
+    const out = new Map(x);
+    for (const [name, ms] of y) out.set(name, (out.get(name) ?? 0) + ms);
+    return out;
+  };
+  return {
+    totalMs: a.totalMs + b.totalMs,
+    busyMs: a.busyMs + b.busyMs,
+    byArea: sum(a.byArea, b.byArea),
+    bySelf: sum(a.bySelf, b.bySelf),
+    byInclusive: sum(a.byInclusive, b.byInclusive),
+  };
+}
+
 // ---------------------------------------------------------------------------------------------
 // The run
 
@@ -198,8 +216,10 @@ async function main(): Promise<void> {
     upstreamUrl: stub.url,
     upstreamKey: 'upstream-secret-key',
     env,
+    workers,
   });
-  log(`profiling ${scenario!.name} on ${values.store} for ${duration} s, ${connections} connections`);
+  const w = workers > 1 ? ` --workers ${workers}` : '';
+  log(`profiling ${scenario!.name} on ${values.store}${w} for ${duration} s, ${connections} connections`);
   const cpuBefore = cpuSecondsOf(gateway.pid) ?? 0;
   let rssMax = 0;
   const sampler = setInterval(() => {
@@ -217,10 +237,12 @@ async function main(): Promise<void> {
   const cpuSeconds = (cpuSecondsOf(gateway.pid) ?? 0) - cpuBefore;
   await stopChild(gateway);
   await stopChild(stub);
-  const file = readdirSync(profileDir).find((name) => name.endsWith('.cpuprofile'));
-  if (!file) fail(`the gateway wrote no profile into ${profileDir}`);
-  const path = join(profileDir, file);
-  const summary = summarise(JSON.parse(readFileSync(path, 'utf8')) as CpuProfile);
+  // One profile per process (with --workers: the primary's and each worker's), summed.
+  const files = readdirSync(profileDir).filter((name) => name.endsWith('.cpuprofile'));
+  if (files.length === 0) fail(`the gateway wrote no profile into ${profileDir}`);
+  const summary = files
+    .map((file) => summarise(JSON.parse(readFileSync(join(profileDir, file), 'utf8')) as CpuProfile))
+    .reduce(merge);
   const requests = result.requests.total;
   const bad = result.errors + result.timeouts + result.non2xx;
   const usPerRequest = (ms: number) => ((ms * 1000) / requests).toFixed(1);
@@ -233,13 +255,13 @@ async function main(): Promise<void> {
     return lines.join('\n');
   };
   const md = [
-    `# CPU profile of the gateway: ${scenario!.name}, ${pg ? 'PostgreSQL + Redis' : 'SQLite'}, ${date}`,
+    `# CPU profile of the gateway: ${scenario!.name}, ${pg ? 'PostgreSQL + Redis' : 'SQLite'}${w}, ${date}`,
     '',
-    `- Command: \`npm run bench:profile -- --scenario ${scenario!.name} --store ${values.store} --duration ${duration} --connections ${connections}\``,
+    `- Command: \`npm run bench:profile -- --scenario ${scenario!.name} --store ${values.store} --duration ${duration} --connections ${connections}${w}\``,
     `- Machine: ${cpus().length} × ${cpus()[0]?.model ?? 'unknown'}, Node ${process.version}; load generator (this process), stub and gateway share it.`,
     `- Load: ${requests} requests in ${duration} s (${Math.round(requests / duration)} req/s), ${bad} errors or non-2xx.`,
     `- Gateway CPU (from /proc): ${cpuSeconds.toFixed(2)} s = ${((cpuSeconds * 1e6) / requests).toFixed(1)} µs per request (all threads, GC and libuv included); highest RSS ${Math.round(rssMax / 2 ** 20)} MB.`,
-    `- Profile (main thread, sampled every 200 µs): ${(summary.busyMs / 1000).toFixed(2)} s busy of ${(summary.totalMs / 1000).toFixed(2)} s = ${usPerRequest(summary.busyMs)} µs per request; the rest is idle.`,
+    `- Profile (main threads, sampled every 200 µs): ${(summary.busyMs / 1000).toFixed(2)} s busy of ${(summary.totalMs / 1000).toFixed(2)} s = ${usPerRequest(summary.busyMs)} µs per request; the rest is idle.`,
     '',
     '## By area (self time)',
     '',
@@ -255,10 +277,11 @@ async function main(): Promise<void> {
     '',
   ].join('\n');
   mkdirSync(join(ROOT, 'bench', 'results'), { recursive: true });
-  const out = join(ROOT, 'bench', 'results', `${date}-profile-${scenario!.name}${pg ? '-pg' : ''}.md`);
+  const name = `${date}-profile-${scenario!.name}${pg ? '-pg' : ''}${workers > 1 ? `-workers${workers}` : ''}.md`;
+  const out = join(ROOT, 'bench', 'results', name);
   writeFileSync(out, md);
   process.stdout.write(`${md}\n`);
-  log(`profile: ${path} (kept; open it in Chrome DevTools or speedscope.app)`);
+  log(`profiles: ${profileDir} (kept; open them in Chrome DevTools or speedscope.app)`);
   log(`summary: ${relative(ROOT, out)}`);
 }
 
