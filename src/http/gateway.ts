@@ -34,7 +34,7 @@ import { extractUsage, SseUsageScanner, type TokenUsage } from '../usage/extract
 import type { UsageQueue } from '../usage/queue.ts';
 import { encodeEmbeddingsBase64 } from './embeddings.ts';
 import { type ErrorCode, sendError, validationBody, withOpenAiErrorMember } from './errors.ts';
-import type { Logger } from './log.ts';
+import { type Logger, writeAccessLine } from './log.ts';
 import { type Endpoint, type JsonObject, validateBody } from './validate.ts';
 
 type DispatchController = Dispatcher.DispatchController;
@@ -740,23 +740,20 @@ export class Gateway {
       });
     }
     this.#deps.metrics.recordRequest(exchange, latencyMs);
-    this.#deps.logger.info(
-      {
-        reqId: exchange.id,
-        clientReqId: exchange.clientRequestId,
-        keyId: key?.id ?? null,
-        ip: exchange.ip,
-        path: exchange.endpoint,
-        model: exchange.model,
-        status: exchange.status,
-        latencyMs,
-        upstreamMs: exchange.upstreamMs === null ? null : Math.round(exchange.upstreamMs * 1000) / 1000,
-        promptTokens: usage?.promptTokens,
-        completionTokens: usage?.completionTokens,
-        failure: exchange.failure,
-      },
-      'request',
-    );
+    writeAccessLine(this.#deps.logger, {
+      reqId: exchange.id,
+      clientReqId: exchange.clientRequestId,
+      keyId: key?.id ?? null,
+      ip: exchange.ip,
+      path: exchange.endpoint,
+      model: exchange.model,
+      status: exchange.status,
+      latencyMs,
+      upstreamMs: exchange.upstreamMs === null ? null : Math.round(exchange.upstreamMs * 1000) / 1000,
+      promptTokens: usage?.promptTokens,
+      completionTokens: usage?.completionTokens,
+      failure: exchange.failure,
+    });
     this.inflight--;
     if (this.inflight === 0 && this.#idleWaiters.length > 0) {
       for (const resolve of this.#idleWaiters.splice(0)) resolve();
