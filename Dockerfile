@@ -16,4 +16,6 @@ RUN useradd --system --home /var/lib/keygate --create-home keygate
 USER keygate
 EXPOSE 8080
 # Plain HTTP inside the container network: TLS is terminated by the proxy in front.
+# Through bin/keygate.js, which re-executes `start` with the memory settings of the gateway (V8's
+# young generation and heap growth, MALLOC_ARENA_MAX; see the comment there): keep it the entry point.
 ENTRYPOINT ["node", "/opt/keygate/bin/keygate.js", "start", "--http", "--host", "0.0.0.0", "--port", "8080", "--data-dir", "/var/lib/keygate"]
