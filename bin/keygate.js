@@ -24,12 +24,14 @@ process.umask(0o077);
  *
  * - V8's young generation. At this allocation rate (tens of kB per request) V8 grows each
  *   semi-space to its maximum, 64 MB here, so the young generation alone took 128 MB.
- *   --max-semi-space-size=4 keeps it at 2 x 4 MB. The price is CPU: 16 times as many scavenges,
- *   each with a fixed part (~0.7 ms here), so the main thread spends 10-16 µs per request in GC
- *   instead of 3-4 (of ~150-190 µs per request in all). 8 MB costs 8 µs and ends at 140-160 MB;
- *   16 MB costs 4-5 µs and ends at 165-170 MB. With 1-2 MB so much of each request in flight
- *   survives two scavenges and is promoted that the old generation fills faster than it is
- *   collected (230 MB, and less throughput).
+ *   --max-semi-space-size=4 keeps it at 2 x 4 MB. The price is CPU: 10 times as many scavenges,
+ *   each with a fixed part (~0.7 ms here), so the main thread spends 9-15 µs per request in GC
+ *   instead of 2-3, and in side-by-side runs the gateway's CPU per request rose from 145-163 µs
+ *   to 157-197 µs (6-14 %). 8 MB costs about as much and ends at 150-160 MB; 16 MB costs no
+ *   measurable CPU but ends at 170 MB (an operator who prefers that passes
+ *   NODE_OPTIONS=--max-semi-space-size=16, which is kept). With 1-2 MB so much of each request
+ *   in flight survives two scavenges and is promoted that the old generation fills faster than
+ *   it is collected (230 MB, and less throughput).
  * - V8's old generation. What is promoted is garbage soon after (a full collection at the end of
  *   a load leaves the ~18 MB of the idle gateway), but V8 lets the old generation grow to several
  *   times its live size before the next full collection: 40-110 MB of dead objects waited there.
