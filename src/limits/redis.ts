@@ -22,7 +22,10 @@
  *   times out fails each of its operations (see `resilient.ts`). A lone request waits for
  *   nothing: the batch leaves as soon as the I/O callbacks of its turn have run. The script is
  *   loaded (SCRIPT LOAD) at construction and on every reconnection, so no request pays for
- *   sending and compiling it.
+ *   sending and compiling it. Settles do not send a batch by themselves: they go with the next
+ *   admit's batch, or alone after 2 ms, so under load a request costs one Redis call, not two
+ *   (a concurrency slot or a tpm refund is released up to 2 ms later; nothing is counted twice
+ *   or lost).
  * - **Keys with nothing to enforce**: a key with no rpm, tpm or concurrency limit and no budget
  *   (neither its own nor its workspace's) is admitted at once without Redis (nothing could refuse
  *   it). Its settle adds the actual tokens to those of its key's and workspace's counters of the
@@ -82,6 +85,8 @@ const COUNTER_MARGIN_MS = 3_600_000;
 const MAX_ATTEMPTS = 5;
 /** Operations in one batch at most: bounds how long one script call keeps Redis busy. */
 const DEFAULT_MAX_BATCH = 100;
+/** How long a settle waits for an admit to go along with before it goes to Redis alone. */
+const SETTLE_DELAY_MS = 2;
 
 export interface RedisLimiterOptions {
   /** The client to use (not closed by `close`); `createRedisClient` makes a suitable one. */
@@ -571,6 +576,12 @@ export class RedisLimiter implements Limiter {
     this.#scheduled = false;
     this.#flush();
   };
+  /** Sends a batch of settles that no admit took along (see `#enqueue`). */
+  #lazyTimer: NodeJS.Timeout | undefined;
+  readonly #flushLazy = (): void => {
+    this.#lazyTimer = undefined;
+    if (!this.#scheduled) this.#flush();
+  };
   readonly #onReady = (): void => void this.prepare().catch(() => {});
   #closed = false;
 
@@ -659,14 +670,14 @@ export class RedisLimiter implements Limiter {
       const used = tokens(actualTokens);
       if (used === 0) return Promise.resolve();
       this.#args.push('c', ticket.keyId, ticket.workspaceId, arg(ticket.at), used);
-      return this.#enqueue().then(() => {});
+      return this.#enqueue(undefined, true).then(() => {});
     }
     const delta = tokens(actualTokens) - ticket.estimatedTokens;
     const time = now ?? this.#clock?.();
     const args = this.#args;
     args.push('s', ticket.keyId, ticket.id, arg(time), delta, arg(ticket.tpmLimit), ticket.counters.length);
     for (const counter of ticket.counters) args.push(counter);
-    return this.#enqueue().then(() => {
+    return this.#enqueue(undefined, true).then(() => {
       ticket.settled = true;
     });
   }
@@ -687,15 +698,21 @@ export class RedisLimiter implements Limiter {
   /**
    * Waits for the answer to the operation just pushed onto the batch's ARGV. The batch goes to
    * Redis at `setImmediate`, after the I/O callbacks of this turn of the event loop (a lone
-   * request waits for nothing), or at once when it holds `maxBatch` operations.
+   * request waits for nothing), or at once when it holds `maxBatch` operations. A `lazy`
+   * operation (a settle: nobody waits for its answer) does not send the batch by itself: it goes
+   * with the next admit's batch, or after SETTLE_DELAY_MS, so that under load a request costs one
+   * Redis call rather than two.
    */
-  #enqueue(late?: (answer: unknown) => void): Promise<unknown> {
+  #enqueue(late?: (answer: unknown) => void, lazy = false): Promise<unknown> {
     return new Promise((resolve, reject) => {
       this.#waiting.push({ resolve, reject, late });
       if (this.#waiting.length >= this.#maxBatch) this.#flush();
-      else if (!this.#scheduled) {
+      else if (this.#scheduled) return;
+      else if (!lazy) {
         this.#scheduled = true;
         setImmediate(this.#flushNow);
+      } else if (this.#lazyTimer === undefined) {
+        this.#lazyTimer = setTimeout(this.#flushLazy, SETTLE_DELAY_MS);
       }
     });
   }
@@ -706,6 +723,10 @@ export class RedisLimiter implements Limiter {
 
   /** Sends the batch gathered so far as one script call; every operation gets its own answer. */
   #flush(): void {
+    if (this.#lazyTimer !== undefined) {
+      clearTimeout(this.#lazyTimer);
+      this.#lazyTimer = undefined;
+    }
     const waiting = this.#waiting;
     if (waiting.length === 0) return;
     const args = this.#args;

@@ -628,6 +628,28 @@ test('batching: settles of one turn go as one call, each applied once, and a set
   assert.equal(counter.calls, 2);
 });
 
+test('batching: a settle goes along with the next admit (one call for both), or alone within a few ms', async (t) => {
+  if (!(await redisOrSkip(t))) return;
+  const { list, prefix } = instances(1);
+  const { limiter, redis } = list[0]!;
+  const s = subject({ limits: { concurrency: 1 } });
+  const first = allowed(await limiter.admit(s, 1));
+  const counter = countCalls(redis);
+  // Settled, then admitted again a turn later: the settle waited and went first, in one call.
+  const settled = limiter.settleAsync(first, 1);
+  await new Promise((resolve) => setImmediate(resolve));
+  const second = allowed(await limiter.admit(s, 1));
+  await settled;
+  assert.ok(second);
+  assert.equal(counter.calls, 1);
+  // A settle with no admit after it still reaches Redis, soon.
+  const started = performance.now();
+  await limiter.settleAsync(second, 1);
+  assert.equal(counter.calls, 2);
+  assert.ok(performance.now() - started < 1000);
+  assert.equal(await redis.zcard(`${prefix}kl:key_a`), 0);
+});
+
 test('batching: a batch that cannot reach Redis fails each of its admits and settles; the settles can be retried', async (t) => {
   if (!(await redisOrSkip(t))) return;
   const prefix = freshPrefix();
