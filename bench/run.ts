@@ -12,7 +12,9 @@
  *                                 at the fixed rate (≈ 1.5 min)
  *   npm run bench -- --baseline main~3   adds keygate-baseline: that revision built in a temporary
  *                                 worktree and run beside this one, with its CPU per request compared
- *   options: --targets direct,keygate,keygate-pg,portkey   --https (adds keygate-https)
+ *   options: --targets direct,keygate,keygate-workers,keygate-pg,portkey (the default set; also
+ *            keygate-bare: no limit, budget, allowlist or access log, to price the protections)
+ *            --https (adds keygate-https)
  *            --rate R (fixed offered load, req/s, default 1000)   --duration S   --fixed-duration S
  *            --connections N   --rounds N   --warmup S   --stub-latency MS
  *
@@ -101,6 +103,7 @@ const ALL_TARGETS = [
   'keygate-workers',
   'keygate-pg',
   'keygate-baseline',
+  'keygate-bare',
   'portkey',
 ] as const;
 type TargetName = (typeof ALL_TARGETS)[number];
@@ -902,6 +905,25 @@ function goalChecks(
   return checks;
 }
 
+/** What the protections cost: keygate (every protection) against keygate-bare (none). */
+function protectionPrice(summary: SummaryRow[]): string[][] {
+  const rows: string[][] = [];
+  for (const scenario of SCENARIOS.map((s) => s.name)) {
+    const kg = summary.find((r) => r.scenario === scenario && r.target === 'keygate');
+    const bare = summary.find((r) => r.scenario === scenario && r.target === 'keygate-bare');
+    if (!kg?.gatewayCpuUsPerRequest || !bare?.gatewayCpuUsPerRequest || bare.rps === 0) continue;
+    const extra = kg.gatewayCpuUsPerRequest - bare.gatewayCpuUsPerRequest;
+    rows.push([
+      scenario,
+      String(Math.round(bare.gatewayCpuUsPerRequest)),
+      String(Math.round(kg.gatewayCpuUsPerRequest)),
+      `${extra >= 0 ? '+' : ''}${extra.toFixed(0)}`,
+      `${((kg.rps / bare.rps) * 100).toFixed(1)} %`,
+    ]);
+  }
+  return rows;
+}
+
 /** Gateway CPU per request above the baseline's by more than this share is marked as a regression. */
 const BASELINE_TOLERANCE = 0.1;
 
@@ -1068,11 +1090,13 @@ async function main(): Promise<number> {
       shared: boolean,
       workers = 1,
       bin?: string,
+      bare = false,
     ): Promise<void> => {
       const dataDir = mkdtempSync(join(tmpdir(), `keygate-bench-${name}-`));
       undo.push({ what: `delete ${dataDir}`, run: () => rmSync(dataDir, { recursive: true, force: true }) });
       // JSON is YAML. The access log (info level, stdout) is on; stdout goes to /dev/null.
-      const config: Record<string, unknown> = { log: { level: 'info' } };
+      // keygate-bare: no access log (warnings only) and a key without limits, budget or allowlist.
+      const config: Record<string, unknown> = { log: { level: bare ? 'warn' : 'info' } };
       const env: Record<string, string> = {};
       if (shared) {
         const database = await createBenchDatabase();
@@ -1090,7 +1114,7 @@ async function main(): Promise<number> {
       const configFile = join(dataDir, 'bench-config.yaml');
       writeFileSync(configFile, `${JSON.stringify(config, null, 2)}\n`);
       const setup: KeygateSetup = { dataDir, configFile, env, bin };
-      const key = await createBenchKey(setup);
+      const key = await createBenchKey(setup, bare);
       const gateway = await startGateway({
         name,
         dataDir,
@@ -1120,6 +1144,7 @@ async function main(): Promise<number> {
       if (name === 'direct') targets.push(newTarget('direct', stubUrl, UPSTREAM_KEY));
       else if (name === 'keygate') await startKeygate(name, true, false);
       else if (name === 'keygate-https') await startKeygate(name, false, false);
+      else if (name === 'keygate-bare') await startKeygate(name, true, false, 1, undefined, true);
       else if (name === 'keygate-baseline') {
         const rev = options.baseline ?? 'HEAD';
         log(`  ${name}: building ${rev} in a temporary worktree`);
@@ -1276,6 +1301,7 @@ async function main(): Promise<number> {
     const fixedRows = summarizeFixed(fixedRuns, names, options.fixedScenarios);
     const checks = goalChecks(summary, fixedRows, rss, options);
     if (baselineCommit) checks.push(...baselineChecks(summary, baselineCommit));
+    const prices = protectionPrice(summary);
     const busiest = Math.max(0, ...runs.map((r) => r.cpuCores.other ?? 0));
     const mach = machine();
     const machineLine =
@@ -1352,6 +1378,9 @@ async function main(): Promise<number> {
         (baselineCommit
           ? `\`keygate-baseline\` = the same as \`keygate\`, built from commit ${baselineCommit.slice(0, 12)} (\`--baseline ${options.baseline}\`) in a temporary worktree; `
           : '') +
+        (names.includes('keygate-bare')
+          ? '`keygate-bare` = the same as `keygate` with a key that has no limit, budget or IP allowlist and the access log off (metering and metrics stay: they cannot be turned off), to price the protections; '
+          : '') +
         '`keygate-workers` = the same gateway with `--workers 2` (SQLite; the limits kept by the primary process, which the workers ask over IPC; CPU and RSS summed over its processes); `keygate-pg` = the gateway on a fresh PostgreSQL database and Redis (own key prefix, `limits.onRedisFailure: deny`); ' +
         '`portkey` = @portkey-ai/gateway (its Node build, `--headless`, provider `mistral-ai` with the stub as custom host, ' +
         'bench/portkey-stream-fix.ts preloaded so that its streams work at all). ' +
@@ -1382,6 +1411,26 @@ async function main(): Promise<number> {
         [false, false, false, true],
       ),
       '',
+      ...(prices.length > 0
+        ? [
+            '## The price of the protections',
+            '',
+            'keygate (a key with rate limits, concurrency, a budget and an IP allowlist; the access log on) against keygate-bare (a key with none; the access log off), at saturation:',
+            '',
+            markdownTable(
+              [
+                'scenario',
+                'bare µs/req',
+                'protected µs/req',
+                'difference µs',
+                'throughput, protected / bare',
+              ],
+              prices,
+              [false, true, true, true, true],
+            ),
+            '',
+          ]
+        : []),
       '## Saturation',
       '',
       saturationTable(summary),

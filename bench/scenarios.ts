@@ -67,28 +67,28 @@ export function cliArgs(setup: KeygateSetup): string[] {
   return ['--data-dir', setup.dataDir, '--config', setup.configFile];
 }
 
-/** The bench key: every protection on, limits high enough never to refuse this load. */
-export async function createBenchKey(setup: KeygateSetup): Promise<string> {
+/** What the bench key is restricted by: limits high enough never to refuse this load. */
+const PROTECTIONS = [
+  '--rpm',
+  '100000000',
+  '--tpm',
+  '10000000000',
+  '--concurrency',
+  '100000',
+  '--budget',
+  '1000000000000/month',
+  '--allow-ip',
+  '127.0.0.1/32,::1/128',
+];
+
+/**
+ * The bench key: every protection on (rate limits, concurrency, a budget, an IP allowlist), or
+ * none of them with `bare` (a key with no restriction at all, to price the protections).
+ */
+export async function createBenchKey(setup: KeygateSetup, bare = false): Promise<string> {
   const parsed: unknown = JSON.parse(
     await keygateCli(
-      [
-        'keys',
-        'create',
-        '--name',
-        'bench',
-        '--json',
-        '--rpm',
-        '100000000',
-        '--tpm',
-        '10000000000',
-        '--concurrency',
-        '100000',
-        '--budget',
-        '1000000000000/month',
-        '--allow-ip',
-        '127.0.0.1/32,::1/128',
-        ...cliArgs(setup),
-      ],
+      ['keys', 'create', '--name', 'bench', '--json', ...(bare ? [] : PROTECTIONS), ...cliArgs(setup)],
       setup.env,
       setup.bin,
     ),
