@@ -17,12 +17,13 @@
  *            --https (adds keygate-https)
  *            --rate R (fixed offered load, req/s, default 1000)   --duration S   --fixed-duration S
  *            --connections N   --rounds N   --warmup S   --stub-latency MS
+ *            --label L (results in <date>-L.*, beside the day's full run)
  *
  * The stub and the gateways run as child processes; the load generators run here. Everything
  * listens on 127.0.0.1 and is stopped at the end, on an error or on Ctrl-C; the PostgreSQL
  * database and the Redis keys made for the run are deleted. Targets alternate within each round
  * (their order rotated from round to round) and medians over rounds are reported.
- * Results: bench/results/<date>.{json,md,svg} (<date>-quick.* for --quick).
+ * Results: bench/results/<date>.{json,md,svg} (<date>-quick.* for --quick, <date>-<label>.* with --label).
  */
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -128,6 +129,8 @@ interface Options {
   stubLatency: number;
   /** A git revision built beside this checkout and run as `keygate-baseline` (--baseline). */
   baseline: string | undefined;
+  /** Appended to the results' file names (--label), so that a run does not replace the day's. */
+  label: string | undefined;
 }
 
 function fail(message: string): never {
@@ -163,6 +166,7 @@ function parseOptions(argv: string[]): Options {
       warmup: { type: 'string' },
       rate: { type: 'string' },
       'stub-latency': { type: 'string' },
+      label: { type: 'string' },
       baseline: { type: 'string' },
     },
     strict: true,
@@ -182,6 +186,8 @@ function parseOptions(argv: string[]): Options {
   if (values.https === true && !targets.includes('keygate-https')) targets.push('keygate-https');
   if (values.baseline !== undefined && !targets.includes('keygate-baseline'))
     targets.push('keygate-baseline');
+  if (values.label !== undefined && !/^[\w.-]{1,40}$/.test(values.label))
+    fail('--label takes letters, digits, dots and dashes (at most 40)');
   if (targets.includes('keygate-baseline') && values.baseline === undefined)
     fail('the target keygate-baseline needs --baseline REV (a git revision to compare with)');
   // direct first: the others are compared with it.
@@ -199,6 +205,7 @@ function parseOptions(argv: string[]): Options {
     fixedScenarios: quick ? ['chat', 'chat-stream'] : ['chat', 'chat-stream', 'embeddings'],
     stubLatency: numberOption('stub-latency', values['stub-latency'], 0, 0, true),
     baseline: values.baseline,
+    label: values.label,
   };
 }
 
@@ -1307,7 +1314,7 @@ async function main(): Promise<number> {
     const machineLine =
       `${mach.cpuCount} × ${mach.cpuModel}, ${(mach.totalMemoryBytes / 2 ** 30).toFixed(1)} GiB RAM, ` +
       `${mach.platform} ${mach.release} ${mach.arch}, Node ${mach.node}`;
-    const base = `${date}${options.quick ? '-quick' : ''}`;
+    const base = `${date}${options.quick ? '-quick' : ''}${options.label ? `-${options.label}` : ''}`;
 
     const gatewayNames = names.filter((n) => n !== 'direct');
     const svg = renderChart({
