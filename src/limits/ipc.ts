@@ -13,7 +13,7 @@
  * The channel is the worker's `process` on one side and the cluster `Worker` on the other; any
  * pair of objects with `send` and 'message' events will do (the tests use an in-process pair).
  */
-import type { Admission, Limiter, LimitReason, LimitSubject, Ticket } from './types.ts';
+import type { Admission, Limiter, LimitSubject, Ticket } from './types.ts';
 import { LimiterUnavailableError } from './types.ts';
 
 /** One end of the channel between a worker and the primary. */
@@ -28,15 +28,10 @@ type Op =
   | { op: 'settle'; ticket: number; tokens: number; now?: number | undefined }
   | { op: 'forget'; keyId: string };
 
+/** An admission as it travels: the ticket is the primary's number for it; a refusal as it is. */
 type WireAdmission =
   | { ok: true; ticket: number; estimatedTokens: number; admittedAt: number; headers: Record<string, string> }
-  | {
-      ok: false;
-      reason: LimitReason;
-      message: string;
-      retryAfterSeconds: number;
-      headers: Record<string, string>;
-    };
+  | Extract<Admission, { ok: false }>;
 
 type Answer =
   | { id: number; admission: WireAdmission }

@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import OpenAI from 'openai';
@@ -19,6 +19,7 @@ import { Agent, fetch as undiciFetch } from 'undici';
 import { ensureSelfSigned } from '../../src/http/tls.ts';
 import { CHAT, Cluster, describeDistributed, type Instance, sleep, within } from '../support/cluster.ts';
 import { tempDir } from '../support/gateway.ts';
+import { freePort } from '../support/ports.ts';
 
 const NGINX = process.env.KEYGATE_TEST_NGINX ?? '/usr/sbin/nginx';
 const DEPLOY_CONF = join(import.meta.dirname, '..', '..', 'deploy', 'nginx.conf');
@@ -31,17 +32,6 @@ function nginxMissing(): string | undefined {
   if (probe.error !== undefined || probe.status !== 0) return `${NGINX} -v failed`;
   if (!existsSync(DEPLOY_CONF)) return `${DEPLOY_CONF} is missing`;
   return undefined;
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const address = server.address();
-  server.close();
-  await once(server, 'close');
-  if (address === null || typeof address === 'string') throw new Error('no port');
-  return address.port;
 }
 
 function accepts(port: number): Promise<boolean> {

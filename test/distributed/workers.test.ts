@@ -7,27 +7,16 @@ import assert from 'node:assert/strict';
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { describeDistributed, eventually, within } from '../support/cluster.ts';
+import { freePort } from '../support/ports.ts';
 import { DEFAULT_STUB_API_KEY, startUpstreamStub, type UpstreamStub } from '../support/upstream-stub.ts';
 
 const BIN = new URL('../../bin/keygate.js', import.meta.url).pathname;
 const REDIS_URL = process.env.KEYGATE_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
-}
 
 await describeDistributed('keygate start --workers 2', () => {
   let stub: UpstreamStub;

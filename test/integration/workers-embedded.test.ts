@@ -6,25 +6,15 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { statuses as countStatuses } from '../support/cluster.ts';
+import { freePort } from '../support/ports.ts';
 import { DEFAULT_STUB_API_KEY, startUpstreamStub, type UpstreamStub } from '../support/upstream-stub.ts';
 
 const BIN = new URL('../../bin/keygate.js', import.meta.url).pathname;
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
-}
 
 async function until(check: () => Promise<boolean> | boolean, what: string, ms = 20_000): Promise<void> {
   const deadline = Date.now() + ms;
@@ -119,11 +109,7 @@ describe('keygate start --workers 2 without Redis', () => {
         }),
       ),
     );
-    const counts = statuses.reduce<Record<number, number>>((acc, s) => {
-      acc[s] = (acc[s] ?? 0) + 1;
-      return acc;
-    }, {});
-    assert.deepEqual(counts, { 200: 5, 429: 15 }, output);
+    assert.deepEqual(countStatuses(statuses.map((status) => ({ status }))), { 200: 5, 429: 15 }, output);
     assert.equal(stub.requests.length - before, 5);
   });
 
