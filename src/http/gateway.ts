@@ -302,6 +302,11 @@ class Relay implements UpstreamHandler {
   onResponseEnd(): void {
     const res = this.#res;
     const held = this.#held;
+    if (res.destroyed) {
+      // The client left as the answer ended (its close handler records the request).
+      this.#done();
+      return;
+    }
     if (held) {
       const body = held.length === 1 ? held[0]! : Buffer.concat(held, this.#heldSize);
       if (this.#rewrite) {
