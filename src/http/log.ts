@@ -95,6 +95,10 @@ interface Destination {
   flushSync?(): void;
 }
 
+/** Every TurnBuffer alive, to be written out at exit. */
+const heldAtExit = new Set<WeakRef<TurnBuffer>>();
+let exitHooked = false;
+
 /**
  * Gathers the lines written in one event-loop turn and hands them to the destination as one
  * write. pino's asynchronous destination (sonic-boom) measures the text it already holds on every
@@ -102,8 +106,6 @@ interface Destination {
  * turn costs that once. Order is kept (every line goes through here), and the lines still held
  * are written on `flush` and at exit.
  */
-const heldAtExit = new Set<WeakRef<TurnBuffer>>();
-
 class TurnBuffer {
   readonly #target: Destination;
   #held = '';
@@ -111,11 +113,19 @@ class TurnBuffer {
 
   constructor(target: Destination) {
     this.#target = target;
-    if (heldAtExit.size === 0) {
+    if (!exitHooked) {
+      exitHooked = true;
       process.once('exit', () => {
-        for (const ref of heldAtExit) ref.deref()?.flushSync();
+        for (const ref of heldAtExit) {
+          try {
+            ref.deref()?.flushSync();
+          } catch {
+            // a destination that cannot write now (closed, or busy): nothing more can be done at exit
+          }
+        }
       });
     }
+    for (const ref of heldAtExit) if (ref.deref() === undefined) heldAtExit.delete(ref);
     heldAtExit.add(new WeakRef(this));
   }
 
