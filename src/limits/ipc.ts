@@ -4,7 +4,9 @@
  * workers ask it over the cluster's IPC channel.
  *
  * - A worker's admits, settles and forgets of one event-loop turn travel as one message (flushed
- *   with setImmediate, so a lone request waits for nothing but the round trip).
+ *   with setImmediate, so a lone request waits for nothing but the round trip). Settles do not
+ *   send a message by themselves: they go with the next admit's, or alone after 2 ms (a slot is
+ *   freed up to 2 ms later; nothing is counted twice or lost).
  * - The primary keeps the tickets and hands the worker a number for each; when a worker dies, the
  *   primary settles its open tickets at their reservation (the requests' outcome is unknown, and a
  *   client must not lower its bill by a crash), which frees their concurrency slots.
@@ -72,6 +74,9 @@ class IpcTicket implements Ticket {
   }
 }
 
+/** How long a settle waits for an admit to go along with before it goes to the primary alone. */
+const SETTLE_DELAY_MS = 2;
+
 interface Waiting {
   subject: LimitSubject;
   resolve: (admission: Admission) => void;
@@ -85,6 +90,8 @@ export class IpcLimiter implements Limiter {
   #next = 1;
   #outbox: Op[] = [];
   #flushing: NodeJS.Immediate | undefined;
+  /** Sends settles that no admit took along. */
+  #lazy: NodeJS.Timeout | undefined;
   #closed = false;
 
   constructor(channel: LimitsChannel) {
@@ -102,7 +109,7 @@ export class IpcLimiter implements Limiter {
   settle(ticket: Ticket, actualTokens: number, now?: number): void {
     if (!(ticket instanceof IpcTicket) || ticket.settled) return;
     ticket.settled = true;
-    this.#queue({ op: 'settle', ticket: ticket.remote, tokens: actualTokens, now });
+    this.#queue({ op: 'settle', ticket: ticket.remote, tokens: actualTokens, now }, true);
   }
 
   forget(keyId: string): void {
@@ -119,15 +126,24 @@ export class IpcLimiter implements Limiter {
     this.#waiting.clear();
   }
 
-  #queue(op: Op): void {
+  /**
+   * Adds an op to the next message. A settle (`lazy`: nobody waits for its answer) does not send
+   * the message by itself: it goes with the next admit's, or alone after SETTLE_DELAY_MS, so that
+   * under load a request costs one message to the primary, not two.
+   */
+  #queue(op: Op, lazy = false): void {
     if (this.#closed) return;
     this.#outbox.push(op);
-    this.#flushing ??= setImmediate(() => this.#flush());
+    if (this.#flushing) return;
+    if (!lazy) this.#flushing = setImmediate(() => this.#flush());
+    else this.#lazy ??= setTimeout(() => this.#flush(), SETTLE_DELAY_MS);
   }
 
   #flush(): void {
     if (this.#flushing) clearImmediate(this.#flushing);
     this.#flushing = undefined;
+    if (this.#lazy) clearTimeout(this.#lazy);
+    this.#lazy = undefined;
     const ops = this.#outbox;
     if (ops.length === 0) return;
     this.#outbox = [];

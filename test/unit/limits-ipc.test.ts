@@ -112,8 +112,24 @@ test('a settle frees the concurrency slot once, however often it is repeated', a
   a.settle(first.ticket, 1);
   a.settle(first.ticket, 1);
   b.settle(first.ticket, 1); // another worker's ticket: ignored
-  assert.equal((await b.admit(who, 1)).ok, true);
-  assert.equal((await a.admit(who, 1)).ok, false, 'the repeated settles freed one slot only');
+  // The settle rides with a's next message, ahead of its admit.
+  assert.equal((await a.admit(who, 1)).ok, true);
+  assert.equal((await b.admit(who, 1)).ok, false, 'the repeated settles freed one slot only');
+});
+
+test('a settle with no admit after it reaches the primary within a few ms, in one message', async () => {
+  const { limiters, pairs } = cluster(2);
+  const [a, b] = limiters as [IpcLimiter, IpcLimiter];
+  const who = subject({ limits: { concurrency: 1 } });
+  const held = await a.admit(who, 1);
+  assert.ok(held.ok);
+  const sent = pairs[0]!.sent();
+  a.settle(held.ticket, 1);
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(pairs[0]!.sent(), sent, 'a settle alone waits for an admit to go along with');
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  assert.equal(pairs[0]!.sent(), sent + 1);
+  assert.equal((await b.admit(who, 1)).ok, true, 'the other worker gets the slot');
 });
 
 test('a worker that dies has its open tickets settled at their reservation', async () => {
