@@ -478,7 +478,8 @@ export class Gateway {
     }
 
     if (target.kind === 'models') {
-      if (!(await this.#admit(res, exchange, key, 0))) return;
+      const admitted = this.#admit(res, exchange, key, 0);
+      if (!(admitted instanceof Promise ? await admitted : admitted)) return;
       await this.#forward(
         req,
         res,
@@ -499,7 +500,8 @@ export class Gateway {
         this.#refuseModel(res, exchange, id);
         return;
       }
-      if (!(await this.#admit(res, exchange, key, 0))) return;
+      const admitted = this.#admit(res, exchange, key, 0);
+      if (!(admitted instanceof Promise ? await admitted : admitted)) return;
       await this.#forward(
         req,
         res,
@@ -539,7 +541,8 @@ export class Gateway {
       return;
     }
     exchange.promptEstimate = estimatePromptTokens(json, target.endpoint);
-    if (!(await this.#admit(res, exchange, key, estimateTokens(json, target.endpoint)))) return;
+    const admitted = this.#admit(res, exchange, key, estimateTokens(json, target.endpoint));
+    if (!(admitted instanceof Promise ? await admitted : admitted)) return;
     let payload = raw;
     if (model !== requested) {
       json.model = model;
@@ -561,27 +564,47 @@ export class Gateway {
    * Applies the key's rate limits and budgets. Sets the rate-limit headers either way; on refusal
    * answers 429 and returns false. An admitted request is settled when its response closes.
    */
-  async #admit(res: ServerResponse, exchange: Exchange, key: KeyRecord, estimate: number): Promise<boolean> {
-    const pending = this.#deps.limiter.admit(
-      {
-        keyId: key.id,
-        workspaceId: key.workspaceId,
-        limits: key.policy.limits,
-        keyBudget: key.policy.budget,
-        workspaceBudget: key.workspacePolicy.budget,
-      },
-      estimate,
-    );
-    let admission: Admission;
+  #admit(
+    res: ServerResponse,
+    exchange: Exchange,
+    key: KeyRecord,
+    estimate: number,
+  ): boolean | Promise<boolean> {
+    let pending: Admission | Promise<Admission>;
     try {
-      admission = pending instanceof Promise ? await pending : pending;
+      pending = this.#deps.limiter.admit(
+        {
+          keyId: key.id,
+          workspaceId: key.workspaceId,
+          limits: key.policy.limits,
+          keyBudget: key.policy.budget,
+          workspaceBudget: key.workspacePolicy.budget,
+        },
+        estimate,
+      );
     } catch (error) {
-      if (!(error instanceof LimiterUnavailableError)) throw error;
-      exchange.failure = 'limiter_unavailable';
-      if (!exchange.done)
-        sendError(res, 'limiter_unavailable', error.message, { retryAfter: error.retryAfterSeconds });
-      return false;
+      return this.#limiterFailed(res, exchange, error);
     }
+    // The memory limiter answers synchronously (the steady state): no promise, no await.
+    return pending instanceof Promise
+      ? pending.then(
+          (admission) => this.#admitted(res, exchange, admission),
+          (error: unknown) => this.#limiterFailed(res, exchange, error),
+        )
+      : this.#admitted(res, exchange, pending);
+  }
+
+  /** A limiter that cannot answer: 503 when it says so (LimiterUnavailableError), else the error goes on. */
+  #limiterFailed(res: ServerResponse, exchange: Exchange, error: unknown): false {
+    if (!(error instanceof LimiterUnavailableError)) throw error;
+    exchange.failure = 'limiter_unavailable';
+    if (!exchange.done)
+      sendError(res, 'limiter_unavailable', error.message, { retryAfter: error.retryAfterSeconds });
+    return false;
+  }
+
+  /** Applies the limiter's answer: its headers, and a 429 when it refused. */
+  #admitted(res: ServerResponse, exchange: Exchange, admission: Admission): boolean {
     if (exchange.done) {
       // The client hung up while the limiter waited: nothing will settle this ticket later.
       if (admission.ok) this.#deps.limiter.settle(admission.ticket, 0);
