@@ -224,11 +224,15 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     limitsHeldBy = 'primary';
     // `--workers N` without Redis: the primary keeps the one limiter, the workers ask it (exact).
     const { IpcLimiter } = await import('../limits/ipc.ts');
-    limiter = new IpcLimiter({
+    const ipc = new IpcLimiter({
       send: (message, callback) => process.send?.(message, undefined, undefined, callback) ?? false,
       on: (event, listener) => process.on(event, listener),
       off: (event, listener) => process.off(event, listener),
     });
+    // A primary that is gone answers nothing (and node:cluster then ends the worker): what waits
+    // for it gets 503 rather than waiting for ever.
+    process.once('disconnect', () => ipc.close());
+    limiter = ipc;
   } else {
     limiter = createMemoryLimiter({ store });
   }

@@ -100,7 +100,8 @@ export class IpcLimiter implements Limiter {
   }
 
   admit(subject: LimitSubject, estimatedTokens: number, now?: number): Promise<Admission> {
-    if (this.#closed) throw new Error('the limiter is closed');
+    // Closed (or cut off from the primary): refused as unavailable, 503 with Retry-After.
+    if (this.#closed) throw new LimiterUnavailableError(1);
     const id = this.#next++;
     this.#queue({ op: 'admit', id, subject, estimate: estimatedTokens, now });
     return new Promise<Admission>((resolve, reject) => this.#waiting.set(id, { subject, resolve, reject }));

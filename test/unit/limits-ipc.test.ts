@@ -169,5 +169,5 @@ test('a closed worker limiter refuses what was waiting and throws on new admits'
   const waiting = limiters[0]!.admit(subject({ limits: { rpm: 5 } }), 1);
   limiters[0]!.close();
   await assert.rejects(waiting, LimiterUnavailableError);
-  assert.throws(() => limiters[0]!.admit(subject(), 1));
+  assert.throws(() => limiters[0]!.admit(subject(), 1), LimiterUnavailableError);
 });
