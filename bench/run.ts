@@ -943,11 +943,6 @@ const BASELINE_TOLERANCE = 0.1;
  */
 function baselineChecks(runs: RunResult[], commit: string): GoalCheck[] {
   const checks: GoalCheck[] = [];
-  const median = (list: number[]) => {
-    const sorted = [...list].sort((a, b) => a - b);
-    const mid = Math.floor(sorted.length / 2);
-    return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-  };
   for (const scenario of SCENARIOS.map((s) => s.name)) {
     const cpu: number[] = [];
     const rps: number[] = [];

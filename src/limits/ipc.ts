@@ -16,7 +16,7 @@
  * pair of objects with `send` and 'message' events will do (the tests use an in-process pair).
  */
 import type { Admission, Limiter, LimitSubject, Ticket } from './types.ts';
-import { LimiterUnavailableError } from './types.ts';
+import { LimiterUnavailableError, SETTLE_DELAY_MS } from './types.ts';
 
 /** One end of the channel between a worker and the primary. */
 export interface LimitsChannel {
@@ -73,9 +73,6 @@ class IpcTicket implements Ticket {
     this.admittedAt = admittedAt;
   }
 }
-
-/** How long a settle waits for an admit to go along with before it goes to the primary alone. */
-const SETTLE_DELAY_MS = 2;
 
 interface Waiting {
   subject: LimitSubject;

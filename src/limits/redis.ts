@@ -72,7 +72,14 @@ import { Redis } from 'ioredis';
 import { LRUCache } from 'lru-cache';
 import type { Store, TokenFilter } from '../store/types.ts';
 import { BLOCKED_RETRY_SECONDS, rateLimitHeaders, refusalMessage, SCALE, tokens } from './memory.ts';
-import type { Admission, Limiter, LimitReason, LimitSubject, Ticket } from './types.ts';
+import {
+  type Admission,
+  type Limiter,
+  type LimitReason,
+  type LimitSubject,
+  SETTLE_DELAY_MS,
+  type Ticket,
+} from './types.ts';
 
 export const DEFAULT_PREFIX = 'keygate:';
 /** The default upstream timeout (120 s) plus a margin for the response to be written. */
@@ -85,8 +92,6 @@ const COUNTER_MARGIN_MS = 3_600_000;
 const MAX_ATTEMPTS = 5;
 /** Operations in one batch at most: bounds how long one script call keeps Redis busy. */
 const DEFAULT_MAX_BATCH = 100;
-/** How long a settle waits for an admit to go along with before it goes to Redis alone. */
-const SETTLE_DELAY_MS = 2;
 
 export interface RedisLimiterOptions {
   /** The client to use (not closed by `close`); `createRedisClient` makes a suitable one. */

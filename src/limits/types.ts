@@ -128,6 +128,13 @@ export interface MemoryLimiterOptions {
 }
 
 /**
+ * How long a shared limiter (Redis, or the primary of `--workers`) holds a settle back, waiting for
+ * an admit to go along with, before it sends it alone: under load a request then costs one call,
+ * not two, and a concurrency slot or a tpm refund is released at most this much later.
+ */
+export const SETTLE_DELAY_MS = 2;
+
+/**
  * Why `admit` was refused without looking at the key's limits: the shared limiter is unreachable
  * and configured to deny (`limits.onRedisFailure: deny`). Send `status` (503) with `Retry-After`.
  */
