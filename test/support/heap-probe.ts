@@ -24,13 +24,18 @@ if (dir) {
       keep.push({ i, s: `x${i}` });
       if (keep.length > 200_000) keep = [];
     }
-    const newSpace = v8.getHeapSpaceStatistics().find((space) => space.space_name === 'new_space');
-    const probe: HeapProbe = {
-      pid: process.pid,
-      execArgv: process.execArgv,
-      mallocArenaMax: process.env.MALLOC_ARENA_MAX,
-      newSpaceBytes: newSpace?.space_size ?? -1,
-    };
-    writeFileSync(join(dir, `${process.pid}.json`), JSON.stringify(probe));
+    // Read once the collections the burst started are over: during one (a scavenge, or the old
+    // generation's concurrent marking) V8 can hold a few pages beyond its two semi-spaces for a
+    // moment, which the flag does not govern and which made this check flaky on a loaded machine.
+    setTimeout(() => {
+      const newSpace = v8.getHeapSpaceStatistics().find((space) => space.space_name === 'new_space');
+      const probe: HeapProbe = {
+        pid: process.pid,
+        execArgv: process.execArgv,
+        mallocArenaMax: process.env.MALLOC_ARENA_MAX,
+        newSpaceBytes: newSpace?.space_size ?? -1,
+      };
+      writeFileSync(join(dir, `${process.pid}.json`), JSON.stringify(probe));
+    }, 200);
   });
 }
