@@ -369,4 +369,13 @@ export const PG_MIGRATIONS: readonly PgMigration[] = [
       );
     `,
   },
+  {
+    version: 6,
+    name: nameOf(6),
+    // PostgreSQL's tables have no rowid: the lookup is already one index search and a heap fetch
+    // (or an index-only scan). Only the table's description changes.
+    postgres: `
+      COMMENT ON TABLE api_key_hashes IS 'One row per secret that opens a key (several during a rotation''s grace period)';
+    `,
+  },
 ];

@@ -3,7 +3,8 @@ import { spawnSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, test } from 'node:test';
-import { createKey } from '../../src/keys/service.ts';
+import { hashKey, pepperKey } from '../../src/keys/hash.ts';
+import { createKey, rotateKey } from '../../src/keys/service.ts';
 import { MIGRATIONS } from '../../src/store/migrations.ts';
 import type { Store, UsageRecord } from '../../src/store/types.ts';
 import { CLI_ACTOR } from '../../src/store/types.ts';
@@ -57,6 +58,48 @@ for (const s of STORES) {
     test('migrations are versioned and running them again changes nothing', async () => {
       assert.equal(await store.migrate(), MIGRATIONS.at(-1)?.version);
       assert.equal(await store.migrate(), MIGRATIONS.at(-1)?.version);
+    });
+
+    test('migration 6 keeps every key hash: old and rotated secrets open the same keys as before', async () => {
+      // The schema as Keygate left it at version 5, with a key, a rotated key (two secrets, the
+      // old one with an end) and a revoked key.
+      const old = await s.open({ version: 5 });
+      try {
+        const deps = { store: old, pepper, prefix: 'kg', now: 1_000_000 };
+        const plain = await createKey(deps, { name: 'plain' });
+        const rotating = await createKey(deps, { name: 'rotating' });
+        const rotated = await rotateKey(deps, rotating.record.id, 60_000, CLI_ACTOR);
+        const revoked = await createKey(deps, { name: 'revoked' });
+        await old.revokeKey(revoked.record.id, 1_000_001, CLI_ACTOR);
+        const secrets = [plain.key, rotating.key, rotated.key, revoked.key];
+        const before = await Promise.all(
+          secrets.map((k) => old.findKeyByHash(hashKey(pepperKey(pepper), k), 1_000_002)),
+        );
+        assert.equal(await old.migrate(), MIGRATIONS.at(-1)?.version);
+        const after = await Promise.all(
+          secrets.map((k) => old.findKeyByHash(hashKey(pepperKey(pepper), k), 1_000_002)),
+        );
+        assert.deepEqual(after, before);
+        assert.deepEqual(
+          after.map((m) => [m?.key.name, m?.validUntil ?? null]),
+          [
+            ['plain', null],
+            ['rotating', 1_060_000],
+            ['rotating', null],
+            ['revoked', null],
+          ],
+        );
+        assert.equal(await old.findKeyByHash(hashKey(pepperKey(pepper), rotating.key), 1_060_001), undefined);
+        if (s.name === 'sqlite') {
+          const [table] = await s.query(
+            old,
+            "SELECT wr FROM pragma_table_list WHERE name = 'api_key_hashes'",
+          );
+          assert.equal(table?.wr, 1, 'api_key_hashes is a WITHOUT ROWID table');
+        }
+      } finally {
+        await old.close();
+      }
     });
 
     test('the database holds only the hash of a key, never the key', async () => {
