@@ -1,7 +1,12 @@
 /**
  * Write-behind usage metering: records are queued in memory behind the response and written to
- * the store in batches (by size or every flush interval). A failed write keeps the batch for the
- * next attempt; past `maxQueued` the oldest records are dropped and counted. `close()` drains.
+ * the store in batches: whenever a whole batch (`batchSize`) is queued, and every flush interval
+ * for what is queued then. Records that arrive while a batch is being written wait for a whole
+ * batch or the next interval; they do not follow it at once in a small batch of their own (with a
+ * store that takes milliseconds per write, PostgreSQL, that would turn a steady load into a
+ * stream of tiny batches, each paying a statement's fixed cost). A failed write keeps the batch
+ * for the next attempt; past `maxQueued` the oldest records are dropped and counted. `close()`
+ * drains.
  */
 import type { Store, UsageRecord } from '../store/types.ts';
 
@@ -43,22 +48,32 @@ export class UsageQueue {
       this.dropped += overflow;
       this.#options.onDrop?.(overflow);
     }
-    if (this.#pending.length >= this.#options.batchSize && !this.#flushing) void this.flush();
+    if (this.#pending.length >= this.#options.batchSize && !this.#flushing) void this.#start(false);
   }
 
-  /** Writes everything queued so far (one batch at a time); resolves when done or failed. */
+  /**
+   * Writes everything queued so far (one batch at a time), after the write in progress if there
+   * is one; resolves when done or failed.
+   */
   flush(): Promise<void> {
-    if (!this.#flushing) {
-      this.#flushing = this.#drain().finally(() => {
-        this.#flushing = undefined;
-      });
-    }
+    return this.#start(true);
+  }
+
+  #start(all: boolean): Promise<void> {
+    if (this.#flushing) return all ? this.#flushing.then(() => this.#start(true)) : this.#flushing;
+    this.#flushing = this.#drain(all).finally(() => {
+      this.#flushing = undefined;
+    });
     return this.#flushing;
   }
 
-  async #drain(): Promise<void> {
-    while (this.#pending.length > 0) {
-      const batch = this.#pending.slice(0, this.#options.batchSize);
+  /** Whole batches, and with `all` also what was queued when it began (in batches). */
+  async #drain(all: boolean): Promise<void> {
+    let owed = all ? this.#pending.length : 0;
+    const { batchSize } = this.#options;
+    while (this.#pending.length > 0 && (owed > 0 || this.#pending.length >= batchSize)) {
+      owed -= batchSize;
+      const batch = this.#pending.slice(0, batchSize);
       this.#writing = batch.length;
       try {
         await this.#options.store.recordUsage(batch);

@@ -3,6 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { hashKey, pepperKey } from '../../src/keys/hash.ts';
 import { createKey, rotateKey } from '../../src/keys/service.ts';
 import { MIGRATIONS } from '../../src/store/migrations.ts';
@@ -167,6 +168,55 @@ for (const s of STORES) {
       assert.equal(batches, 3);
       const [totals] = await store.usageTotals({ keyId: k.id });
       assert.equal(totals?.requests, 25);
+    });
+
+    test('under a steady load the usage queue writes whole batches, not what trickled in during the last write', async () => {
+      const { record: k } = await createKey({ store, pepper, prefix: 'kg' }, { name: 'steady' });
+      const sizes: number[] = [];
+      const slow: Store = Object.create(store) as Store;
+      slow.recordUsage = async (records) => {
+        sizes.push(records.length);
+        await sleep(15); // a store taking milliseconds per write, as PostgreSQL does
+        await store.recordUsage(records);
+      };
+      const queue = new UsageQueue({
+        store: slow,
+        flushIntervalMs: 60_000,
+        batchSize: 20,
+        maxQueued: 10_000,
+      });
+      // One record a millisecond or so for ~250 ms: a write's worth of records arrives during each write.
+      for (let i = 0; i < 250; i++) {
+        queue.push(record(`steady_${i}`, k.id, 1, 1));
+        await sleep(1);
+      }
+      await queue.close();
+      assert.equal(queue.depth, 0);
+      assert.equal(queue.written, 250);
+      assert.deepEqual(
+        sizes.slice(0, -1),
+        new Array(sizes.length - 1).fill(20),
+        `batch sizes: ${sizes.join(', ')}`,
+      );
+      assert.ok(sizes.at(-1)! <= 20);
+      const [totals] = await store.usageTotals({ keyId: k.id });
+      assert.equal(totals?.requests, 250);
+    });
+
+    test('flush() writes what is queued even while a batch is being written', async () => {
+      const { record: k } = await createKey({ store, pepper, prefix: 'kg' }, { name: 'flush during write' });
+      const slow: Store = Object.create(store) as Store;
+      slow.recordUsage = async (records) => {
+        await sleep(10);
+        await store.recordUsage(records);
+      };
+      const queue = new UsageQueue({ store: slow, flushIntervalMs: 60_000, batchSize: 5, maxQueued: 1000 });
+      for (let i = 0; i < 5; i++) queue.push(record(`fdw_${i}`, k.id, 1, 1)); // a whole batch: its write starts
+      for (let i = 5; i < 8; i++) queue.push(record(`fdw_${i}`, k.id, 1, 1)); // these arrive during it
+      await queue.flush();
+      assert.equal(queue.depth, 0);
+      assert.equal(queue.written, 8);
+      await queue.close();
     });
 
     test('the usage queue drops the oldest records past its bound and counts them', async () => {
