@@ -3,7 +3,7 @@
  * calls) and what the benchmark reads about them from /proc.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -389,16 +389,46 @@ export function cpuSecondsOf(pid: number): number | undefined {
   // A process tree (keygate --workers: the primary and its workers) counts as one.
   let total: number | undefined;
   for (const p of processTree(pid)) {
+    const seconds = processCpuSeconds(p);
+    if (seconds !== undefined) total = (total ?? 0) + seconds;
+  }
+  return total;
+}
+
+/** User + system CPU seconds of one process, from /proc; undefined if it cannot be read. */
+function processCpuSeconds(pid: number | string): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name (which is in parentheses and may contain spaces).
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // utime and stime are fields 14 and 15 of the whole line, i.e. 11 and 12 after the name.
+    const utime = Number(fields[11]);
+    const stime = Number(fields[12]);
+    if (!Number.isFinite(utime) || !Number.isFinite(stime)) return undefined;
+    return (utime + stime) / CLOCK_TICKS_PER_SECOND;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * CPU seconds of every process of this machine whose command name is `name` (`postgres`,
+ * `redis-server`), summed: undefined if there is none this process may read. A process that
+ * ends between two readings takes its time with it, so compare readings of a steady state.
+ */
+export function cpuSecondsOfCommand(name: string): number | undefined {
+  let total: number | undefined;
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let comm: string;
     try {
-      const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
-      // Fields after the command name (which is in parentheses and may contain spaces).
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      // utime and stime are fields 14 and 15 of the whole line, i.e. 11 and 12 after the name.
-      const utime = Number(fields[11]);
-      const stime = Number(fields[12]);
-      if (!Number.isFinite(utime) || !Number.isFinite(stime)) continue;
-      total = (total ?? 0) + (utime + stime) / CLOCK_TICKS_PER_SECOND;
-    } catch {}
+      comm = readFileSync(`/proc/${entry}/comm`, 'utf8').trim();
+    } catch {
+      continue;
+    }
+    if (comm !== name) continue;
+    const seconds = processCpuSeconds(entry);
+    if (seconds !== undefined) total = (total ?? 0) + seconds;
   }
   return total;
 }

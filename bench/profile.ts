@@ -8,11 +8,16 @@
  *
  *   npm run bench:profile                          chat on SQLite, 10 s
  *   npm run bench:profile -- --scenario embeddings --duration 20 --store pg --connections 50
+ *   npm run bench:profile -- --store pg --no-redis  PostgreSQL, limits in the gateway's memory
  *
  * The .cpuprofile file (open it in Chrome DevTools' Performance panel or speedscope.app for a
  * flame graph) is kept in a temporary directory whose path is printed; the summary is written to
- * bench/results/<date>-profile-<scenario>[-pg][-workersN].md. With --workers N, the profiles of the
- * primary and of every worker are summed.
+ * bench/results/<date>-profile-<scenario>[-pg][-noredis][-workersN].md. With --workers N, the
+ * profiles of the primary and of every worker are summed.
+ *
+ * Beside the gateway's profile it reports what every process sharing the machine spent per request
+ * during the load (from /proc): the stub, this load generator, and with --store pg the PostgreSQL
+ * and Redis servers (all their processes), so that a mode's cost outside the gateway shows too.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -20,7 +25,16 @@ import { cpus, tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
-import { cpuSecondsOf, memoryOf, ROOT, startGateway, startStub, stopAll, stopChild } from './processes.ts';
+import {
+  cpuSecondsOf,
+  cpuSecondsOfCommand,
+  memoryOf,
+  ROOT,
+  startGateway,
+  startStub,
+  stopAll,
+  stopChild,
+} from './processes.ts';
 import { createBenchKey, type KeygateSetup, SCENARIOS } from './scenarios.ts';
 import {
   benchPrefix,
@@ -40,11 +54,16 @@ const { values } = parseArgs({
     connections: { type: 'string', default: '50' },
     top: { type: 'string', default: '30' },
     workers: { type: 'string', default: '1' },
+    redis: { type: 'boolean', default: true },
   },
+  allowNegative: true,
 });
 const scenario = SCENARIOS.find((s) => s.name === values.scenario);
 if (!scenario) fail(`--scenario must be one of ${SCENARIOS.map((s) => s.name).join(', ')}`);
 if (values.store !== 'sqlite' && values.store !== 'pg') fail('--store must be sqlite or pg');
+if (!values.redis && values.store !== 'pg') fail('--no-redis goes with --store pg');
+/** PostgreSQL and Redis; with --no-redis, PostgreSQL with the limits in the gateway's memory. */
+const withRedis = values.store === 'pg' && values.redis;
 const duration = Number(values.duration);
 const connections = Number(values.connections);
 const top = Number(values.top);
@@ -187,18 +206,20 @@ async function main(): Promise<void> {
   };
   const config: Record<string, unknown> = { log: { level: 'info' } };
   if (pg) {
-    const unavailable = (await postgresUnavailable()) ?? (await redisUnavailable());
-    if (unavailable) fail(`--store pg needs PostgreSQL and Redis: ${unavailable}`);
+    const unavailable = (await postgresUnavailable()) ?? (withRedis ? await redisUnavailable() : undefined);
+    if (unavailable) fail(`--store pg needs PostgreSQL${withRedis ? ' and Redis' : ''}: ${unavailable}`);
     const database = await createBenchDatabase();
     cleanups.push(() => dropBenchDatabase(database.name));
-    const prefix = benchPrefix();
-    cleanups.push(async () => {
-      await deleteRedisPrefix(prefix);
-    });
-    config.redis = { prefix };
-    config.limits = { onRedisFailure: 'deny' };
+    if (withRedis) {
+      const prefix = benchPrefix();
+      cleanups.push(async () => {
+        await deleteRedisPrefix(prefix);
+      });
+      config.redis = { prefix };
+      config.limits = { onRedisFailure: 'deny' };
+      env.REDIS_URL = REDIS_URL;
+    }
     env.DATABASE_URL = database.url;
-    env.REDIS_URL = REDIS_URL;
     env.KEYGATE_SECRET = randomBytes(48).toString('base64');
   }
   const dataDir = join(work, 'data');
@@ -221,6 +242,7 @@ async function main(): Promise<void> {
   const w = workers > 1 ? ` --workers ${workers}` : '';
   log(`profiling ${scenario!.name} on ${values.store}${w} for ${duration} s, ${connections} connections`);
   const cpuBefore = cpuSecondsOf(gateway.pid) ?? 0;
+  const othersBefore = otherCpu(stub.pid);
   let rssMax = 0;
   const sampler = setInterval(() => {
     rssMax = Math.max(rssMax, memoryOf(gateway.pid)?.rss ?? 0);
@@ -235,6 +257,7 @@ async function main(): Promise<void> {
   });
   clearInterval(sampler);
   const cpuSeconds = (cpuSecondsOf(gateway.pid) ?? 0) - cpuBefore;
+  const othersAfter = otherCpu(stub.pid);
   await stopChild(gateway);
   await stopChild(stub);
   // One profile per process (with --workers: the primary's and each worker's), summed.
@@ -254,13 +277,19 @@ async function main(): Promise<void> {
       lines.push(`| ${name.replaceAll('|', '\\|')} | ${pct(ms)} | ${usPerRequest(ms)} |`);
     return lines.join('\n');
   };
+  const others = [...othersAfter]
+    .filter(([name]) => othersBefore.has(name))
+    .map(([name, after]) => `${name} ${usPerRequest((after - (othersBefore.get(name) ?? 0)) * 1000)} µs`);
+  const mode = pg ? (withRedis ? 'PostgreSQL + Redis' : 'PostgreSQL, limits in memory') : 'SQLite';
+  const flags = `--store ${values.store}${pg && !withRedis ? ' --no-redis' : ''}`;
   const md = [
-    `# CPU profile of the gateway: ${scenario!.name}, ${pg ? 'PostgreSQL + Redis' : 'SQLite'}${w}, ${date}`,
+    `# CPU profile of the gateway: ${scenario!.name}, ${mode}${w}, ${date}`,
     '',
-    `- Command: \`npm run bench:profile -- --scenario ${scenario!.name} --store ${values.store} --duration ${duration} --connections ${connections}${w}\``,
+    `- Command: \`npm run bench:profile -- --scenario ${scenario!.name} ${flags} --duration ${duration} --connections ${connections}${w}\``,
     `- Machine: ${cpus().length} × ${cpus()[0]?.model ?? 'unknown'}, Node ${process.version}; load generator (this process), stub and gateway share it.`,
     `- Load: ${requests} requests in ${duration} s (${Math.round(requests / duration)} req/s), ${bad} errors or non-2xx.`,
     `- Gateway CPU (from /proc): ${cpuSeconds.toFixed(2)} s = ${((cpuSeconds * 1e6) / requests).toFixed(1)} µs per request (all threads, GC and libuv included); highest RSS ${Math.round(rssMax / 2 ** 20)} MB.`,
+    `- The other processes on the machine, CPU per request during the load (from /proc): ${others.join(', ')}.`,
     `- Profile (main threads, sampled every 200 µs): ${(summary.busyMs / 1000).toFixed(2)} s busy of ${(summary.totalMs / 1000).toFixed(2)} s = ${usPerRequest(summary.busyMs)} µs per request; the rest is idle.`,
     '',
     '## By area (self time)',
@@ -277,12 +306,28 @@ async function main(): Promise<void> {
     '',
   ].join('\n');
   mkdirSync(join(ROOT, 'bench', 'results'), { recursive: true });
-  const name = `${date}-profile-${scenario!.name}${pg ? '-pg' : ''}${workers > 1 ? `-workers${workers}` : ''}.md`;
+  const name = `${date}-profile-${scenario!.name}${pg ? '-pg' : ''}${pg && !withRedis ? '-noredis' : ''}${workers > 1 ? `-workers${workers}` : ''}.md`;
   const out = join(ROOT, 'bench', 'results', name);
   writeFileSync(out, md);
   process.stdout.write(`${md}\n`);
   log(`profiles: ${profileDir} (kept; open them in Chrome DevTools or speedscope.app)`);
   log(`summary: ${relative(ROOT, out)}`);
+}
+
+/** CPU seconds so far of the stub, this load generator, and the PostgreSQL and Redis servers. */
+function otherCpu(stubPid: number): Map<string, number> {
+  const cpu = new Map<string, number>();
+  const stub = cpuSecondsOf(stubPid);
+  if (stub !== undefined) cpu.set('stub', stub);
+  const self = process.cpuUsage();
+  cpu.set('load generator', (self.user + self.system) / 1e6);
+  if (values.store === 'pg') {
+    const postgres = cpuSecondsOfCommand('postgres');
+    if (postgres !== undefined) cpu.set('PostgreSQL', postgres);
+    const redis = cpuSecondsOfCommand('redis-server');
+    if (redis !== undefined && withRedis) cpu.set('Redis', redis);
+  }
+  return cpu;
 }
 
 try {
