@@ -259,25 +259,56 @@ function usageWhere(
   return { sql: c.expression, params: c.params };
 }
 
-/** SQLite's page cache per connection, in KiB. */
-const SQLITE_CACHE_KIB = 32_768;
+/** The page cache of the key lookups' connection, in KiB (see `#findKeyStatement`). */
+const KEY_LOOKUP_CACHE_KIB = 32_768;
+
+const FIND_KEY_BY_HASH = `SELECT ${KEY_COLUMNS}, h.valid_until AS secret_valid_until FROM api_key_hashes h JOIN api_keys k ON k.id = h.key_id JOIN workspaces w ON w.id = k.workspace_id
+  WHERE h.hash = ? AND (h.valid_until IS NULL OR h.valid_until > ?)`;
 
 export class SqliteStore implements Store {
   readonly kind = 'sqlite' as const;
+  readonly #path: string;
   readonly #db: DatabaseSync;
   readonly #statements = new Map<string, StatementSync>();
+  /** The key lookups' own read-only connection (none for `:memory:`), opened at the first lookup. */
+  #keyReader: DatabaseSync | undefined;
+  #findKey: StatementSync | undefined;
 
   constructor(path: string) {
+    this.#path = path;
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
     this.#db = new DatabaseSync(path);
     this.#db.exec('PRAGMA busy_timeout = 5000');
     this.#db.exec('PRAGMA journal_mode = WAL');
     this.#db.exec('PRAGMA synchronous = NORMAL');
     this.#db.exec('PRAGMA foreign_keys = ON');
-    // Up to 32 MiB of pages (SQLite's default is 2 MiB): with a million keys the upper levels of
-    // the key lookup's B-trees stay cached, so a cache miss reads about as fast as with a
-    // thousand (docs/performance.md). Memory is taken only as pages are read.
-    this.#db.exec(`PRAGMA cache_size = -${SQLITE_CACHE_KIB}`);
+  }
+
+  /**
+   * The key lookup of a verifier's cache miss runs on a read-only connection of its own, whose
+   * page cache (up to 32 MiB, SQLite's default being 2 MiB) holds only the pages of the key
+   * tables: with a million keys the upper levels of their B-trees stay cached whatever the usage
+   * writes go through, so a miss costs about what it costs with a thousand keys
+   * (docs/performance.md). Memory is taken only as pages are read. WAL mode lets it read while
+   * the main connection writes, and each lookup sees every commit made before it.
+   */
+  #findKeyStatement(): StatementSync {
+    if (this.#findKey) return this.#findKey;
+    if (this.#path === ':memory:') {
+      this.#findKey = this.#stmt(FIND_KEY_BY_HASH);
+      return this.#findKey;
+    }
+    const reader = new DatabaseSync(this.#path, { readOnly: true });
+    try {
+      reader.exec('PRAGMA busy_timeout = 5000');
+      reader.exec(`PRAGMA cache_size = -${KEY_LOOKUP_CACHE_KIB}`);
+      this.#findKey = reader.prepare(FIND_KEY_BY_HASH);
+    } catch (error) {
+      reader.close();
+      throw error;
+    }
+    this.#keyReader = reader;
+    return this.#findKey;
   }
 
   #stmt(sql: string): StatementSync {
@@ -378,10 +409,7 @@ export class SqliteStore implements Store {
   }
 
   async findKeyByHash(hash: string, now: number): Promise<SecretMatch | undefined> {
-    const row = this.#stmt(
-      `SELECT ${KEY_COLUMNS}, h.valid_until AS secret_valid_until FROM api_key_hashes h JOIN api_keys k ON k.id = h.key_id JOIN workspaces w ON w.id = k.workspace_id
-       WHERE h.hash = ? AND (h.valid_until IS NULL OR h.valid_until > ?)`,
-    ).get(hash, now) as Row | undefined;
+    const row = this.#findKeyStatement().get(hash, now) as Row | undefined;
     return row ? { key: toKey(row), validUntil: num(row.secret_valid_until) } : undefined;
   }
 
@@ -1107,6 +1135,7 @@ export class SqliteStore implements Store {
   }
 
   async close(): Promise<void> {
+    if (this.#keyReader?.isOpen) this.#keyReader.close();
     if (this.#db.isOpen) this.#db.close();
   }
 }
