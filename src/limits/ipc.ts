@@ -11,6 +11,10 @@
  *   primary settles its open tickets at their reservation (the requests' outcome is unknown, and a
  *   client must not lower its bill by a crash), which frees their concurrency slots.
  * - Budget counters are seeded by the primary from its own store connection, as in one process.
+ * - An admit the primary has not answered within `timeoutMs` (5 s by default: a primary stuck on
+ *   its store) is refused as unavailable (503), swept once a second or so rather than timed one
+ *   by one. Should the answer come later and admit it, the worker settles that ticket at 0 at
+ *   once: nobody else would, and its slot and reservation would stay taken.
  *
  * The channel is the worker's `process` on one side and the cluster `Worker` on the other; any
  * pair of objects with `send` and 'message' events will do (the tests use an in-process pair).
@@ -78,6 +82,19 @@ interface Waiting {
   subject: LimitSubject;
   resolve: (admission: Admission) => void;
   reject: (error: Error) => void;
+  /** When it was asked (performance.now()). */
+  at: number;
+}
+
+/** Admits refused by timeout remembered for a late answer, at most. */
+const MAX_ABANDONED = 10_000;
+
+/** How long a worker waits for the primary's answer to an admit, by default. */
+export const IPC_ADMIT_TIMEOUT_MS = 5_000;
+
+export interface IpcLimiterOptions {
+  /** An admit unanswered this long is refused as unavailable (503); 5 s by default. */
+  timeoutMs?: number;
 }
 
 /** The worker's side: a Limiter whose state lives in the primary. */
@@ -90,10 +107,18 @@ export class IpcLimiter implements Limiter {
   /** Sends settles that no admit took along. */
   #lazy: NodeJS.Timeout | undefined;
   #closed = false;
+  readonly #timeoutMs: number;
+  /** Refuses the admits the primary has not answered in time. */
+  readonly #sweeper: NodeJS.Timeout;
+  /** Admits refused by timeout: a late answer that admitted one is settled at once. */
+  readonly #abandoned = new Set<number>();
 
-  constructor(channel: LimitsChannel) {
+  constructor(channel: LimitsChannel, options: IpcLimiterOptions = {}) {
     this.#channel = channel;
+    this.#timeoutMs = options.timeoutMs ?? IPC_ADMIT_TIMEOUT_MS;
     channel.on('message', this.#onMessage);
+    this.#sweeper = setInterval(() => this.#expire(), Math.max(10, Math.min(1000, this.#timeoutMs / 4)));
+    this.#sweeper.unref();
   }
 
   admit(subject: LimitSubject, estimatedTokens: number, now?: number): Promise<Admission> {
@@ -101,7 +126,24 @@ export class IpcLimiter implements Limiter {
     if (this.#closed) throw new LimiterUnavailableError(1);
     const id = this.#next++;
     this.#queue({ op: 'admit', id, subject, estimate: estimatedTokens, now });
-    return new Promise<Admission>((resolve, reject) => this.#waiting.set(id, { subject, resolve, reject }));
+    const at = performance.now();
+    return new Promise<Admission>((resolve, reject) =>
+      this.#waiting.set(id, { subject, resolve, reject, at }),
+    );
+  }
+
+  /** Refuses, as unavailable, the admits waiting longer than the timeout (the oldest come first). */
+  #expire(): void {
+    const before = performance.now() - this.#timeoutMs;
+    for (const [id, waiting] of this.#waiting) {
+      if (waiting.at > before) break;
+      this.#waiting.delete(id);
+      this.#abandoned.add(id);
+      // A primary that never answers again must not make this grow without end.
+      if (this.#abandoned.size > MAX_ABANDONED)
+        this.#abandoned.delete(this.#abandoned.values().next().value ?? 0);
+      waiting.reject(new LimiterUnavailableError(1));
+    }
   }
 
   settle(ticket: Ticket, actualTokens: number, now?: number): void {
@@ -118,6 +160,7 @@ export class IpcLimiter implements Limiter {
     if (this.#closed) return;
     this.#flush();
     this.#closed = true;
+    clearInterval(this.#sweeper);
     this.#channel.off('message', this.#onMessage);
     const error = new LimiterUnavailableError(1);
     for (const waiting of this.#waiting.values()) waiting.reject(error);
@@ -169,7 +212,11 @@ export class IpcLimiter implements Limiter {
     if (!isLimitsMessage(message) || !Array.isArray(message.answers)) return;
     for (const answer of (message as unknown as LimitsReply).answers) {
       const waiting = this.#waiting.get(answer.id);
-      if (!waiting) continue;
+      if (!waiting) {
+        if (this.#abandoned.delete(answer.id) && 'admission' in answer && answer.admission.ok)
+          this.#queue({ op: 'settle', ticket: answer.admission.ticket, tokens: 0 }, true);
+        continue;
+      }
       this.#waiting.delete(answer.id);
       if ('error' in answer) {
         waiting.reject(

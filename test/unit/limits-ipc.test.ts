@@ -171,3 +171,44 @@ test('a closed worker limiter refuses what was waiting and throws on new admits'
   await assert.rejects(waiting, LimiterUnavailableError);
   assert.throws(() => limiters[0]!.admit(subject(), 1), LimiterUnavailableError);
 });
+
+test('an admit the primary does not answer in time is refused as unavailable; a late admission is settled at once', async () => {
+  const limiter = createMemoryLimiter({ store: { tokensUsed: async () => 0 } });
+  const server = new LimitsServer(limiter);
+  const pair = channelPair();
+  // The primary's side of the channel, held back: its answers reach the worker only when released.
+  const held: unknown[] = [];
+  let holding = true;
+  const primary: LimitsChannel = {
+    send(message, callback) {
+      if (!holding) return pair.primary.send(message, callback);
+      held.push(message);
+      callback?.(null);
+      return true;
+    },
+    on: (event, listener) => pair.primary.on(event, listener),
+    off: (event, listener) => pair.primary.off(event, listener),
+  };
+  server.attach(primary);
+  const worker = new IpcLimiter(pair.worker, { timeoutMs: 40 });
+  const who = subject({ limits: { concurrency: 1 } });
+  const started = performance.now();
+  await assert.rejects(worker.admit(who, 1), LimiterUnavailableError);
+  const waited = performance.now() - started;
+  assert.ok(waited >= 40 && waited < 1000, `refused after ${waited.toFixed(0)} ms`);
+  // The primary did admit it: the one concurrency slot is taken until the late answer arrives.
+  assert.equal(held.length, 1);
+  const blocked = limiter.admit(who, 1);
+  assert.ok(!(blocked instanceof Promise) && !blocked.ok && blocked.reason === 'concurrency');
+  holding = false;
+  for (const message of held) pair.primary.send(message);
+  // The worker settles the abandoned ticket at 0, which frees the slot for the next request.
+  const deadline = Date.now() + 2000;
+  let next: Admission | Promise<Admission> = limiter.admit(who, 1);
+  while (!(next instanceof Promise) && !next.ok && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    next = limiter.admit(who, 1);
+  }
+  assert.ok(!(next instanceof Promise) && next.ok, 'the slot was freed by the late settle');
+  worker.close();
+});
