@@ -195,7 +195,7 @@ test('an admit the primary does not answer in time is refused as unavailable; a 
   const started = performance.now();
   await assert.rejects(worker.admit(who, 1), LimiterUnavailableError);
   const waited = performance.now() - started;
-  assert.ok(waited >= 40 && waited < 1000, `refused after ${waited.toFixed(0)} ms`);
+  assert.ok(waited >= 40 && waited < 5000, `refused after ${waited.toFixed(0)} ms`);
   // The primary did admit it: the one concurrency slot is taken until the late answer arrives.
   assert.equal(held.length, 1);
   const blocked = limiter.admit(who, 1);
