@@ -259,6 +259,9 @@ function usageWhere(
   return { sql: c.expression, params: c.params };
 }
 
+/** Usage records written per transaction (see `recordUsage`): ~0.7 ms of SQLite's time each here. */
+const USAGE_CHUNK = 64;
+
 /** The page cache of the key lookups' connection, in KiB (see `#findKeyStatement`). */
 const KEY_LOOKUP_CACHE_KIB = 32_768;
 
@@ -1026,8 +1029,22 @@ export class SqliteStore implements Store {
     }
   }
 
+  /**
+   * In transactions of at most USAGE_CHUNK records, giving the event loop back between two: a
+   * SQLite write is synchronous, and a batch of 500 in one transaction held every request up for
+   * ~6 ms (more with a WAL checkpoint), which showed as the p99 of the added latency. Each record
+   * and its rollups share a transaction, so a batch retried after a failure half-way counts each
+   * record once.
+   */
   async recordUsage(records: readonly UsageRecord[]): Promise<void> {
-    if (records.length === 0) return;
+    for (let start = 0; start < records.length; start += USAGE_CHUNK) {
+      if (start > 0) await new Promise<void>((resolve) => setImmediate(resolve));
+      if (!this.#db.isOpen) throw new Error('the SQLite store was closed during a usage write');
+      this.#recordUsageChunk(records.slice(start, start + USAGE_CHUNK));
+    }
+  }
+
+  #recordUsageChunk(records: readonly UsageRecord[]): void {
     const lastUse = new Map<string, UsageRecord>();
     this.#transaction(() => {
       const rawSince = this.#rawSince();

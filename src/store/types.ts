@@ -604,7 +604,9 @@ export interface Store {
   listAudit(filter: AuditFilter): Promise<(AuditEvent & { seq: number })[]>;
   /**
    * Stores new records (a record whose id is already stored is skipped) and adds each one stored to
-   * the hourly rollups, in one transaction: a record counts once, whatever is retried.
+   * the hourly rollups in the same transaction as its insert (PostgreSQL writes a batch as one
+   * transaction; SQLite in several, yielding to the event loop between them): a record counts
+   * once, whatever is retried.
    */
   recordUsage(records: readonly UsageRecord[]): Promise<void>;
   /** Per-key totals (the report by key, without latency and cost). */

@@ -7,6 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { hashKey, pepperKey } from '../../src/keys/hash.ts';
 import { createKey, rotateKey } from '../../src/keys/service.ts';
 import { MIGRATIONS } from '../../src/store/migrations.ts';
+import { SqliteStore } from '../../src/store/sqlite.ts';
 import type { Store, UsageRecord } from '../../src/store/types.ts';
 import { CLI_ACTOR } from '../../src/store/types.ts';
 import { UsageQueue } from '../../src/usage/queue.ts';
@@ -47,6 +48,37 @@ test('several processes migrating one new SQLite database at once all succeed', 
     assert.equal(child.stdout.trim(), String(MIGRATIONS.at(-1)?.version));
   }
   rmSync(dir, { recursive: true, force: true });
+});
+
+test('SQLite writes a big usage batch in short transactions, giving the event loop back between them', async () => {
+  const dir = tempDir();
+  const store = new SqliteStore(join(dir, 'chunks.db'));
+  try {
+    await store.migrate();
+    const { record: k } = await createKey({ store, pepper, prefix: 'kg' }, { name: 'chunks' });
+    const batch = Array.from({ length: 300 }, (_, i) => record(`chunk_${i}`, k.id, 1, 2));
+    let ticks = 0;
+    const tick = () => {
+      ticks++;
+      if (ticks < 1000) setImmediate(tick);
+    };
+    setImmediate(tick);
+    await store.recordUsage(batch);
+    const during = ticks;
+    ticks = 1000; // stops the ticking
+    // 300 records in transactions of 64: the loop turned between each two of the five.
+    assert.ok(during >= 4, `the event loop turned ${during} times during the write`);
+    const [totals] = await store.usageTotals({ keyId: k.id });
+    assert.equal(totals?.requests, 300);
+    assert.equal(totals?.totalTokens, 900);
+    // Written again (a retry after a failure half-way): nothing counts twice.
+    await store.recordUsage(batch);
+    const [again] = await store.usageTotals({ keyId: k.id });
+    assert.equal(again?.requests, 300);
+  } finally {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 for (const s of STORES) {

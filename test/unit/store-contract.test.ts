@@ -332,7 +332,7 @@ function severalInstances(s: StoreUnderTest): void {
     assert.equal((await store.listAudit({ workspaceId: 'ws_audited' })).length, 1);
   });
 
-  test('a batch of 2 000 usage records is one write (the time is printed)', async (t) => {
+  test('a batch of 2 000 usage records is written whole, once (the time is printed)', async (t) => {
     const store = await s.open();
     const base = Date.UTC(2026, 1, 3);
     const batch = Array.from({ length: 2000 }, (_, i) =>
