@@ -324,8 +324,8 @@ function otherCpu(stubPid: number): Map<string, number> {
   if (values.store === 'pg') {
     const postgres = cpuSecondsOfCommand('postgres');
     if (postgres !== undefined) cpu.set('PostgreSQL', postgres);
-    const redis = cpuSecondsOfCommand('redis-server');
-    if (redis !== undefined && withRedis) cpu.set('Redis', redis);
+    const redis = withRedis ? cpuSecondsOfCommand('redis-server') : undefined;
+    if (redis !== undefined) cpu.set('Redis', redis);
   }
   return cpu;
 }
