@@ -67,7 +67,6 @@ export interface InviteInfo {
   email: string;
   role: Role;
   expires_at: string;
-  account_exists: boolean;
 }
 
 // ---- keys ------------------------------------------------------------------------------------
@@ -286,7 +285,10 @@ export interface DeliveryResult {
   name: string;
   type: ChannelType;
   outcome: 'sent' | 'failed';
+  /** A fixed word (`delivered`, `refused_by_policy`, `unreachable`, `http_<status>`…), never what the receiver said. */
+  reason: string;
   status: number | null;
+  /** The reason as a fixed sentence. */
   error: string | null;
 }
 

@@ -4,8 +4,8 @@
  *
  * Every channel is given as a type and a URL (plus, for a webhook, an optional signing secret):
  *
- * - webhook: `https://…` (or `http://` to a loopback address); the signing secret is generated (32
- *   random bytes) when none is given, and shown once, at creation.
+ * - webhook: `https://…` (or `http://`, only to the operator's `alerts.allowedDestinations`); the
+ *   signing secret is generated (32 random bytes) when none is given, and shown once, at creation.
  * - slack: the incoming-webhook URL, `https://hooks.slack.com/services/…` or any Slack-compatible
  *   one (Mattermost, Rocket.Chat…).
  * - email: `smtp://[user:pass@]host[:port]?from=ADDR&to=ADDR[,ADDR…]` (STARTTLS, port 587 by
@@ -16,10 +16,16 @@
  * stored sealed with the server's data key (util/seal.ts) and opened only to send. Views
  * (`channelView`) show the URL's origin and path (segments that look like tokens masked), the
  * SMTP host and the addresses: never a secret, a query string, credentials or a password.
+ *
+ * Where a channel may send is the gateway's destination policy (src/net/destinations.ts), checked
+ * on the address connected to at every send; `checkDestination` refuses, when a channel is added,
+ * what can be refused before any connection (plain http:// without the operator's ranges, an IP
+ * literal the policy refuses).
  */
 import { randomBytes } from 'node:crypto';
+import { isIP } from 'node:net';
 import { z } from 'zod';
-import { isLoopback } from '../config/config.ts';
+import { type DestinationPolicy, refusalOf, type Transport } from '../net/destinations.ts';
 import { type AlertChannel, CHANNEL_TYPES, type ChannelType } from '../store/types.ts';
 import { UserInputError } from '../users/service.ts';
 import { seal, unseal } from '../util/seal.ts';
@@ -108,16 +114,11 @@ function parseUrl(text: string): URL {
   }
 }
 
-/** https://, or http:// to a loopback address (a receiver on the same host); no credentials. */
+/** https:// (or http://, which checkDestination then holds to the operator's ranges); no credentials. */
 function httpUrl(text: string, what: string): URL {
   const url = parseUrl(text);
   if (url.protocol !== 'https:' && url.protocol !== 'http:')
     throw new ChannelInputError('url', `a ${what} URL must start with https://`);
-  if (url.protocol === 'http:' && !isLoopback(hostOf(url)))
-    throw new ChannelInputError(
-      'url',
-      `a ${what} URL must be https:// (plain http:// is accepted for loopback addresses only)`,
-    );
   if (url.username !== '' || url.password !== '')
     throw new ChannelInputError('url', `a ${what} URL cannot hold a user name or password`);
   if (url.hash !== '') throw new ChannelInputError('url', `a ${what} URL cannot have a #fragment`);
@@ -223,6 +224,39 @@ export function parseChannelInput(input: ChannelInput): ParsedChannel {
     settings: { type, config },
     generatedSecret: undefined,
   };
+}
+
+// ---- destination --------------------------------------------------------------------------------
+
+/** Where a channel connects, and whether the connection is encrypted (http:// is not). */
+function destinationOf(settings: ChannelConfig): { host: string; transport: Transport; what: string } {
+  if (settings.type === 'email') return { host: settings.config.host, transport: 'tls', what: 'an SMTP' };
+  const url = new URL(settings.config.url);
+  return {
+    host: hostOf(url),
+    transport: url.protocol === 'http:' ? 'plain' : 'tls',
+    what: settings.type === 'webhook' ? 'a webhook' : 'a Slack webhook',
+  };
+}
+
+/**
+ * Refuses a new channel the gateway's destination policy refuses whatever a name resolves to:
+ * plain http:// when the operator allows no range, an IP-literal host the policy refuses. Names
+ * are checked when connecting (src/net/destinations.ts), at every send.
+ */
+export function checkDestination(settings: ChannelConfig, policy: DestinationPolicy): void {
+  const { host, transport, what } = destinationOf(settings);
+  if (transport === 'plain' && policy.allowed.length === 0)
+    throw new ChannelInputError(
+      'url',
+      `${what} URL must be https:// (plain http:// only to addresses the operator allows in alerts.allowedDestinations)`,
+    );
+  const why = isIP(host) === 0 ? undefined : refusalOf(host, policy, transport);
+  if (why !== undefined)
+    throw new ChannelInputError(
+      'url',
+      `this gateway does not send alerts to ${host.includes(':') ? `[${host}]` : host} (${why}); its operator can allow a range with alerts.allowedDestinations`,
+    );
 }
 
 // ---- sealing -------------------------------------------------------------------------------------

@@ -9,9 +9,25 @@
  * Outcomes: webhook and Slack — 2xx is sent; 4xx other than 408 and 429 (and any redirect, which
  * is not followed) fail for good; anything else (5xx, 408, 429 — which honours Retry-After —,
  * timeouts, refused connections) is retried. Email — every SMTP or connection error is retried.
+ * A destination the gateway's policy refuses (src/net/destinations.ts: checked on the address
+ * connected to, so a channel stored before a policy change is held to the policy of today) fails
+ * for good.
+ *
+ * What a tenant sees of a delivery — the test results, the delivery log of `alerts show` and of
+ * `GET /admin/v1/alerts/{id}` — is a fixed reason (DeliveryReason), never what the other side said
+ * (a body, an SMTP greeting) nor a connection error's text: a channel would otherwise be a way to
+ * read, or map, what listens where the gateway can connect. The details go to the operator's log.
  */
-import { Agent, type Dispatcher, request } from 'undici';
-import { isLoopback } from '../config/config.ts';
+import type { Socket } from 'node:net';
+import { type Dispatcher, request } from 'undici';
+import { isLoopbackAddress } from '../net/addresses.ts';
+import {
+  connectGuarded,
+  DEFAULT_DESTINATIONS,
+  type DestinationPolicy,
+  guardedAgent,
+  isDestinationRefused,
+} from '../net/destinations.ts';
 import type { Alert, AlertChannel, ChannelType, Store } from '../store/types.ts';
 import { newId } from '../util/ids.ts';
 import {
@@ -56,8 +72,10 @@ export interface NotifierOptions {
   logger: NotifierLogger;
   /** Epoch ms; default Date.now. */
   clock?: () => number;
-  /** For webhook and Slack requests; default: an Agent of the notifier's own with 10 s timeouts. */
-  dispatcher?: Dispatcher;
+  /** Where channels may connect (config `alerts.allowedDestinations`); default: the public internet only. */
+  destinations?: DestinationPolicy;
+  /** Test sends per workspace per minute (config `alerts.testSendsPerMinute`); default 5. */
+  testSendsPerMinute?: number;
   retry?: Partial<RetryPolicy>;
   /** Per attempt; default 10 s. */
   timeoutMs?: number;
@@ -67,32 +85,130 @@ export interface NotifierOptions {
   random?: () => number;
 }
 
+/**
+ * How a delivery went, from a fixed set: `delivered`; `refused_by_policy` (the destination policy
+ * refused the address); `unreachable` (no connection, no TLS, no answer in time, not a receiver
+ * the gateway understands); `http_<status>` (a webhook or Slack receiver's answer other than 2xx);
+ * `smtp_<code>` (an SMTP server's refusal); `unreadable_settings` (sealed under another server
+ * secret); `failed` (a failure recorded by a version before reasons were kept).
+ */
+export type DeliveryReason =
+  | 'delivered'
+  | 'refused_by_policy'
+  | 'unreachable'
+  | 'unreadable_settings'
+  | 'failed'
+  | `http_${number}`
+  | `smtp_${number}`;
+
+const FIXED_REASONS = new Set<string>(['refused_by_policy', 'unreachable', 'unreadable_settings']);
+
+/** What the delivery log holds (its `error` column) read back as a reason; anything else is `failed`. */
+export function storedReason(error: string | null): DeliveryReason {
+  if (error === null) return 'delivered';
+  if (FIXED_REASONS.has(error)) return error as DeliveryReason;
+  if (/^(?:http|smtp)_[1-5]\d\d$/.test(error)) return error as DeliveryReason;
+  return 'failed';
+}
+
+/** The fixed sentence shown for a reason (null when delivered). */
+export function reasonText(reason: DeliveryReason): string | null {
+  switch (reason) {
+    case 'delivered':
+      return null;
+    case 'refused_by_policy':
+      return "refused: this gateway's destination policy does not allow the address (the operator's alerts.allowedDestinations)";
+    case 'unreachable':
+      return 'unreachable: no connection, no TLS, or no answer in time';
+    case 'unreadable_settings':
+      return "the channel's settings cannot be opened with this server's secret: remove it and add it again";
+    case 'failed':
+      return 'failed';
+  }
+  const [kind, code] = reason.split('_');
+  if (kind === 'http' && code?.startsWith('3'))
+    return `HTTP ${code}: redirects are not followed; give the final URL`;
+  return kind === 'http' ? `HTTP ${code}` : `SMTP ${code}`;
+}
+
 export interface DeliveryResult {
   channelId: string;
   name: string;
   type: ChannelType;
   outcome: 'sent' | 'failed';
+  reason: DeliveryReason;
   /** HTTP status or SMTP reply code, when there was one. */
   status: number | null;
+  /** reasonText(reason): a fixed sentence, never what the receiver said. */
   error: string | null;
+}
+
+/** Too many test sends for a workspace (config `alerts.testSendsPerMinute`). */
+export class TestSendLimitError extends Error {
+  override name = 'TestSendLimitError';
+  /** Whole seconds until the next test send is allowed (at least 1). */
+  readonly retryAfterSeconds: number;
+  constructor(limit: number, retryAfterSeconds: number) {
+    super(
+      `at most ${limit} test alert${limit === 1 ? '' : 's'} per minute for a workspace; try again in ${retryAfterSeconds} s`,
+    );
+    this.retryAfterSeconds = retryAfterSeconds;
+  }
 }
 
 export interface Notifier {
   /** Delivers an alert to every channel of its workspace, in the background; never rejects. */
   notify(alert: Alert): Promise<void>;
-  /** Raises a `test` alert and sends it once to every channel of the workspace (no retries). */
+  /**
+   * Raises a `test` alert and sends it once to every channel of the workspace (no retries).
+   * Throws TestSendLimitError past `testSendsPerMinute` for the workspace (in this process).
+   */
   sendTest(workspaceId: string): Promise<DeliveryResult[]>;
   close(): Promise<void>;
 }
 
 interface Attempt {
   outcome: 'sent' | 'failed';
+  reason: DeliveryReason;
   status: number | null;
-  error: string | null;
+  /** What went wrong, secrets taken out: for the operator's log only. */
+  detail: string | null;
   /** Worth another try. */
   retry: boolean;
   /** What the receiver asked for (Retry-After), in ms. */
   retryAfterMs?: number;
+}
+
+/** A failed attempt whose reason is a refusal or a connection failure. */
+function connectionFailure(error: unknown, secrets: readonly string[]): Attempt {
+  const refused = isDestinationRefused(error);
+  return {
+    outcome: 'failed',
+    reason: refused ? 'refused_by_policy' : 'unreachable',
+    status: null,
+    detail: cleanError(errorText(error), secrets),
+    retry: !refused,
+  };
+}
+
+/**
+ * Test sends per workspace in the last minute (a sliding window of their times): a test fans out
+ * to every channel of the workspace, so it is a way to make the gateway connect, on demand.
+ */
+function testSendLimiter(limit: number, clock: () => number) {
+  const sent = new Map<string, number[]>();
+  return (workspaceId: string): void => {
+    const now = clock();
+    const recent = (sent.get(workspaceId) ?? []).filter((at) => at > now - 60_000);
+    const oldest = recent[0];
+    if (recent.length >= limit && oldest !== undefined)
+      throw new TestSendLimitError(limit, Math.max(1, Math.ceil((oldest + 60_000 - now) / 1000)));
+    recent.push(now);
+    sent.set(workspaceId, recent);
+    // Workspaces quiet for a minute are forgotten, so the map stays as small as the active set.
+    if (sent.size > 1000)
+      for (const [id, times] of sent) if (times.every((at) => at <= now - 60_000)) sent.delete(id);
+  };
 }
 
 /** The delay before attempt `attempt + 1`: exponential, capped, half of it random ("equal jitter"). */
@@ -151,23 +267,6 @@ function secretsOf(settings: ChannelConfig): string[] {
   return out;
 }
 
-/** Reads at most `limit` bytes of a response body, then lets go of the rest. */
-async function bodySnippet(body: Dispatcher.ResponseData['body'], limit = 256): Promise<string> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  try {
-    for await (const chunk of body as AsyncIterable<Buffer>) {
-      chunks.push(chunk);
-      size += chunk.length;
-      if (size >= limit) break;
-    }
-  } catch {
-    // The body is only read for a message.
-  }
-  body.destroy();
-  return Buffer.concat(chunks).subarray(0, limit).toString('utf8');
-}
-
 export function createNotifier(options: NotifierOptions): Notifier {
   const { store, dataKey, logger } = options;
   const clock = options.clock ?? Date.now;
@@ -175,15 +274,16 @@ export function createNotifier(options: NotifierOptions): Notifier {
   const policy: RetryPolicy = { ...DEFAULT_RETRY, ...options.retry };
   const timeoutMs = options.timeoutMs ?? DELIVERY_TIMEOUT_MS;
   const closeTimeoutMs = options.closeTimeoutMs ?? 5000;
-  const ownsDispatcher = options.dispatcher === undefined;
-  const dispatcher: Dispatcher =
-    options.dispatcher ??
-    new Agent({
-      connect: { timeout: timeoutMs },
-      headersTimeout: timeoutMs,
-      bodyTimeout: timeoutMs,
-      keepAliveTimeout: 4000,
-    });
+  const destinations = options.destinations ?? DEFAULT_DESTINATIONS;
+  const checkTestSend = testSendLimiter(options.testSendsPerMinute ?? 5, clock);
+  // Every webhook and Slack connection goes through the destination policy (no other dispatcher:
+  // one that skipped the check would be a way around it).
+  const dispatcher: Dispatcher = guardedAgent(destinations, {
+    connect: { timeout: timeoutMs },
+    headersTimeout: timeoutMs,
+    bodyTimeout: timeoutMs,
+    keepAliveTimeout: 4000,
+  });
   /** Aborted by `close` once its wait is over: cuts off what is still in flight. */
   const shutdown = new AbortController();
   const inFlight = new Set<Promise<unknown>>();
@@ -240,35 +340,24 @@ export function createNotifier(options: NotifierOptions): Notifier {
         signal: signal(),
       });
       const status = res.statusCode;
-      if (status >= 200 && status < 300) {
-        await res.body.dump().catch(() => {});
-        return { outcome: 'sent', status, error: null, retry: false };
-      }
-      // What a receiver says (Slack: "invalid_token") helps fix a channel; it is quoted, briefly,
-      // only from https receivers, so that a loopback http:// URL cannot be used to read what
-      // local services answer.
-      const snippet = await bodySnippet(res.body);
-      const said =
-        url.startsWith('https:') && snippet.trim() !== '' ? `: ${snippet.trim().slice(0, 100)}` : '';
-      if (status >= 300 && status < 400)
-        return {
-          outcome: 'failed',
-          status,
-          error: cleanError(`HTTP ${status}: redirects are not followed; give the final URL`, secrets),
-          retry: false,
-        };
-      const permanent = status >= 400 && status < 500 && status !== 408 && status !== 429;
+      // The body is never read: what a receiver answers is not the gateway's to pass on.
+      await res.body.dump().catch(() => {});
+      if (status >= 200 && status < 300)
+        return { outcome: 'sent', reason: 'delivered', status, detail: null, retry: false };
+      // Redirects are not followed (the policy checked this destination, not the next one).
+      const permanent = status < 500 && status !== 408 && status !== 429;
       const attempt: Attempt = {
         outcome: 'failed',
+        reason: `http_${status}`,
         status,
-        error: cleanError(`HTTP ${status}${said}`, secrets),
+        detail: `HTTP ${status}`,
         retry: !permanent,
       };
       const after = retryAfterOf(res.headers['retry-after'], clock());
       if (after !== undefined) attempt.retryAfterMs = after;
       return attempt;
     } catch (error) {
-      return { outcome: 'failed', status: null, error: cleanError(errorText(error), secrets), retry: true };
+      return connectionFailure(error, secrets);
     }
   }
 
@@ -300,6 +389,7 @@ export function createNotifier(options: NotifierOptions): Notifier {
   async function sendEmail(config: EmailConfig, alert: Alert, key: AlertKey | null): Promise<Attempt> {
     const message = emailMessage(alert, key);
     const auth = config.user === undefined ? undefined : { user: config.user, pass: config.pass ?? '' };
+    const secrets = secretsOf({ type: 'email', config });
     // Loaded on first use: most deployments never send email, and nodemailer is large.
     const { createTransport } = await import('nodemailer');
     const transport = createTransport({
@@ -307,9 +397,25 @@ export function createNotifier(options: NotifierOptions): Notifier {
       port: config.port,
       secure: config.secure,
       auth,
-      // Credentials never cross the network in the clear: STARTTLS is required unless the
-      // server is on this host.
-      requireTLS: !config.secure && auth !== undefined && !isLoopback(config.host),
+      // nodemailer resolves names and connects on its own; the connection is made here instead,
+      // under the destination policy, and handed over (it then runs TLS or STARTTLS on it).
+      getSocket(_options, callback) {
+        connectGuarded({ host: config.host, port: config.port }, destinations, 'tls', {
+          timeoutMs,
+          signal: shutdown.signal,
+        }).then(
+          (socket: Socket) =>
+            callback(null, {
+              connection: socket,
+              // Credentials never cross the network in the clear: STARTTLS is required unless
+              // the server is on this host (the address connected to, not the name, says so).
+              requireTLS:
+                !config.secure && auth !== undefined && !isLoopbackAddress(socket.remoteAddress ?? ''),
+            }),
+          (error: Error) => callback(error),
+        );
+      },
+      requireTLS: !config.secure && auth !== undefined,
       connectionTimeout: timeoutMs,
       greetingTimeout: timeoutMs,
       socketTimeout: timeoutMs,
@@ -321,7 +427,7 @@ export function createNotifier(options: NotifierOptions): Notifier {
     const timedOut = new Promise<never>((_, reject) => {
       deadline = setTimeout(() => {
         transport.close();
-        reject(new Error(`no answer from ${config.host}:${config.port} within ${timeoutMs} ms`));
+        reject(new Error(`no answer within ${timeoutMs} ms`));
       }, timeoutMs);
     });
     try {
@@ -336,13 +442,24 @@ export function createNotifier(options: NotifierOptions): Notifier {
       sending.catch(() => {});
       const info = (await Promise.race([sending, timedOut])) as { response?: unknown };
       const code = typeof info.response === 'string' ? /^(\d{3})/.exec(info.response)?.[1] : undefined;
-      return { outcome: 'sent', status: code === undefined ? null : Number(code), error: null, retry: false };
+      return {
+        outcome: 'sent',
+        reason: 'delivered',
+        status: code === undefined ? null : Number(code),
+        detail: null,
+        retry: false,
+      };
     } catch (error) {
       const code = (error as { responseCode?: unknown }).responseCode;
+      // An SMTP server's refusal is a reply code; anything else (no connection, no TLS, a
+      // greeting that is not SMTP's) is a connection failure, whatever the other side said.
+      if (typeof code !== 'number' || !Number.isInteger(code) || code < 400 || code > 599)
+        return connectionFailure(error, secrets);
       return {
         outcome: 'failed',
-        status: typeof code === 'number' ? code : null,
-        error: cleanError(errorText(error), secretsOf({ type: 'email', config })),
+        reason: `smtp_${code}`,
+        status: code,
+        detail: cleanError(errorText(error), secrets),
         retry: true,
       };
     } finally {
@@ -371,7 +488,8 @@ export function createNotifier(options: NotifierOptions): Notifier {
         attempt,
         outcome: result.outcome,
         status: result.status,
-        error: result.error,
+        // The log keeps the reason only (see DeliveryReason): tenants read it.
+        error: result.reason === 'delivered' ? null : result.reason,
         at: clock(),
       });
     } catch (error) {
@@ -387,7 +505,13 @@ export function createNotifier(options: NotifierOptions): Notifier {
     try {
       return openSettings(dataKey, channel);
     } catch (error) {
-      return { outcome: 'failed', status: null, error: (error as Error).message, retry: false };
+      return {
+        outcome: 'failed',
+        reason: 'unreadable_settings',
+        status: null,
+        detail: (error as Error).message,
+        retry: false,
+      };
     }
   }
 
@@ -395,10 +519,16 @@ export function createNotifier(options: NotifierOptions): Notifier {
     const opened = settingsOf(channel);
     if ('outcome' in opened) {
       await record(alert, channel, 1, opened);
-      logger.error({ alertId: alert.id, channelId: channel.id, error: opened.error }, 'alert not delivered');
+      logger.error({ alertId: alert.id, channelId: channel.id, error: opened.detail }, 'alert not delivered');
       return opened;
     }
-    let result: Attempt = { outcome: 'failed', status: null, error: 'not attempted', retry: false };
+    let result: Attempt = {
+      outcome: 'failed',
+      reason: 'unreachable',
+      status: null,
+      detail: 'not attempted',
+      retry: false,
+    };
     for (let attempt = 1; attempt <= attempts; attempt++) {
       result = await send(opened, alert, key, attempt);
       await record(alert, channel, attempt, result);
@@ -408,21 +538,21 @@ export function createNotifier(options: NotifierOptions): Notifier {
         return result;
       }
       const final = !result.retry || attempt === attempts;
+      // The operator's log has the details the tenant's views do not (secrets taken out).
+      const why = { reason: result.reason, status: result.status, error: result.detail };
       if (final) {
-        if (attempts > 1)
-          logger.error(
-            { ...where, status: result.status, error: result.error },
-            result.retry
+        logger.error(
+          { ...where, ...why },
+          attempts === 1
+            ? 'alert delivery failed (sent once: a test)'
+            : result.retry
               ? 'alert delivery failed; giving up after the last attempt'
               : 'alert delivery failed for good',
-          );
+        );
         return result;
       }
       const delay = backoffDelay(attempt, policy, random, result.retryAfterMs);
-      logger.warn(
-        { ...where, status: result.status, error: result.error, retryInMs: delay },
-        'alert delivery failed; retrying',
-      );
+      logger.warn({ ...where, ...why, retryInMs: delay }, 'alert delivery failed; retrying');
       if (!(await wait(delay))) {
         logger.warn(where, 'shutting down: pending alert delivery retries cancelled');
         return result;
@@ -437,8 +567,9 @@ export function createNotifier(options: NotifierOptions): Notifier {
       name: channel.name,
       type: channel.type,
       outcome: attempt.outcome,
+      reason: attempt.reason,
       status: attempt.status,
-      error: attempt.error,
+      error: reasonText(attempt.reason),
     };
   }
 
@@ -466,6 +597,7 @@ export function createNotifier(options: NotifierOptions): Notifier {
     },
 
     async sendTest(workspaceId) {
+      checkTestSend(workspaceId);
       const channels = await store.listChannels(workspaceId);
       if (channels.length === 0) return [];
       const now = clock();
@@ -509,7 +641,7 @@ export function createNotifier(options: NotifierOptions): Notifier {
           new Promise((resolve) => setTimeout(resolve, 1000).unref()),
         ]);
       }
-      if (ownsDispatcher) await dispatcher.close().catch(() => {});
+      await dispatcher.close().catch(() => {});
     },
   };
 }

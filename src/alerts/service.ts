@@ -2,6 +2,7 @@
  * Alert and channel operations shared by the CLI (on the data directory) and the management API,
  * so both validate, seal and show the same way.
  */
+import { DEFAULT_DESTINATIONS, type DestinationPolicy, destinationPolicy } from '../net/destinations.ts';
 import type { Actor, Alert, Store } from '../store/types.ts';
 import { UserInputError } from '../users/service.ts';
 import { newId } from '../util/ids.ts';
@@ -9,11 +10,34 @@ import {
   type ChannelInput,
   type CreatedChannelView,
   channelView,
+  checkDestination,
   parseChannelInput,
   sealSettings,
 } from './channels.ts';
 import { type AlertKey, type AlertView, alertView } from './messages.ts';
-import type { DeliveryResult } from './notifier.ts';
+import { type DeliveryResult, reasonText, storedReason } from './notifier.ts';
+
+/** The operator's rules for alert channels (config `alerts`). */
+export interface ChannelRules {
+  destinations: DestinationPolicy;
+  maxChannelsPerWorkspace: number;
+}
+
+export const DEFAULT_CHANNEL_RULES: Readonly<ChannelRules> = Object.freeze({
+  destinations: DEFAULT_DESTINATIONS,
+  maxChannelsPerWorkspace: 20,
+});
+
+/** The rules of the config's `alerts` section (its ranges already validated by loadConfig). */
+export function channelRules(settings: {
+  allowedDestinations: readonly string[];
+  maxChannelsPerWorkspace: number;
+}): ChannelRules {
+  return {
+    destinations: destinationPolicy(settings.allowedDestinations),
+    maxChannelsPerWorkspace: settings.maxChannelsPerWorkspace,
+  };
+}
 
 /** Alerts as views, each key named (looked up once per key). */
 export async function alertViews(
@@ -31,15 +55,28 @@ export async function alertViews(
   });
 }
 
-/** Validates, seals and stores a new channel; the view carries a generated signing secret, once. */
+/**
+ * Validates, seals and stores a new channel; the view carries a generated signing secret, once.
+ * Refuses what the destination policy refuses before any connection (checkDestination), and a
+ * channel past the workspace's cap (`conflict`): a test send reaches every channel, and each one
+ * is a connection the gateway makes. Two additions at the same moment may both pass the count.
+ */
 export async function addChannel(
-  deps: { store: Store; dataKey: Buffer; now?: number },
+  deps: { store: Store; dataKey: Buffer; now?: number; rules?: ChannelRules },
   input: ChannelInput & { workspaceId: string },
   actor: Actor,
 ): Promise<CreatedChannelView> {
+  const rules = deps.rules ?? DEFAULT_CHANNEL_RULES;
   const parsed = parseChannelInput(input);
+  checkDestination(parsed.settings, rules.destinations);
   if (!(await deps.store.getWorkspace(input.workspaceId)))
     throw new UserInputError(`no workspace with id ${input.workspaceId}`, 'not_found');
+  const max = rules.maxChannelsPerWorkspace;
+  if ((await deps.store.listChannels(input.workspaceId)).length >= max)
+    throw new UserInputError(
+      `a workspace has at most ${max} alert channel${max === 1 ? '' : 's'} (the operator's alerts.maxChannelsPerWorkspace): remove one first`,
+      'conflict',
+    );
   const channel = await deps.store.createChannel(
     {
       id: newId('ch'),
@@ -60,6 +97,7 @@ export function deliveryView(result: DeliveryResult) {
     name: result.name,
     type: result.type,
     outcome: result.outcome,
+    reason: result.reason,
     status: result.status,
     error: result.error,
   };
@@ -73,14 +111,19 @@ export async function alertDetail(store: Pick<Store, 'getKey' | 'listDeliveries'
   const deliveries = await store.listDeliveries({ alertId: alert.id, limit: 200 });
   return {
     alert: view as AlertView,
-    deliveries: deliveries.map((d) => ({
-      channel_id: d.channelId,
-      attempt: d.attempt,
-      outcome: d.outcome,
-      status: d.status,
-      error: d.error,
-      at: new Date(d.at).toISOString(),
-    })),
+    // The log holds a reason (DeliveryReason); a text recorded by an older version is not shown.
+    deliveries: deliveries.map((d) => {
+      const reason = d.outcome === 'sent' ? 'delivered' : storedReason(d.error);
+      return {
+        channel_id: d.channelId,
+        attempt: d.attempt,
+        outcome: d.outcome,
+        reason,
+        status: d.status,
+        error: reasonText(reason),
+        at: new Date(d.at).toISOString(),
+      };
+    }),
   };
 }
 

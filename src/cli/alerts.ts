@@ -33,7 +33,7 @@ import {
   validSetting,
 } from '../alerts/rules.ts';
 import { parseDuration } from '../config/duration.ts';
-import { keyPattern } from '../keys/format.ts';
+import { looksLikeKey } from '../keys/scrub.ts';
 import { ALERT_KINDS, type AlertKind } from '../store/types.ts';
 import { type DeliveryView, withBackend } from './backend.ts';
 import {
@@ -75,13 +75,9 @@ function flagOfApi(name: string): string {
   return flagOf(storedName(name));
 }
 
-/** Anything shaped like a key of any deployment prefix, never echoed in a message. */
-const KEY_SHAPE = keyPattern('[a-z][a-z0-9]{0,9}');
-
 /** A value given on the command line, quoted for a message (a pasted key is not echoed). */
 function shownValue(text: string): string {
-  KEY_SHAPE.lastIndex = 0;
-  return KEY_SHAPE.test(text) ? '[something shaped like a key]' : JSON.stringify(text.slice(0, 100));
+  return looksLikeKey(text) ? '[something shaped like a key]' : JSON.stringify(text.slice(0, 100));
 }
 
 /** Minutes as the shortest exact duration: 1440 → 1d, 90 → 90m. */
@@ -568,7 +564,15 @@ export function registerAlertCommands(program: Command): void {
         caFile: options.caFile,
       };
       await withBackend(target, async (backend) => {
-        const created = await backend.addChannel({ ...input, workspaceId: options.workspace });
+        // The destination is checked where the channel is stored (the gateway's policy, or, on a
+        // data directory, the configuration's alerts.allowedDestinations).
+        const created = await backend
+          .addChannel({ ...input, workspaceId: options.workspace })
+          .catch((error: unknown) => {
+            if (error instanceof ChannelInputError)
+              throw new UserError(`--${error.field}: ${error.message}`, 2);
+            throw error;
+          });
         if (options.json) {
           printJson(created);
           return;

@@ -15,6 +15,7 @@ import {
   addChannel,
   alertDetail,
   alertViews,
+  channelRules,
   type DeliveryView,
   deliveryView,
 } from '../alerts/service.ts';
@@ -44,14 +45,7 @@ import {
   usageReportView,
   workspaceView,
 } from '../views.ts';
-import {
-  type CommandContext,
-  envValue,
-  secretsOf,
-  type TargetOptions,
-  UserError,
-  withStore,
-} from './common.ts';
+import { type CommandContext, envValue, type TargetOptions, UserError, withStore } from './common.ts';
 import { openRemote, remoteTarget } from './remote.ts';
 
 export type { KeyView } from '../views.ts';
@@ -175,7 +169,7 @@ function noWorkspace(id: string): UserError {
 
 /** The data key of the data directory's server secret (KEYGATE_SECRET, or <data-dir>/secret). */
 function dataKeyOf(ctx: CommandContext): Buffer {
-  return secretsOf(ctx.config).dataKey;
+  return ctx.secrets().dataKey;
 }
 
 /** The CLI prints each delivery's result itself. */
@@ -290,7 +284,7 @@ export function localBackend(ctx: CommandContext): Backend {
     },
     async addChannel(input) {
       return addChannel(
-        { store, dataKey: dataKeyOf(ctx) },
+        { store, dataKey: dataKeyOf(ctx), rules: channelRules(ctx.config.alerts) },
         { ...input, workspaceId: input.workspaceId ?? DEFAULT_WORKSPACE_ID },
         CLI_ACTOR,
       );
@@ -303,7 +297,13 @@ export function localBackend(ctx: CommandContext): Backend {
       const id = workspaceId ?? DEFAULT_WORKSPACE_ID;
       if (!(await store.getWorkspace(id))) throw noWorkspace(id);
       // Sent from this process, with the data directory's secret: no gateway needs to run.
-      const notifier = createNotifier({ store, dataKey: dataKeyOf(ctx), logger: SILENT });
+      const notifier = createNotifier({
+        store,
+        dataKey: dataKeyOf(ctx),
+        logger: SILENT,
+        destinations: channelRules(ctx.config.alerts).destinations,
+        testSendsPerMinute: ctx.config.alerts.testSendsPerMinute,
+      });
       try {
         return (await notifier.sendTest(id)).map(deliveryView);
       } finally {

@@ -1,10 +1,10 @@
 /** What every CLI command shares: errors for the user, printing, and opening the data directory. */
 import { type Command, Option } from 'commander';
 import { type Config, ConfigError, type ConfigFlags, loadConfig } from '../config/config.ts';
-import { ensureDataDir, secretsFor } from '../config/secrets.ts';
+import { ensureDataDir, type ServerSecrets, secretsFor, secretToGenerate } from '../config/secrets.ts';
 import { type KeyDeps, KeyInputError, KeyNotFoundError } from '../keys/service.ts';
 import { openStore } from '../store/index.ts';
-import type { Store } from '../store/types.ts';
+import type { SecretBoundCounts, Store } from '../store/types.ts';
 import { UserInputError } from '../users/service.ts';
 
 /** An error whose message is meant for the user as it is (no stack trace). */
@@ -57,6 +57,8 @@ export interface CommandContext {
   config: Config;
   /** What key operations need (store, pepper, prefix). */
   keys(): KeyDeps;
+  /** The server secrets (read, or generated on a fresh data directory, at the first call). */
+  secrets(): ServerSecrets;
 }
 
 /** Runs `work` against the data directory's store, turning input errors into user errors. */
@@ -65,7 +67,12 @@ export async function withStore<T>(
   work: (ctx: CommandContext) => Promise<T>,
 ): Promise<T> {
   const config = configFrom(options);
-  ensureDataDir(config.dataDir);
+  try {
+    for (const warning of ensureDataDir(config.dataDir))
+      process.stderr.write(`keygate: warning: ${warning}\n`);
+  } catch (error) {
+    throw new UserError((error as Error).message);
+  }
   let store: Store;
   try {
     store = await openStore({
@@ -76,12 +83,26 @@ export async function withStore<T>(
   } catch (error) {
     throw new UserError(`cannot open the store: ${(error as Error).message}`);
   }
+  // The rule of `keygate start`: a missing secret is generated only over a store that holds
+  // nothing made with one. Read only when there is no secret (a fresh or damaged data directory).
+  let storeHolds: SecretBoundCounts | undefined;
+  let secrets: ServerSecrets | undefined;
+  try {
+    if (secretToGenerate(config, process.env.KEYGATE_SECRET)) storeHolds = await store.countSecretBound();
+  } catch (error) {
+    await store.close();
+    throw error;
+  }
   const ctx: CommandContext = {
     store,
     config,
+    secrets: () => {
+      secrets ??= secretsOf(config, storeHolds);
+      return secrets;
+    },
     keys: () => ({
       store,
-      pepper: secretsOf(config).pepper,
+      pepper: ctx.secrets().pepper,
       prefix: config.keys.prefix,
     }),
   };
@@ -171,10 +192,13 @@ export function printJson(value: unknown): void {
   print(JSON.stringify(value, null, 2));
 }
 
-/** The server secrets for a CLI command (KEYGATE_SECRET is required with DATABASE_URL). */
-export function secretsOf(config: Config): ReturnType<typeof secretsFor> {
+/**
+ * The server secrets for a CLI command (KEYGATE_SECRET is required with DATABASE_URL). A missing
+ * secret file is generated only with `storeHolds` showing an empty store (see withStore).
+ */
+export function secretsOf(config: Config, storeHolds?: SecretBoundCounts): ServerSecrets {
   try {
-    return secretsFor(config, process.env.KEYGATE_SECRET);
+    return secretsFor(config, process.env.KEYGATE_SECRET, storeHolds);
   } catch (error) {
     throw new UserError((error as Error).message, 2);
   }

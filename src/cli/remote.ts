@@ -11,9 +11,10 @@ import { rootCertificates } from 'node:tls';
 import { Agent, request } from 'undici';
 import { parseChannelInput } from '../alerts/channels.ts';
 import { parseOverrides, type RuleView } from '../alerts/rule-settings.ts';
-import { isLoopback } from '../config/config.ts';
-import { keyPattern } from '../keys/format.ts';
+import { looksLikeKey } from '../keys/scrub.ts';
 import { type KeyRestrictions, validateKeyName, validateRestrictions } from '../keys/service.ts';
+import { isLoopbackHost } from '../net/addresses.ts';
+import { guardedLookup, isDestinationRefused, LOOPBACK_ONLY } from '../net/destinations.ts';
 import type { KeyPatch, TokenBudget, WorkspacePatch } from '../store/types.ts';
 import { UserInputError } from '../users/service.ts';
 import type {
@@ -39,8 +40,6 @@ export const REMOTE_TIMEOUT_MS = 10_000;
 const TEST_TIMEOUT_MS = 30_000;
 /** The API's largest page (keys, audit). */
 const PAGE = 500;
-/** Anything shaped like a key of any deployment prefix, never echoed in a message. */
-const KEY_SHAPE = keyPattern('[a-z][a-z0-9]{0,9}');
 
 export interface RemoteTarget {
   /** The gateway's address without a trailing slash, e.g. `https://gateway.example:8443`. */
@@ -57,8 +56,7 @@ function oneLine(text: string): string {
 }
 
 function shown(text: string): string {
-  KEY_SHAPE.lastIndex = 0;
-  return KEY_SHAPE.test(text) ? '[something shaped like a key]' : JSON.stringify(oneLine(text).slice(0, 200));
+  return looksLikeKey(text) ? '[something shaped like a key]' : JSON.stringify(oneLine(text).slice(0, 200));
 }
 
 /** Where to send requests and with which key: --url / KEYGATE_URL, KEYGATE_ADMIN_KEY, --ca-file / KEYGATE_CA_FILE. */
@@ -86,8 +84,10 @@ export function remoteTarget(
     );
   if (url.search !== '' || url.hash !== '')
     throw new UserError(`${urlSource} is the gateway's address only, without a query or fragment`, 2);
-  const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
-  if (url.protocol === 'http:' && !isLoopback(host)) {
+  // Plain http only to this host: a loopback address (parsed, so `127.attacker.example` is a name
+  // like any other), or `localhost`, whose addresses openRemote's lookup then requires to be
+  // loopback ones before the key is sent.
+  if (url.protocol === 'http:' && !isLoopbackHost(url.hostname)) {
     throw new UserError(
       `refusing to send KEYGATE_ADMIN_KEY unencrypted to ${url.host}: use the gateway's https:// address ` +
         '(plain http:// is accepted for loopback addresses only)',
@@ -240,6 +240,11 @@ function connectionError(target: RemoteTarget, error: unknown): UserError {
   const where = target.base;
   const codes = codesOf(error);
   const has = (code: string) => codes.includes(code);
+  if (isDestinationRefused(error))
+    return new UserError(
+      `refusing to send KEYGATE_ADMIN_KEY unencrypted to ${where}: the name resolves to an address that is not loopback`,
+      2,
+    );
   if (codes.some((c) => TIMEOUTS.has(c)))
     return new UserError(`no answer from ${where} within ${REMOTE_TIMEOUT_MS / 1000} s`);
   if (has('ECONNREFUSED'))
@@ -315,6 +320,8 @@ export function openRemote(target: RemoteTarget): RemoteBackend {
     connect: {
       timeout: REMOTE_TIMEOUT_MS,
       ...(target.ca ? { ca: [...rootCertificates, target.ca.pem] } : {}),
+      // The key crosses plain http only to a loopback address, whatever `localhost` resolves to.
+      ...(target.base.startsWith('http:') ? { lookup: guardedLookup(LOOPBACK_ONLY, 'plain') } : {}),
     },
     headersTimeout: REMOTE_TIMEOUT_MS,
     bodyTimeout: REMOTE_TIMEOUT_MS,

@@ -7,7 +7,7 @@ import { createServer, type Server } from 'node:http';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { verifyWebhookSignature } from '../../src/alerts/notifier.ts';
-import { addChannel } from '../../src/alerts/service.ts';
+import { addChannel, channelRules } from '../../src/alerts/service.ts';
 import { CLI_ACTOR } from '../../src/store/types.ts';
 import { bearer, chatBody, startTestGateway, type TestGateway } from '../support/gateway.ts';
 
@@ -38,9 +38,14 @@ before(async () => {
   await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
   const address = receiver.address();
   receiverUrl = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}/hooks/keygate`;
-  t = await startTestGateway({ configure: (c) => void Object.assign(c.auth, { failuresPerMinute: 10_000 }) });
+  t = await startTestGateway({
+    configure: (c) => {
+      c.auth.failuresPerMinute = 10_000;
+      c.alerts.allowedDestinations = ['127.0.0.0/8']; // the receiver listens on loopback
+    },
+  });
   await addChannel(
-    { store: t.gateway.store, dataKey: t.gateway.secrets.dataKey },
+    { store: t.gateway.store, dataKey: t.gateway.secrets.dataKey, rules: channelRules(t.config.alerts) },
     { type: 'webhook', url: receiverUrl, secret: SECRET, workspaceId: 'ws_default' },
     CLI_ACTOR,
   );
@@ -120,15 +125,22 @@ test('a burst of bad keys from one address raises one alert per cooldown', async
 });
 
 test('a key over 80% of its budget raises a budget alert', async () => {
-  const { id, key } = await t.createKey('budget watch', undefined, { budget: { day: 40 } });
-  for (let i = 0; i < 4; i++) {
-    await t.call('/v1/chat/completions', {
-      method: 'POST',
-      headers: bearer(key),
-      body: chatBody({ max_tokens: 5, messages: [{ role: 'user', content: 'one two three' }] }),
-    });
+  const { id, key } = await t.createKey('budget watch', undefined, { budget: { day: 200 } });
+  // 50 words: about 55 tokens used per request against an admission estimate of ~85 (bytes / 4 +
+  // max_tokens): three requests are admitted and pass 80% of the budget.
+  const body = chatBody({ max_tokens: 5, messages: [{ role: 'user', content: 'word '.repeat(50) }] });
+  const statuses: number[] = [];
+  for (let i = 0; i < 4; i++)
+    statuses.push(
+      (await t.call('/v1/chat/completions', { method: 'POST', headers: bearer(key), body })).status,
+    );
+  assert.deepEqual(statuses, [200, 200, 200, 429], 'the fourth would overshoot the budget');
+  // The usage queue flushes every 50 ms: wait for it to hold the three requests.
+  const since = Date.UTC(new Date().getUTCFullYear(), new Date().getUTCMonth(), new Date().getUTCDate());
+  for (let i = 0; (await t.gateway.store.tokensUsed({ keyId: id, since })) < 160; i++) {
+    assert.ok(i < 200, 'the usage of the three requests was recorded');
+    await sleep(10);
   }
-  await sleep(200); // the usage queue flushes
   await t.gateway.alerts.tick();
   const payload = await waitFor('budget_threshold');
   assert.equal((payload.key as { id: string }).id, id);

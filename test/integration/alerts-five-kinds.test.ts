@@ -20,7 +20,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { SMTPServer } from 'smtp-server';
 import { request } from 'undici';
 import { verifyWebhookSignature } from '../../src/alerts/notifier.ts';
-import { addChannel } from '../../src/alerts/service.ts';
+import { addChannel, channelRules } from '../../src/alerts/service.ts';
 import { utcPeriods } from '../../src/limits/period.ts';
 import { type AlertKind, CLI_ACTOR, DEFAULT_WORKSPACE_ID } from '../../src/store/types.ts';
 import { bearer, chatBody, startTestGateway, type TestGateway } from '../support/gateway.ts';
@@ -139,12 +139,17 @@ before(async () => {
       c.server.host = '::'; // both 127.0.0.1 and ::1
       c.auth.expirySweepMs = 200; // expiry reminders swept quickly
       c.auth.failuresPerMinute = 10_000; // the failed-authentication limiter stays out of the way
+      c.alerts.allowedDestinations = ['127.0.0.0/8', '::1/128']; // the receivers listen on loopback
     },
   });
   v4 = `https://127.0.0.1:${t.gateway.port}`;
   v6 = `https://[::1]:${t.gateway.port}`;
 
-  const deps = { store: t.gateway.store, dataKey: t.gateway.secrets.dataKey };
+  const deps = {
+    store: t.gateway.store,
+    dataKey: t.gateway.secrets.dataKey,
+    rules: channelRules(t.config.alerts),
+  };
   const ws = DEFAULT_WORKSPACE_ID;
   await addChannel(
     deps,
@@ -264,22 +269,24 @@ test('usage_spike: a new key makes a burst of requests', async () => {
 });
 
 test('budget_threshold: a key with a small daily budget uses more than half of it', async () => {
-  const created = await t.createKey('budget key', undefined, { budget: { day: 40 } });
+  const created = await t.createKey('budget key', undefined, { budget: { day: 200 } });
   const key = { ...created, name: 'budget key' };
   const since = utcPeriods(Date.now()).dayStart;
-  const body = chatBody({ max_tokens: 5, messages: [{ role: 'user', content: 'one two three' }] });
+  // 50 words: about 55 tokens used per request, against an admission estimate of ~85 (bytes / 4 +
+  // max_tokens), so that the budget admits requests until more than half of it is used.
+  const body = chatBody({ max_tokens: 5, messages: [{ role: 'user', content: 'word '.repeat(50) }] });
   // Until the usage recorded (the queue flushes every 50 ms) passes 50%; the budget may refuse some.
   await until(async () => {
-    if ((await t.gateway.store.tokensUsed({ keyId: key.id, since })) >= 20) return true;
+    if ((await t.gateway.store.tokensUsed({ keyId: key.id, since })) >= 100) return true;
     await chat(v4, key.key, body);
     return undefined;
-  }, 'the budget key to use 20 tokens');
+  }, 'the budget key to use 100 tokens');
   await t.gateway.alerts.tick();
   const got = await delivered('budget_threshold', key);
   assertNamesKey(got, key);
   const details = got.payload.details as { period: string; budget: number; threshold: number };
   assert.equal(details.period, 'day');
-  assert.equal(details.budget, 40);
+  assert.equal(details.budget, 200);
   assert.ok(details.threshold >= 50);
 });
 

@@ -13,6 +13,7 @@
  * (the engine's settings cache is told); other processes on the same database within a minute.
  */
 import { ChannelInputError, channelView } from '../../alerts/channels.ts';
+import { TestSendLimitError } from '../../alerts/notifier.ts';
 import { RuleSettingsError, ruleViews, setRuleOverrides } from '../../alerts/rule-settings.ts';
 import { RULE_KINDS, type RuleKind } from '../../alerts/rules.ts';
 import { addChannel, alertDetail, alertViews, deliveryView } from '../../alerts/service.ts';
@@ -224,7 +225,11 @@ export const ALERT_ROUTES: readonly AnyRoute[] = [
       const workspaceId = await visibleWorkspaceId(ctx, body.workspace_id);
       try {
         const created = await addChannel(
-          { store: ctx.deps.store, dataKey: dataKeyOf(ctx) },
+          {
+            store: ctx.deps.store,
+            dataKey: dataKeyOf(ctx),
+            ...(ctx.deps.channelRules ? { rules: ctx.deps.channelRules } : {}),
+          },
           { type: body.type, name: body.name, url: body.url, secret: body.secret, workspaceId },
           ctx.actor,
         );
@@ -278,7 +283,12 @@ export const ALERT_ROUTES: readonly AnyRoute[] = [
       const notifier = ctx.deps.notifier;
       if (notifier === undefined)
         throw new AdminError('internal_error', 'Alerts cannot be sent from this gateway (no notifier).');
-      const results = await notifier.sendTest(workspaceId);
+      const results = await notifier.sendTest(workspaceId).catch((error: unknown) => {
+        if (!(error instanceof TestSendLimitError)) throw error;
+        throw new AdminError('rate_limited', `Too many test alerts: ${error.message}.`, {
+          retryAfter: error.retryAfterSeconds,
+        });
+      });
       return { body: { data: results.map(deliveryView) } };
     },
   }),

@@ -5,11 +5,8 @@
  */
 import type { ServerResponse } from 'node:http';
 import type { z } from 'zod';
-import { keyPattern } from '../../keys/format.ts';
+import { looksLikeKey, scrubText } from '../../keys/scrub.ts';
 import { type ErrorCode, sendError, type ValidationIssue, validationBody } from '../errors.ts';
-
-/** Anything shaped like a key of any deployment prefix. */
-const KEY_SHAPE = keyPattern('[a-z][a-z0-9]{0,9}');
 
 /** Codes the gateway's error module does not have. */
 type AdminOnlyCode = 'conflict' | 'validation_error';
@@ -20,16 +17,19 @@ export class AdminError extends Error {
   /** For insufficient_scope: the scope(s) needed, for the WWW-Authenticate challenge. */
   readonly scope: string | undefined;
   readonly issues: ValidationIssue[] | undefined;
+  /** For a 429: whole seconds until trying again is worth it (the Retry-After header). */
+  readonly retryAfter: number | undefined;
 
   constructor(
     code: ErrorCode | AdminOnlyCode,
     message: string,
-    options: { scope?: string; issues?: ValidationIssue[] } = {},
+    options: { scope?: string; issues?: ValidationIssue[]; retryAfter?: number } = {},
   ) {
     super(message);
     this.code = code;
     this.scope = options.scope;
     this.issues = options.issues;
+    this.retryAfter = options.retryAfter;
   }
 }
 
@@ -70,8 +70,7 @@ export function zodIssues(where: 'body' | 'query', error: z.ZodError): Validatio
 /** An id for an error message; anything that looks like a secret is not echoed back. */
 export function safeId(id: string): string {
   const shown = id.length > 128 ? `${id.slice(0, 128)}…` : id;
-  KEY_SHAPE.lastIndex = 0;
-  return KEY_SHAPE.test(shown) ? '[a secret, not an id]' : JSON.stringify(shown).slice(1, -1);
+  return looksLikeKey(shown) ? '[a secret, not an id]' : JSON.stringify(shown).slice(1, -1);
 }
 
 /**
@@ -79,7 +78,7 @@ export function safeId(id: string): string {
  * replaced, so that a secret pasted into the wrong place is not echoed back or logged.
  */
 export function scrub(text: string, max = 200): string {
-  return (text.length > max ? `${text.slice(0, max)}…` : text).replace(KEY_SHAPE, '[secret]');
+  return scrubText(text, max);
 }
 
 const CONFLICT_TYPE = 'invalid_request_error';
@@ -101,7 +100,10 @@ export function sendAdminError(res: ServerResponse, error: AdminError): void {
     sendBody(res, 409, body);
     return;
   }
-  sendError(res, error.code, error.message, error.scope === undefined ? {} : { scope: error.scope });
+  sendError(res, error.code, error.message, {
+    ...(error.scope === undefined ? {} : { scope: error.scope }),
+    ...(error.retryAfter === undefined ? {} : { retryAfter: error.retryAfter }),
+  });
 }
 
 function sendBody(

@@ -646,6 +646,16 @@ export const TestAlertRequest = named(
     .describe('The body may be empty.'),
 );
 
+/** A delivery's outcome as a fixed word: never what the receiver answered (a body, a banner). */
+const deliveryReason = z
+  .string()
+  .regex(
+    /^(?:delivered|refused_by_policy|unreachable|unreadable_settings|failed|http_[1-5]\d\d|smtp_[1-5]\d\d)$/,
+  )
+  .describe(
+    '`delivered`; `refused_by_policy` (the destination is not allowed: the operator’s alerts.allowedDestinations); `unreachable` (no connection, no TLS or no answer in time); `http_<status>` or `smtp_<code>` (what the receiver answered, as a number only); `unreadable_settings`; `failed`.',
+  );
+
 export const AlertDeliveryResult = named(
   'AlertDeliveryResult',
   z.strictObject({
@@ -653,6 +663,7 @@ export const AlertDeliveryResult = named(
     name: z.string(),
     type: channelType,
     outcome: z.enum(['sent', 'failed']),
+    reason: deliveryReason,
     status: z.int().nullable().describe('HTTP status or SMTP reply code, when there was one.'),
     error: z.string().nullable(),
   }),
@@ -728,6 +739,7 @@ export const AlertDetail = named(
           channel_id: z.string(),
           attempt: z.number().int(),
           outcome: z.enum(['sent', 'failed']),
+          reason: deliveryReason,
           status: z.number().int().nullable().describe('HTTP status or SMTP reply code, when there was one'),
           error: z.string().nullable(),
           at: z.string(),
