@@ -1,8 +1,39 @@
 import { X509Certificate } from 'node:crypto';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createSecureContext } from 'node:tls';
+import { createSecureContext, type SecureContextOptions, type SecureVersion } from 'node:tls';
 import { writePrivateFile } from '../config/secrets.ts';
+
+/**
+ * The gateway's TLS parameters, whatever the certificate (the generated EC P-256 one, or the
+ * operator's RSA or ECDSA one). TLS 1.2 offers only forward-secret AEAD suites: ECDHE with
+ * AES-GCM or ChaCha20-Poly1305. Node's default list also offers the CBC suites with HMAC-SHA1 and
+ * HMAC-SHA256/384 (`HIGH` and the `-SHA`, `-SHA256` names), which have the Lucky13 family of
+ * padding-oracle attacks behind them, and the DHE suites (slow, and only as strong as their
+ * group). TLS 1.3 suites are all AEAD: Node's three, named here because a `ciphers` string
+ * without TLS 1.3 names would switch TLS 1.3 off. Clients old enough to need CBC (before 2013:
+ * Android 4.3, IE 10, Java 7) cannot connect; every current client, SDK and load balancer can.
+ *
+ * `honorCipherOrder`: the server's order wins (the list is in order of preference, AES-GCM first:
+ * it has hardware support almost everywhere). The key-exchange groups stay Node's `auto`
+ * (X25519 and the NIST curves, and the post-quantum hybrid X25519MLKEM768 of OpenSSL 3.5): a
+ * fixed list would only drop some of them.
+ */
+export const TLS_SERVER_OPTIONS = {
+  minVersion: 'TLSv1.2',
+  ciphers: [
+    'TLS_AES_128_GCM_SHA256',
+    'TLS_AES_256_GCM_SHA384',
+    'TLS_CHACHA20_POLY1305_SHA256',
+    'ECDHE-ECDSA-AES128-GCM-SHA256',
+    'ECDHE-RSA-AES128-GCM-SHA256',
+    'ECDHE-ECDSA-AES256-GCM-SHA384',
+    'ECDHE-RSA-AES256-GCM-SHA384',
+    'ECDHE-ECDSA-CHACHA20-POLY1305',
+    'ECDHE-RSA-CHACHA20-POLY1305',
+  ].join(':'),
+  honorCipherOrder: true,
+} as const satisfies SecureContextOptions & { minVersion: SecureVersion };
 
 export interface TlsMaterial {
   cert: string;
@@ -30,7 +61,7 @@ function validate(cert: string, key: string, certPath: string): string {
     throw new Error(`${certPath} is not a PEM certificate`);
   }
   try {
-    createSecureContext({ cert, key });
+    createSecureContext({ ...TLS_SERVER_OPTIONS, cert, key });
   } catch (error) {
     throw new Error(
       `the TLS key does not load or does not match the certificate (${(error as Error).message})`,

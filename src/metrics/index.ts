@@ -9,6 +9,12 @@
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import {
+  CONNECTION_REFUSAL_REASONS,
+  CONNECTION_TIMEOUT_STAGES,
+  type ConnectionRefusalReason,
+  type ConnectionTimeoutStage,
+} from '../http/connections.ts';
+import {
   AUTH_FAILURE_REASONS,
   DEFAULT_MODEL_LABEL_LIMIT,
   FAILURE_CLASSES,
@@ -51,6 +57,12 @@ export interface MetricSources {
   usageQueue: { readonly depth: number; readonly dropped: number; readonly written: number };
   /** Requests being served right now. */
   inflight: () => number;
+  /** Client connections (`ConnectionGuard`): open now, refused at accept, closed by a timeout. */
+  connections?: {
+    readonly open: number;
+    readonly refused: Readonly<Record<ConnectionRefusalReason, number>>;
+    readonly timedOut: Readonly<Record<ConnectionTimeoutStage, number>>;
+  };
 }
 
 export interface MetricsOptions {
@@ -87,7 +99,7 @@ export class Metrics {
   constructor(options: MetricsOptions) {
     const register = this.registry;
     const registers = [register];
-    const { keyCache, usageQueue, inflight } = options.sources;
+    const { keyCache, usageQueue, inflight, connections } = options.sources;
     this.#models = new ModelLabels(options.modelLabelLimit ?? DEFAULT_MODEL_LABEL_LIMIT);
     if (options.defaultMetrics !== false) collectDefaultMetrics({ register });
 
@@ -206,6 +218,46 @@ export class Metrics {
       () => usageQueue.written,
     );
     gauge('keygate_inflight_requests', 'Requests to /v1 being served right now.', inflight);
+    if (connections) {
+      gauge(
+        'keygate_connections_open',
+        'Client connections open (TLS handshakes and idle kept-alive connections included).',
+        () => connections.open,
+      );
+      // Labelled mirrors: every label value from the start, at 0, so that rate() sees the first one.
+      const labelledMirror = <L extends string>(
+        name: string,
+        help: string,
+        label: string,
+        values: readonly L[],
+        read: () => Readonly<Record<L, number>>,
+      ) =>
+        new Counter({
+          name,
+          help,
+          labelNames: [label],
+          registers,
+          collect() {
+            const counts = read();
+            this.reset();
+            for (const value of values) this.labels(value).inc(counts[value]);
+          },
+        });
+      labelledMirror(
+        'keygate_connections_refused_total',
+        'Client connections closed as soon as accepted: server.maxConnections reached, or their address at server.maxConnectionsPerAddress.',
+        'reason',
+        CONNECTION_REFUSAL_REASONS,
+        () => connections.refused,
+      );
+      labelledMirror(
+        'keygate_connections_timed_out_total',
+        'Client connections closed for taking too long: their TLS handshake, or their request (head or body).',
+        'stage',
+        CONNECTION_TIMEOUT_STAGES,
+        () => connections.timedOut,
+      );
+    }
   }
 
   /**
