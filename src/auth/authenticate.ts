@@ -96,8 +96,19 @@ export function authenticate(
       failure: 'key_in_url',
     };
   }
+  const auth =
+    authorizationCount(req.rawHeaders) > 1
+      ? ({ kind: 'malformed', reason: 'more than one Authorization header' } as const)
+      : parseAuthorization(req.headers.authorization);
   const retryAfter = deps.failures?.retryAfter(ip) ?? 0;
   if (retryAfter > 0) {
+    // The address is over its limit of failures: guessing from it stops here, before any HMAC or
+    // store lookup. A secret this gateway's key cache knows (a key verified here recently) is
+    // still verified, and works while its key is valid (not revoked, expired or rotated out), so
+    // that bad keys sent from a shared address (a NAT, an office, a proxy) cannot lock out every
+    // client behind it, the operator's admin key included. Guessing cannot produce such a secret.
+    const known = auth.kind === 'token' ? deps.verifier.verifyKnown(auth.token) : undefined;
+    if (known !== undefined) return settle(deps, ip, known);
     return {
       ok: false,
       code: 'too_many_auth_failures',
@@ -106,10 +117,6 @@ export function authenticate(
       retryAfter,
     };
   }
-  const auth =
-    authorizationCount(req.rawHeaders) > 1
-      ? ({ kind: 'malformed', reason: 'more than one Authorization header' } as const)
-      : parseAuthorization(req.headers.authorization);
   if (auth.kind === 'missing') {
     return {
       ok: false,
@@ -127,7 +134,15 @@ export function authenticate(
       failure: 'invalid_authorization',
     };
   }
-  const pending = deps.verifier.verify(auth.token);
+  return settle(deps, ip, deps.verifier.verify(auth.token));
+}
+
+/** The outcome of a verification, synchronous when the verifier answered from its cache. */
+function settle(
+  deps: AuthenticateDeps,
+  ip: string,
+  pending: VerifyResult | Promise<VerifyResult>,
+): AuthOutcome | Promise<AuthOutcome> {
   return pending instanceof Promise
     ? pending.then(
         (v) => judged(deps, ip, v),

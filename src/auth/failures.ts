@@ -29,7 +29,9 @@ export function bucketOf(ip: string): string {
 /**
  * Counts failed authentications per client address over a one-minute window. An address past the
  * limit gets 429 before its key is even looked at, so guessing keys is slowed down, while clients
- * at other addresses are unaffected. Memory is bounded (LRU) against address-spraying.
+ * at other addresses are unaffected; only a secret the key cache already knows (a real key used
+ * recently) is still verified from it (authenticate.ts), so that one client's bad keys do not lock
+ * out the others sharing its address. Memory is bounded (LRU) against address-spraying.
  */
 export class AuthFailureLimiter {
   readonly #limit: number;

@@ -2,6 +2,7 @@
  * Client addresses and IP allowlists: IPv4 and IPv6 CIDR ranges, with IPv4-mapped IPv6 addresses
  * (`::ffff:10.0.0.1`) treated as the IPv4 address they carry.
  */
+import { isIP, isIPv4 } from 'node:net';
 import ipaddr from 'ipaddr.js';
 
 type Address = ipaddr.IPv4 | ipaddr.IPv6;
@@ -86,9 +87,74 @@ export function inRanges(address: Address, ranges: readonly Cidr[]): boolean {
 }
 
 /**
+ * Longest X-Forwarded-For hop worth parsing: `[`, an IPv6 address with an IPv4 tail (45), a zone
+ * id, `]:65535`. Anything longer is not an address, and is never parsed (nor cached).
+ */
+const MAX_HOP_LENGTH = 64;
+/** Hops read from the right before giving up: no real chain has this many trusted proxies. */
+const MAX_HOPS = 32;
+
+/** True for `:<port>`, a port being 1 to 5 decimal digits up to 65535. */
+function isPortSuffix(text: string, from: number): boolean {
+  const digits = text.length - from - 1;
+  if (text.charCodeAt(from) !== 0x3a || digits < 1 || digits > 5) return false;
+  let port = 0;
+  for (let i = from + 1; i < text.length; i++) {
+    const c = text.charCodeAt(i) - 0x30;
+    if (c < 0 || c > 9) return false;
+    port = port * 10 + c;
+  }
+  return port <= 65_535;
+}
+
+/**
+ * The address of one X-Forwarded-For hop, or undefined when it is not one. Proxies write an
+ * address (`203.0.113.7`, `2001:db8::7`), or an address with the port it came from: Azure
+ * Application Gateway writes `203.0.113.7:51234`, others `[2001:db8::7]:51234`. The port is
+ * dropped: it changes with every connection, and a client is an address. A bare IPv6 address has
+ * no port form (`2001:db8::7:80` is an address). Strict text only (node:net's isIP): the lenient
+ * forms ipaddr.js also reads (`127.1`, `0x7f.0.0.1`, `3232235521`) are not what proxies write.
+ */
+export function parseForwardedHop(text: string): Address | undefined {
+  // Behind a proxy the same few hops come again and again (as in parseAddress): one Map lookup.
+  const known = recentHops.get(text);
+  if (known !== undefined) return known ?? undefined;
+  // Longer than any address even with generous spaces: not cached, not parsed.
+  if (text.length > 2 * MAX_HOP_LENGTH) return undefined;
+  const parsed = parseHopOnce(text);
+  if (recentHops.size >= RECENT_ADDRESSES_MAX) recentHops.clear();
+  recentHops.set(text, parsed ?? null);
+  return parsed;
+}
+
+/** Recently read hops, as written (spaces and port included): bounded, emptied when full. */
+const recentHops = new Map<string, Address | null>();
+
+function parseHopOnce(text: string): Address | undefined {
+  const hop = text.trim();
+  if (hop.length === 0 || hop.length > MAX_HOP_LENGTH) return undefined;
+  if (hop.charCodeAt(0) === 0x5b /* [ */) {
+    const close = hop.indexOf(']');
+    if (close === -1 || (close + 1 < hop.length && !isPortSuffix(hop, close + 1))) return undefined;
+    const inner = hop.slice(1, close);
+    return isIP(inner) === 6 ? parseAddress(inner) : undefined;
+  }
+  const colon = hop.indexOf(':');
+  if (colon !== -1 && colon === hop.lastIndexOf(':')) {
+    // One colon: an IPv4 address and its port (an IPv6 address has at least two colons).
+    const host = hop.slice(0, colon);
+    return isIPv4(host) && isPortSuffix(hop, colon) ? parseAddress(host) : undefined;
+  }
+  return isIP(hop) === 0 ? undefined : parseAddress(hop);
+}
+
+/**
  * The client's address. Without trusted proxies it is the socket peer. With them, X-Forwarded-For
  * is read right to left, skipping addresses of trusted proxies, and the first untrusted one is the
  * client; a peer that is not itself a trusted proxy cannot make the gateway believe any header.
+ * A hop that is not an address (garbage, an obfuscated name, more than MAX_HOPS of them) ends the
+ * reading: the client is then the last trusted hop (or the peer), an address the proxy vouches
+ * for, so the failure limiter counts it there rather than in a bucket the header made up.
  */
 export function resolveClientAddress(
   peer: string,
@@ -104,14 +170,19 @@ export function resolveClientAddress(
   if (forwardedFor === undefined || !inRanges(peerAddress, trustedProxies)) {
     return peerAddress.toString();
   }
-  const hops = (Array.isArray(forwardedFor) ? forwardedFor.join(',') : forwardedFor).split(',');
+  // Node joins repeated X-Forwarded-For headers with ", "; an array comes from callers only.
+  const header = Array.isArray(forwardedFor) ? forwardedFor.join(',') : forwardedFor;
   let client = peerAddress;
-  for (let i = hops.length - 1; i >= 0; i--) {
-    const hop = parseAddress(hops[i] ?? '');
-    // Garbage where an address should be: the client is unknown, which no allowlist matches.
-    if (!hop) return (hops[i] ?? '').trim().slice(0, 64) || 'unknown';
+  // From the right, hop by hop, without splitting the whole (attacker-sized) header.
+  let end = header.length;
+  for (let n = 0; n < MAX_HOPS && end >= 0; n++) {
+    const comma = header.lastIndexOf(',', end - 1);
+    const hop = parseForwardedHop(header.slice(comma + 1, end));
+    if (!hop) break;
     client = hop;
     if (!inRanges(hop, trustedProxies)) break;
+    if (comma === -1) break;
+    end = comma;
   }
   return client.toString();
 }

@@ -2,28 +2,37 @@
  * What a verified key may do: pure checks over the key's policy, run on every request after
  * verification. Each refusal names what was missing, so the user knows what to ask for.
  */
+import { isModelId } from '../providers/models.ts';
 import type { InferenceScope, KeyRecord } from '../store/types.ts';
 import { type Cidr, inRanges, parseAddress, parseCidrs } from './ip.ts';
 
 const PATTERN_CHARS = /^[A-Za-z0-9._:\-*/]+$/;
 const compiled = new Map<string, RegExp>();
 
-/** `mistral-small-*` → /^mistral-small-.*$/. Throws on characters a model id cannot have. */
+/**
+ * `mistral-small-*` → /^mistral-small-[A-Za-z0-9._:/-]*$/: `*` stands for any run of model id
+ * characters, never for anything else (and `modelAllowed` refuses ids outside the grammar before
+ * any pattern is tried). Throws on characters a model id cannot have.
+ */
 export function compileModelPattern(pattern: string): RegExp {
   let re = compiled.get(pattern);
   if (re) return re;
   if (pattern.length === 0 || pattern.length > 200 || !PATTERN_CHARS.test(pattern)) {
     throw new Error(`"${pattern}" is not a model id or pattern (letters, digits, . _ : - / and * only)`);
   }
-  re = new RegExp(`^${pattern.replace(/[.]/g, '\\.').replace(/\*/g, '.*')}$`);
+  re = new RegExp(`^${pattern.replace(/[.]/g, '\\.').replace(/\*/g, '[A-Za-z0-9._:/-]*')}$`);
   if (compiled.size > 10_000) compiled.clear();
   compiled.set(pattern, re);
   return re;
 }
 
-/** True when the key may use the model (an empty allowlist allows every model). */
+/**
+ * True when the key may use the model: an empty allowlist allows every model, a list only the ids
+ * (of the model id grammar, see providers/models.ts) that one of its patterns matches.
+ */
 export function modelAllowed(patterns: readonly string[], model: string): boolean {
   if (patterns.length === 0) return true;
+  if (!isModelId(model)) return false;
   for (const pattern of patterns) {
     if (pattern === model || compileModelPattern(pattern).test(model)) return true;
   }
@@ -46,14 +55,21 @@ function ranges(list: readonly string[]): Cidr[] {
 }
 
 /**
- * True when the client address may use the key: the key's own allowlist, else the workspace's,
- * else anywhere. Parsed ranges are remembered per (cached) key record.
+ * True when the client address may use the key: it must be within the key's own allowlist (when
+ * it has one) and within the workspace's (when it has one). The workspace list is a ceiling set by
+ * the operator, which a key's own list narrows but never widens. Parsed ranges are remembered per
+ * (cached) key record.
  */
 export function addressAllowed(key: KeyRecord, clientAddress: string): boolean {
-  const list = key.policy.allowedIps.length > 0 ? key.policy.allowedIps : key.workspacePolicy.allowedIps;
-  if (list.length === 0) return true;
+  const own = key.policy.allowedIps;
+  const workspace = key.workspacePolicy.allowedIps;
+  if (own.length === 0 && workspace.length === 0) return true;
   const address = parseAddress(clientAddress);
-  return address !== undefined && inRanges(address, ranges(list));
+  if (address === undefined) return false;
+  return (
+    (own.length === 0 || inRanges(address, ranges(own))) &&
+    (workspace.length === 0 || inRanges(address, ranges(workspace)))
+  );
 }
 
 /** Keeps only the cards of a `/v1/models` list that the key may use; other bodies pass unchanged. */

@@ -33,6 +33,8 @@ export interface VerifierOptions {
    */
   staleIfErrorMs?: number;
   onError?: (error: unknown) => void;
+  /** The clock of the cache's TTL, in ms (tests inject one); default `performance`. */
+  ttlClock?: { now(): number };
 }
 
 export class KeyVerifier {
@@ -67,6 +69,8 @@ export class KeyVerifier {
       ttl: options.ttlMs,
       // An expired entry stays (until replaced or evicted) as the fallback for a store outage.
       noDeleteOnStaleGet: true,
+      // An injected clock is read on every check (lru-cache otherwise caches "now" for 1 ms).
+      ...(options.ttlClock ? { perf: options.ttlClock, ttlResolution: 0 } : {}),
       dispose: (entry, id) => {
         if (entry.value) this.#forget(entry.value.key.id, id);
       },
@@ -152,6 +156,20 @@ export class KeyVerifier {
       this.#inflight.set(id, pending);
     }
     return pending.then((entry) => this.#judge(entry, now));
+  }
+
+  /**
+   * Verifies a token only when the cache knows it as the secret of an existing key (an entry
+   * within its TTL, or past it and not yet evicted); undefined for anything else, without an HMAC
+   * or a store lookup. A known secret is verified as `verify` does: from the cache within the TTL,
+   * reloaded from the store past it (so a revoke or an expiry is seen). What authenticate() lets
+   * through for an address the failure limiter has locked out: guessing cannot produce a known
+   * secret, so the guesser still gets nothing but 429.
+   */
+  verifyKnown(token: string, now = Date.now()): VerifyResult | Promise<VerifyResult> | undefined {
+    if (!isWellFormedKey(token, this.#prefix)) return undefined;
+    const entry = this.#cache.peek(hash('sha256', token, 'base64url'), { allowStale: true });
+    return entry?.value ? this.verify(token, now) : undefined;
   }
 
   /** Looks a token up in the store and caches the answer under `id`, the token's cache id. */

@@ -6,6 +6,20 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { sendError } from './errors.ts';
 
+const EXPECT_CONTINUE = /(?:^|\W)100-continue(?:$|\W)/i;
+
+/**
+ * Tells a client that sent `Expect: 100-continue` to send its body. The server answers 100 only
+ * here, when a body is about to be read — that is, after the caller has been authenticated and
+ * the request routed (server.ts listens to 'checkContinue', so Node does not answer it itself). A
+ * request refused before that gets its final answer without a 100, and Node closes the connection
+ * instead of reading a body nobody asked for.
+ */
+export function continueIfExpected(req: IncomingMessage, res: ServerResponse): void {
+  const expect = req.headers.expect;
+  if (expect !== undefined && !res.headersSent && EXPECT_CONTINUE.test(expect)) res.writeContinue();
+}
+
 /** The body, or undefined when an answer was sent already (too large) or the client went away. */
 export async function readLimitedBody(
   req: IncomingMessage,
@@ -21,6 +35,7 @@ export async function readLimitedBody(
     tooLarge();
     return undefined;
   }
+  continueIfExpected(req, res);
   const chunks: Buffer[] = [];
   let size = 0;
   try {

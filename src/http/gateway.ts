@@ -12,6 +12,7 @@ import { type Cidr, parseCidrs, resolveClientAddress } from '../auth/ip.ts';
 import { filterModelList, hasScope, modelAllowed } from '../auth/policy.ts';
 import type { KeyVerifier } from '../auth/verifier.ts';
 import type { Config } from '../config/config.ts';
+import { createScrubber, scrubText } from '../keys/scrub.ts';
 import {
   type Admission,
   estimatePromptTokens,
@@ -21,8 +22,8 @@ import {
   type LimitReason,
   type Ticket,
 } from '../limits/index.ts';
-import type { Metrics } from '../metrics/index.ts';
-import { resolveModel } from '../providers/models.ts';
+import { type Metrics, routeOf } from '../metrics/index.ts';
+import { isModelId, resolveModel } from '../providers/models.ts';
 import {
   classifyUpstreamError,
   forwardableResponseHeaders,
@@ -32,10 +33,12 @@ import {
 import type { InferenceScope, KeyRecord } from '../store/types.ts';
 import { extractUsage, SseUsageScanner, type TokenUsage } from '../usage/extract.ts';
 import type { UsageQueue } from '../usage/queue.ts';
+import { continueIfExpected } from './body.ts';
 import { encodeEmbeddingsBase64 } from './embeddings.ts';
 import { type ErrorCode, sendError, validationBody, withOpenAiErrorMember } from './errors.ts';
+import { duplicateTopLevelMember } from './json-members.ts';
 import { type Logger, writeAccessLine } from './log.ts';
-import { type Endpoint, type JsonObject, validateBody } from './validate.ts';
+import { duplicateMemberIssue, type Endpoint, type JsonObject, validateBody } from './validate.ts';
 
 type DispatchController = Dispatcher.DispatchController;
 
@@ -76,9 +79,8 @@ function route(method: string, pathname: string): Route {
     } catch {
       return { kind: 'not_found' };
     }
-    if (id.length === 0 || id.length > 256 || id.includes('/') || id === '.' || id === '..') {
-      return { kind: 'not_found' };
-    }
+    // Only a model id (providers/models.ts) names a model: anything else is no such endpoint.
+    if (id.includes('/') || !isModelId(id)) return { kind: 'not_found' };
     return method === 'GET' ? { kind: 'model', id } : notAllowed('GET');
   }
   return { kind: 'not_found' };
@@ -177,6 +179,17 @@ interface RelayMode {
  * larger one streams through (with its last 64 KiB kept for the usage report).
  */
 const HOLD_LIMIT = 1 << 20;
+
+/**
+ * What the relay takes out of provider bodies before a client sees them: from error bodies,
+ * anything key-shaped, bearer credentials and the provider's key (`text`); from a successful
+ * body held whole, the provider's key (`secret`, looked for in the bytes, so the body is not
+ * decoded for it). Streams of generated content are not rewritten.
+ */
+export interface ProviderBodyScrubber {
+  text(body: string): string;
+  secret: Buffer | undefined;
+}
 const CLIENT_GONE = new Error('the client closed the connection');
 const USAGE_MEMBER = Buffer.from('"usage"');
 
@@ -190,6 +203,7 @@ class Relay implements UpstreamHandler {
   readonly #exchange: Exchange;
   readonly #mode: RelayMode;
   readonly #logger: Logger;
+  readonly #scrubber: ProviderBodyScrubber;
   readonly #sentAt = performance.now();
   #resolve: (() => void) | undefined;
   #controller: DispatchController | undefined;
@@ -205,7 +219,15 @@ class Relay implements UpstreamHandler {
   #decoder: StringDecoder | undefined;
   #drainListening = false;
 
-  constructor(res: ServerResponse, exchange: Exchange, mode: RelayMode, logger: Logger, resolve: () => void) {
+  constructor(
+    res: ServerResponse,
+    exchange: Exchange,
+    mode: RelayMode,
+    logger: Logger,
+    scrubber: ProviderBodyScrubber,
+    resolve: () => void,
+  ) {
+    this.#scrubber = scrubber;
     this.#res = res;
     this.#exchange = exchange;
     this.#mode = mode;
@@ -241,11 +263,15 @@ class Relay implements UpstreamHandler {
     const isSse = contentType.startsWith('text/event-stream');
     exchange.stream = isSse;
     const allowedModels = this.#mode.models;
+    const scrub = this.#scrubber.text;
+    // An error body is held whole and scrubbed (it may quote the request, or the provider's key).
     this.#rewrite =
-      this.#mode.base64 && status === 200 && !isSse
-        ? encodeEmbeddingsBase64
-        : status >= 400 && contentType.includes('json')
-          ? withOpenAiErrorMember
+      status >= 400
+        ? contentType.includes('json')
+          ? (text: string) => scrub(withOpenAiErrorMember(text))
+          : scrub
+        : this.#mode.base64 && status === 200 && !isSse
+          ? encodeEmbeddingsBase64
           : allowedModels && status === 200
             ? (text: string) => filterModelList(text, allowedModels)
             : undefined;
@@ -320,9 +346,14 @@ class Relay implements UpstreamHandler {
         // Only the last `"usage"` member is decoded, not the whole body (embeddings run to 100s of KiB).
         const at = body.lastIndexOf(USAGE_MEMBER);
         this.#exchange.tail = at === -1 ? '' : body.toString('utf8', at);
-        this.#headers['content-length'] = String(body.length);
+        const secret = this.#scrubber.secret;
+        const out =
+          secret !== undefined && body.indexOf(secret) !== -1
+            ? Buffer.from(this.#scrubber.text(body.toString('utf8')))
+            : body;
+        this.#headers['content-length'] = String(out.length);
         res.writeHead(this.#status, this.#headers);
-        res.end(body);
+        res.end(out);
       }
     } else {
       res.end();
@@ -370,6 +401,7 @@ export class Gateway {
   readonly #bodyLimit: number;
   readonly #trustedProxies: readonly Cidr[];
   readonly #auth: AuthenticateDeps;
+  readonly #scrubber: ProviderBodyScrubber;
   /** Requests being served right now (a graceful stop waits for them). */
   inflight = 0;
   #idleWaiters: (() => void)[] = [];
@@ -379,6 +411,11 @@ export class Gateway {
     this.#deps = deps;
     this.#bodyLimit = deps.config.server.bodyLimitBytes;
     this.#trustedProxies = parseCidrs(deps.config.server.trustedProxies);
+    const providerKey = deps.config.upstream.key;
+    this.#scrubber = {
+      text: createScrubber(providerKey === undefined ? [] : [providerKey]),
+      secret: providerKey === undefined || providerKey.length < 8 ? undefined : Buffer.from(providerKey),
+    };
     this.#auth = {
       verifier: deps.verifier,
       failures: deps.failures,
@@ -398,7 +435,8 @@ export class Gateway {
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     const pathname = q === -1 ? url : url.slice(0, q);
-    const exchange = new Exchange(requestId, clientAddress(req, this.#trustedProxies), pathname);
+    // The endpoint recorded (usage, log, metrics) is the route template, never the raw path.
+    const exchange = new Exchange(requestId, clientAddress(req, this.#trustedProxies), routeOf(pathname));
     const clientId = req.headers['x-request-id'];
     if (typeof clientId === 'string' && CLIENT_REQUEST_ID.test(clientId)) exchange.clientRequestId = clientId;
     this.inflight++;
@@ -447,12 +485,12 @@ export class Gateway {
 
     const target = route(req.method ?? 'GET', pathname);
     if (target.kind === 'not_found') {
-      this.#fail(res, exchange, 'not_found', `No such endpoint: ${req.method} ${pathname.slice(0, 200)}`);
+      this.#fail(res, exchange, 'not_found', `No such endpoint: ${req.method} ${scrubText(pathname)}`);
       return;
     }
     if (target.kind === 'method_not_allowed') {
       res.setHeader('allow', target.allow);
-      this.#fail(res, exchange, 'method_not_allowed', `${pathname} accepts ${target.allow} only`);
+      this.#fail(res, exchange, 'method_not_allowed', `${scrubText(pathname)} accepts ${target.allow} only`);
       return;
     }
     const scope = SCOPE_OF[target.kind === 'post' ? target.endpoint : 'models'];
@@ -461,7 +499,7 @@ export class Gateway {
         res,
         exchange,
         'insufficient_scope',
-        `This key lacks the scope "${scope}" needed for ${req.method} ${pathname.slice(0, 200)}.`,
+        `This key lacks the scope "${scope}" needed for ${req.method} ${exchange.endpoint}.`,
         { scope },
       );
       return;
@@ -514,14 +552,19 @@ export class Gateway {
 
     const raw = await this.#readBody(req, res, exchange);
     if (raw === undefined) return;
+    const text = raw.toString('utf8');
     let body: unknown;
     try {
-      body = JSON.parse(raw.toString('utf8'));
+      body = JSON.parse(text);
     } catch {
       this.#fail(res, exchange, 'invalid_json', 'The request body is not valid JSON.');
       return;
     }
-    const issues = validateBody(target.endpoint, body);
+    // The raw bytes are forwarded: a member named twice would be authorised as its last value
+    // and might be read as its first by the provider.
+    const duplicate = duplicateTopLevelMember(text);
+    const issues =
+      duplicate === undefined ? validateBody(target.endpoint, body) : [duplicateMemberIssue(duplicate)];
     if (issues.length > 0) {
       exchange.failure = 'validation_error';
       const payload = validationBody(issues);
@@ -540,8 +583,8 @@ export class Gateway {
       this.#refuseModel(res, exchange, model);
       return;
     }
-    exchange.promptEstimate = estimatePromptTokens(json, target.endpoint);
-    const admitted = this.#admit(res, exchange, key, estimateTokens(json, target.endpoint));
+    exchange.promptEstimate = estimatePromptTokens(json, target.endpoint, raw.length);
+    const admitted = this.#admit(res, exchange, key, estimateTokens(json, target.endpoint, raw.length));
     if (!(admitted instanceof Promise ? await admitted : admitted)) return;
     let payload = raw;
     if (model !== requested) {
@@ -650,6 +693,7 @@ export class Gateway {
       tooLarge();
       return Promise.resolve(undefined);
     }
+    continueIfExpected(req, res);
     return new Promise((resolve) => {
       const chunks: Buffer[] = [];
       let size = 0;
@@ -701,7 +745,7 @@ export class Gateway {
     };
     if (call.body) headers['content-type'] = 'application/json';
     return new Promise<void>((resolve) => {
-      const relay = new Relay(res, exchange, mode, this.#deps.logger, resolve);
+      const relay = new Relay(res, exchange, mode, this.#deps.logger, this.#scrubber, resolve);
       exchange.relay = relay;
       this.#deps.upstream.dispatch({ method: call.method, path: call.path, body: call.body, headers }, relay);
     });

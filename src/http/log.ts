@@ -3,13 +3,9 @@
  * written: Keygate keys (by pattern), bearer credentials and the configured upstream key.
  */
 import { type Logger, pino } from 'pino';
-import { keyPattern } from '../keys/format.ts';
+import { redactor } from '../keys/scrub.ts';
 
 export type { Logger };
-
-function escapeRegExp(text: string): string {
-  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-}
 
 export interface LoggerOptions {
   level: string;
@@ -19,18 +15,7 @@ export interface LoggerOptions {
   destination?: NodeJS.WritableStream | undefined;
 }
 
-export function redactor(keyPrefix: string, secrets: readonly string[] = []): (line: string) => string {
-  const parts = [keyPattern(keyPrefix).source, '(?<=[Bb][Ee][Aa][Rr][Ee][Rr] +)[A-Za-z0-9\\-._~+/]{8,}=*'];
-  for (const secret of secrets) if (secret.length >= 8) parts.push(escapeRegExp(secret));
-  const re = new RegExp(parts.join('|'), 'g');
-  // Every match needs one of these: most lines have none, and are let through without the regex.
-  const needles = [`${keyPrefix}_`, ...secrets.filter((secret) => secret.length >= 8)];
-  const bearer = /bearer/i;
-  return (line) =>
-    bearer.test(line) || needles.some((needle) => line.includes(needle))
-      ? line.replace(re, '[REDACTED]')
-      : line;
-}
+export { redactor };
 
 let isoMs = 0;
 let isoText = '';

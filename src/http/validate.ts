@@ -3,6 +3,8 @@
  * fields without which the provider call cannot mean anything, and `stream`). Unknown fields pass
  * through untouched so that new provider features work without a Keygate release.
  */
+import { scrubKeys } from '../keys/scrub.ts';
+import { modelIdProblem } from '../providers/models.ts';
 import type { ValidationIssue } from './errors.ts';
 
 export type Endpoint = 'chat' | 'fim' | 'embeddings';
@@ -19,16 +21,42 @@ function requireField(body: JsonObject, field: string, issues: ValidationIssue[]
   return value;
 }
 
-function checkString(body: JsonObject, field: string, issues: ValidationIssue[]): void {
-  const value = requireField(body, field, issues);
-  if (value !== undefined && (typeof value !== 'string' || value.length === 0)) {
+/**
+ * The input of an issue as the answer may echo it: a short scalar, with anything key-shaped taken
+ * out; nothing for long strings, objects and lists (a 10 MiB value is not sent back).
+ */
+function shownInput(value: unknown): { input?: unknown } {
+  if (value === null || typeof value === 'boolean' || typeof value === 'number') return { input: value };
+  if (typeof value === 'string' && value.length <= 64) return { input: scrubKeys(value) };
+  return {};
+}
+
+function checkModel(body: JsonObject, issues: ValidationIssue[]): void {
+  const value = requireField(body, 'model', issues);
+  if (value === undefined) return;
+  if (typeof value !== 'string' || value.length === 0) {
     issues.push({
-      loc: ['body', field],
+      loc: ['body', 'model'],
       msg: 'Input should be a non-empty string',
       type: 'string_type',
-      input: value,
+      ...shownInput(value),
     });
+    return;
   }
+  const problem = modelIdProblem(value);
+  if (problem !== undefined) issues.push({ loc: ['body', 'model'], msg: problem, type: 'model_id' });
+}
+
+/**
+ * The validation error of a body whose top-level object names a member twice (see
+ * json-members.ts): the gateway would authorise one value and the provider might read the other.
+ */
+export function duplicateMemberIssue(name: string): ValidationIssue {
+  return {
+    loc: ['body', scrubKeys(name.length > 64 ? `${name.slice(0, 64)}…` : name)],
+    msg: 'Duplicate member: a request may name each top-level member once',
+    type: 'duplicate_member',
+  };
 }
 
 export function validateBody(endpoint: Endpoint, body: unknown): ValidationIssue[] {
@@ -36,13 +64,13 @@ export function validateBody(endpoint: Endpoint, body: unknown): ValidationIssue
     return [{ loc: ['body'], msg: 'Input should be a valid dictionary', type: 'dict_type' }];
   }
   const issues: ValidationIssue[] = [];
-  checkString(body, 'model', issues);
+  checkModel(body, issues);
   if (body.stream !== undefined && body.stream !== null && typeof body.stream !== 'boolean') {
     issues.push({
       loc: ['body', 'stream'],
       msg: 'Input should be a valid boolean',
       type: 'bool_type',
-      input: body.stream,
+      ...shownInput(body.stream),
     });
   }
   switch (endpoint) {

@@ -1,7 +1,14 @@
 /**
  * A fast, tokenizer-free estimate of what a request will cost, reserved against tpm and budgets
- * at admission and corrected with the real usage afterwards: characters of the text / 4 (rounded
- * up) plus the completion the request may produce.
+ * at admission and corrected with the real usage afterwards.
+ *
+ * The prompt is estimated from the size of the whole request body, not from the members the
+ * gateway happens to know: a provider counts tool definitions, response formats, documents and
+ * whatever a new API version adds, and a prompt moved into `tools` must not be free to reserve.
+ * One token per 4 bytes of JSON is above the real count for text in any language the common
+ * tokenizers handle (the JSON around the text — quotes, member names, escapes — only adds bytes),
+ * and costs nothing to compute. To it is added the completion the request may produce:
+ * `max_tokens` (times `n`), or DEFAULT_COMPLETION_RESERVE when the request sets no bound.
  */
 
 export type EstimateEndpoint = 'chat' | 'fim' | 'embeddings';
@@ -9,26 +16,18 @@ export type EstimateEndpoint = 'chat' | 'fim' | 'embeddings';
 /** Completion tokens reserved for chat and FIM requests that do not set `max_tokens`. */
 export const DEFAULT_COMPLETION_RESERVE = 1024;
 
-const CHARS_PER_TOKEN = 4;
-/** How deep arrays are followed (content parts, lists of inputs); anything deeper is ignored. */
+/** Bytes of request body per estimated prompt token. */
+export const BYTES_PER_TOKEN = 4;
+/** How deep lists of token ids are followed in an embeddings `input`. */
 const MAX_DEPTH = 4;
 
-/**
- * Text characters in a content value: strings count, arrays are summed, objects count their
- * `text` member (text parts; image and other parts cost nothing here), anything else is 0.
- * Numbers count as one token each when `numbersAreTokens` (embeddings accept token ids).
- */
-function chars(value: unknown, depth: number, numbersAreTokens: boolean): number {
-  if (typeof value === 'string') return value.length;
-  if (typeof value === 'number') return numbersAreTokens ? CHARS_PER_TOKEN : 0;
-  if (value === null || typeof value !== 'object' || depth >= MAX_DEPTH) return 0;
-  if (Array.isArray(value)) {
-    let total = 0;
-    for (const item of value) total += chars(item, depth + 1, numbersAreTokens);
-    return total;
-  }
-  const text = (value as Record<string, unknown>).text;
-  return typeof text === 'string' ? text.length : 0;
+/** Token ids in an embeddings input (`[[1, 2, 3], [4]]`): each counts as one token. */
+function tokenIds(value: unknown, depth: number): number {
+  if (typeof value === 'number') return 1;
+  if (!Array.isArray(value) || depth >= MAX_DEPTH) return 0;
+  let total = 0;
+  for (const item of value) total += tokenIds(item, depth + 1);
+  return total;
 }
 
 function maxTokens(body: Record<string, unknown>): number {
@@ -41,32 +40,30 @@ function maxTokens(body: Record<string, unknown>): number {
 }
 
 /**
- * Estimated tokens of a request body: prompt text / 4 plus `max_tokens` (times `n` when several
- * choices are asked for), or `DEFAULT_COMPLETION_RESERVE` when chat or FIM sets none; embeddings
- * have no completion. Never throws, whatever the body holds.
+ * Estimated tokens of a request: the prompt (see `estimatePromptTokens`) plus `max_tokens` (times
+ * `n` when several choices are asked for), or DEFAULT_COMPLETION_RESERVE when chat or FIM sets
+ * none; embeddings have no completion. Never throws, whatever the body holds.
+ *
+ * @param bodyBytes the size in bytes of the raw request body that `body` was parsed from
  */
-export function estimateTokens(body: Record<string, unknown>, endpoint: EstimateEndpoint): number {
-  const prompt = estimatePromptTokens(body, endpoint);
+export function estimateTokens(
+  body: Record<string, unknown>,
+  endpoint: EstimateEndpoint,
+  bodyBytes: number,
+): number {
+  const prompt = estimatePromptTokens(body, endpoint, bodyBytes);
   return endpoint === 'embeddings' ? prompt : prompt + maxTokens(body);
 }
 
-/** The prompt part of the estimate: the text of the request / 4. */
-export function estimatePromptTokens(body: Record<string, unknown>, endpoint: EstimateEndpoint): number {
-  let text = 0;
-  if (endpoint === 'chat') {
-    const messages = body.messages;
-    if (Array.isArray(messages)) {
-      for (const message of messages) {
-        if (message !== null && typeof message === 'object' && !Array.isArray(message)) {
-          text += chars((message as Record<string, unknown>).content, 0, false);
-        }
-      }
-    }
-  } else if (endpoint === 'fim') {
-    if (typeof body.prompt === 'string') text += body.prompt.length;
-    if (typeof body.suffix === 'string') text += body.suffix.length;
-  } else {
-    text += chars(body.input, 0, true);
-  }
-  return Math.ceil(text / CHARS_PER_TOKEN);
+/**
+ * The prompt part of the estimate: the body's bytes / 4, rounded up (for embeddings given as
+ * token ids, at least one per id, since `[1,2,3]` is fewer bytes than tokens).
+ */
+export function estimatePromptTokens(
+  body: Record<string, unknown>,
+  endpoint: EstimateEndpoint,
+  bodyBytes: number,
+): number {
+  const bySize = Math.ceil(Math.max(0, bodyBytes) / BYTES_PER_TOKEN);
+  return endpoint === 'embeddings' ? Math.max(bySize, tokenIds(body.input, 0)) : bySize;
 }

@@ -4,7 +4,7 @@
  * of at most `limit` names the provider has actually served. Nothing a client sends reaches a
  * label unchecked, so a series can neither explode in number nor carry a secret.
  */
-import { keyPattern } from '../keys/format.ts';
+import { isModelId } from '../providers/models.ts';
 
 /** The route label of anything that is not one of the API's endpoints (404s, probes). */
 export const OTHER_ROUTE = 'other';
@@ -101,10 +101,6 @@ export const FAILURE_CLASSES: ReadonlyMap<string, FailureClass> = new Map<string
 
 /** Default number of distinct model labels before new models are counted as `other`. */
 export const DEFAULT_MODEL_LABEL_LIMIT = 200;
-const MAX_MODEL_LABEL_LENGTH = 128;
-const MODEL_ID = /^[A-Za-z0-9._:/-]+$/;
-/** Anything shaped like a Keygate key of any deployment prefix. */
-const KEY_SHAPE = keyPattern('[a-z][a-z0-9]{0,9}');
 
 /**
  * The bounded set of model label values. A model becomes a label value the first time a request
@@ -137,8 +133,5 @@ export class ModelLabels {
 }
 
 function isModelLike(model: string): boolean {
-  if (model.length === 0 || model.length > MAX_MODEL_LABEL_LENGTH || model === OTHER_MODEL) return false;
-  if (!MODEL_ID.test(model)) return false;
-  KEY_SHAPE.lastIndex = 0;
-  return !KEY_SHAPE.test(model);
+  return model !== OTHER_MODEL && isModelId(model);
 }

@@ -115,38 +115,31 @@ export class Upstream {
   }
 }
 
-/** Response headers never copied from the provider to the client. */
-export const RESPONSE_HEADER_DENYLIST = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-authenticate',
-  'proxy-authorization',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-  'set-cookie',
-  'server',
-  'date',
-  'alt-svc',
-  'strict-transport-security',
-  'content-length',
+/**
+ * The provider's response headers a client may see; every other one stays here. An allowlist, so
+ * that what a provider (or a proxy in front of it) adds — internal host names, its own
+ * `www-authenticate`, a CSP, cookies, rate-limit counters of the shared provider account — never
+ * reaches a client. Keygate sets its own `x-request-id`, rate-limit headers and `content-length`.
+ */
+export const RESPONSE_HEADER_ALLOWLIST: ReadonlySet<string> = new Set([
+  'content-type',
+  'content-encoding',
+  'cache-control',
+  // Retry hints, read by the official SDKs (OpenAI's read retry-after-ms and x-should-retry too).
+  'retry-after',
+  'retry-after-ms',
+  'x-should-retry',
+  // The provider's own request id, for its support; and the deprecation notice the SDKs log.
+  'mistral-correlation-id',
+  'x-model-deprecation-timestamp',
 ]);
 
-/** Copies the provider's response headers that are meaningful to a client. */
+/** Copies the provider's response headers that are on the allowlist. */
 export function forwardableResponseHeaders(headers: IncomingHttpHeaders): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
-  const connectionListed =
-    typeof headers.connection === 'string' ? headers.connection.toLowerCase().split(/\s*,\s*/) : [];
   for (const name in headers) {
     const value = headers[name];
-    if (value === undefined) continue;
-    if (RESPONSE_HEADER_DENYLIST.has(name) || connectionListed.includes(name)) continue;
-    if (name.startsWith('x-ratelimit') || name.startsWith('ratelimit') || name.startsWith('x-kong-'))
-      continue;
-    if (name.startsWith('access-control-') || name.startsWith('x-envoy-') || name === 'x-request-id')
-      continue;
-    out[name] = value;
+    if (value !== undefined && RESPONSE_HEADER_ALLOWLIST.has(name)) out[name] = value;
   }
   return out;
 }

@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { request } from 'undici';
+import { estimateTokens } from '../../src/limits/estimate.ts';
 import {
   api,
   bearer,
@@ -20,8 +21,21 @@ import {
   useCluster,
 } from '../support/cluster.ts';
 
-/** What one budget request reserves: ceil(23 characters / 4) + max_tokens 20. */
-const ESTIMATE = Math.ceil(CHAT.content.length / 4) + 20;
+/**
+ * The most one budget request of `spend` reserves: a quarter of its body's bytes + max_tokens 20
+ * (the streamed ones are a few bytes longer), as the gateway estimates it.
+ */
+const ESTIMATE = Math.max(
+  ...[false, true].map((stream) => {
+    const body = {
+      model: 'mistral-small-latest',
+      messages: [{ role: 'user', content: CHAT.content }],
+      max_tokens: 20,
+      stream,
+    };
+    return estimateTokens(body, 'chat', Buffer.byteLength(JSON.stringify(body)));
+  }),
+);
 
 /** Total tokens a successful answer reports (a JSON body or the usage chunk of a stream). */
 function totalTokens(reply: HttpReply): number {

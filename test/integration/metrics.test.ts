@@ -84,8 +84,8 @@ before(async () => {
   await expectStatus(post(CHAT, keys.limited, chatBody()), 429);
   await expectStatus(t.call(`${MODELS}?marker=${QUERY_MARKER}`, { headers: bearer(keys.main) }), 200);
   await expectStatus(t.call(`${MODELS}?api_key=${keys.main}`), 400);
-  // A key pasted where a model name goes: served by the stub, but never a label value.
-  await expectStatus(post(CHAT, keys.main, chatBody({ model: keys.main })), 200);
+  // A key pasted where a model name goes: refused (422), never forwarded, never a label value.
+  await expectStatus(post(CHAT, keys.main, chatBody({ model: keys.main })), 422);
   // A key pasted into the path.
   const byId = await t.call(`${MODELS}/${keys.limited}`, { headers: bearer(keys.main) });
   modelByIdStatus = byId.status;
@@ -112,14 +112,14 @@ describe('/metrics after a known mix of requests', () => {
     const requests = (route: string, status: number, model: string) =>
       sampleValue(families, 'keygate_requests_total', { route, status: String(status), model });
     assert.equal(requests(CHAT, 200, 'mistral-small-latest'), 3);
-    assert.equal(requests(CHAT, 200, 'other'), 1, 'the key-shaped model');
+    assert.equal(requests(CHAT, 422, ''), 1, 'the key-shaped model');
     assert.equal(requests(EMBEDDINGS, 200, 'mistral-embed'), 1);
     assert.equal(requests(CHAT, 401, ''), 1);
     assert.equal(requests(EMBEDDINGS, 403, ''), 1);
     assert.equal(requests(CHAT, 429, 'mistral-small-latest'), 1);
     assert.equal(requests(MODELS, 200, ''), 1);
     assert.equal(requests(MODELS, 400, ''), 1);
-    assert.equal(requests(MODEL_BY_ID, modelByIdStatus, 'other'), 1);
+    assert.equal(requests(MODEL_BY_ID, modelByIdStatus, ''), 1, 'a key-shaped id names no model');
     assert.equal(total(families, 'keygate_requests_total'), 11);
     assert.equal(families.get('keygate_requests_total')?.type, 'counter');
   });
@@ -130,11 +130,11 @@ describe('/metrics after a known mix of requests', () => {
     // chat: "hello there" → 2 prompt tokens, "Echo: hello there" → 3 completion tokens; three served.
     assert.equal(tokens('prompt', 'mistral-small-latest'), 6);
     assert.equal(tokens('completion', 'mistral-small-latest'), 9);
-    assert.equal(tokens('prompt', 'other'), 2);
-    assert.equal(tokens('completion', 'other'), 3);
+    // The key-shaped model was refused before the provider: no tokens, no `other` series.
+    assert.equal(tokens('prompt', 'other'), undefined);
     assert.equal(tokens('prompt', 'mistral-embed'), 3);
     assert.equal(tokens('completion', 'mistral-embed'), 0);
-    assert.equal(samplesNamed(families, 'keygate_tokens_total').length, 6);
+    assert.equal(samplesNamed(families, 'keygate_tokens_total').length, 4);
   });
 
   test('authentication failures and refusals by reason, every reason present from the start', () => {
@@ -167,10 +167,11 @@ describe('/metrics after a known mix of requests', () => {
     assert.equal(total(families, `${duration}_count`), total(families, 'keygate_requests_total'));
     // Only requests forwarded to the provider have an upstream latency.
     const upstream = 'keygate_upstream_duration_seconds';
-    assert.equal(count(upstream, CHAT), 4);
+    assert.equal(count(upstream, CHAT), 3);
     assert.equal(count(upstream, EMBEDDINGS), 1);
     assert.equal(count(upstream, MODELS), 1);
-    assert.equal(count(upstream, MODEL_BY_ID), 1);
+    // A key-shaped id names no model: never forwarded.
+    assert.equal(count(upstream, MODEL_BY_ID) ?? 0, 0);
     // Time to first byte: streams only.
     assert.equal(count('keygate_time_to_first_byte_seconds', CHAT), 1);
     assert.equal(samplesNamed(families, 'keygate_time_to_first_byte_seconds_count').length, 1);

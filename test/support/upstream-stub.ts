@@ -15,7 +15,9 @@
  *
  * Special model names: stub-error-500, stub-error-400, stub-slow (5 s before the head),
  * stub-slow-stream (content "tok1 ... tok10", one word per chunk, 200 ms apart; usage on the
- * last), stub-echo-headers (content is JSON.stringify of the received request headers).
+ * last), stub-echo-headers (content is JSON.stringify of the received request headers),
+ * stub-error-echo (400 whose message quotes the messages and the Authorization header received).
+ * Tool definitions (`tools`) count as prompt words, as a provider counts them.
  *
  * Run directly for the benchmark:
  *   node test/support/upstream-stub.ts --port 9000 --latency 0
@@ -72,6 +74,8 @@ export interface StubOptions {
   streamChunks?: number;
   /** Default true; the benchmark turns it off. */
   recordRequests?: boolean;
+  /** Headers added to every answer (as a provider or the proxy in front of it might). */
+  responseHeaders?: Record<string, string>;
 }
 
 export const DEFAULT_STUB_API_KEY = 'upstream-secret-key';
@@ -250,6 +254,7 @@ export function startUpstreamStub(opts: StubOptions = {}): Promise<UpstreamStub>
   const apiKey = opts.apiKey ?? DEFAULT_STUB_API_KEY;
   const host = opts.host ?? '127.0.0.1';
   const streamChunks = Math.max(1, Math.floor(opts.streamChunks ?? 3));
+  const extraHeaders = opts.responseHeaders ?? {};
   const recordRequests = opts.recordRequests ?? true;
   let latencyMs = Math.max(0, opts.latencyMs ?? 0);
   const requests: StubRequest[] = [];
@@ -320,6 +325,7 @@ export function startUpstreamStub(opts: StubOptions = {}): Promise<UpstreamStub>
     }
     const payload = JSON.stringify(body);
     res.writeHead(status, {
+      ...extraHeaders,
       'Content-Type': 'application/json',
       'Content-Length': Buffer.byteLength(payload),
     });
@@ -363,7 +369,7 @@ export function startUpstreamStub(opts: StubOptions = {}): Promise<UpstreamStub>
       if (usage) chunk.usage = usage;
       return `data: ${JSON.stringify(chunk)}\n\n`;
     };
-    res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache' });
+    res.writeHead(200, { ...extraHeaders, 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache' });
     res.write(frame({ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null }));
     const contents = chunkContents(c.tokens, parts);
     for (let i = 0; i < contents.length; i++) {
@@ -427,8 +433,15 @@ export function startUpstreamStub(opts: StubOptions = {}): Promise<UpstreamStub>
     if (typeof model !== 'string') return sendJson(res, 422, validationError('model', null));
     if (!Array.isArray(messages)) return sendJson(res, 422, validationError('messages', null));
     if (handleFailureModel(res, model)) return;
+    if (model === 'stub-error-echo') {
+      // A provider error that quotes the request and the credential it was sent.
+      const quoted = messages.map((m) => (isRecord(m) ? contentText(m.content) : '')).join(' ');
+      const said = `Invalid request "${quoted}" (authorization: ${String(req.headers.authorization)})`;
+      return sendJson(res, 400, errorBody(said, 'invalid_request_error', '3000'));
+    }
 
-    let promptWords = 0;
+    // Tool definitions are part of the prompt, as the provider counts them.
+    let promptWords = body.tools === undefined ? 0 : words(JSON.stringify(body.tools)).length;
     let lastUser = '';
     for (const m of messages) {
       if (!isRecord(m)) continue;

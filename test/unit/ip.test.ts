@@ -80,9 +80,20 @@ test('X-Forwarded-For is believed only from trusted proxies, right to left', () 
   assert.equal(resolveClientAddress('::ffff:10.0.0.5', '203.0.113.7', proxies), '203.0.113.7');
   // Several headers.
   assert.equal(resolveClientAddress('10.0.0.5', ['1.1.1.1', '203.0.113.8'], proxies), '203.0.113.8');
-  // Garbage in the chain: the client is unknown, which no allowlist matches.
-  const garbage = resolveClientAddress('10.0.0.5', 'not-an-ip', proxies);
-  assert.equal(parseAddress(garbage), undefined);
+  // Garbage in the chain: the client is the last trusted hop (here the peer), never the garbage.
+  assert.equal(resolveClientAddress('10.0.0.5', 'not-an-ip', proxies), '10.0.0.5');
+  assert.equal(resolveClientAddress('10.0.0.5', '203.0.113.7, junk, 10.0.0.6', proxies), '10.0.0.6');
+  // Lenient forms ipaddr.js would read are not addresses in a header.
+  assert.equal(resolveClientAddress('10.0.0.5', '127.1', proxies), '10.0.0.5');
+  // Ports are dropped: IPv4 `a.b.c.d:port` (Azure Application Gateway) and `[v6]:port`.
+  assert.equal(resolveClientAddress('10.0.0.5', '203.0.113.7:51234', proxies), '203.0.113.7');
+  assert.equal(resolveClientAddress('10.0.0.5', '[2001:db8::7]:443', proxies), '2001:db8::7');
+  assert.equal(resolveClientAddress('10.0.0.5', '[2001:db8::7]', proxies), '2001:db8::7');
+  // A bare IPv6 address has no port form: its last group is part of it.
+  assert.equal(resolveClientAddress('10.0.0.5', '2001:db8::7:443', proxies), '2001:db8::7:443');
+  // Not ports: too large, empty, signed.
+  for (const bad of ['203.0.113.7:65536', '203.0.113.7:', '203.0.113.7:+1', '[2001:db8::7]:x'])
+    assert.equal(resolveClientAddress('10.0.0.5', bad, proxies), '10.0.0.5', bad);
   // Every hop trusted: the left-most is the client.
   assert.equal(resolveClientAddress('10.0.0.5', '10.0.0.7', proxies), '10.0.0.7');
 });

@@ -527,35 +527,30 @@ test('memory is bounded, but a key with requests in flight is never evicted', ()
   allowed(now(limiter.admit(idle, 0)));
 });
 
-test('estimateTokens: chat, fim and embeddings shapes', () => {
-  assert.equal(
-    estimateTokens({ messages: [{ role: 'user', content: 'abcdefgh' }], max_tokens: 100 }, 'chat'),
-    2 + 100,
-  );
-  assert.equal(
-    estimateTokens(
-      {
-        messages: [
-          { role: 'system', content: 'abc' },
-          {
-            role: 'user',
-            content: [
-              { type: 'text', text: 'defgh' },
-              { type: 'image_url', image_url: 'https://example.com/a-very-long-url.png' },
-            ],
-          },
-        ],
-      },
-      'chat',
-    ),
-    2 + DEFAULT_COMPLETION_RESERVE,
-  );
-  assert.equal(estimateTokens({ messages: [{ content: 'abcd' }], max_tokens: 10, n: 3 }, 'chat'), 1 + 30);
-  assert.equal(estimateTokens({ prompt: 'abcdef', suffix: 'gh', max_tokens: 0 }, 'fim'), 2);
-  assert.equal(estimateTokens({ prompt: 'abcde' }, 'fim'), 2 + DEFAULT_COMPLETION_RESERVE);
-  assert.equal(estimateTokens({ input: 'abcdefghi', max_tokens: 50 }, 'embeddings'), 3);
-  assert.equal(estimateTokens({ input: ['abcd', 'efgh'] }, 'embeddings'), 2);
-  assert.equal(estimateTokens({ input: [[1, 2, 3], [4]] }, 'embeddings'), 4);
+/** The estimate of a body as the gateway computes it: from the body's JSON text. */
+function estimateOf(body: Record<string, unknown>, endpoint: 'chat' | 'fim' | 'embeddings'): number {
+  return estimateTokens(body, endpoint, Buffer.byteLength(JSON.stringify(body)));
+}
+
+test('estimateTokens: the whole body / 4 plus the completion the request may produce', () => {
+  const chat = { messages: [{ role: 'user', content: 'abcdefgh' }], max_tokens: 100 };
+  const bytes = Buffer.byteLength(JSON.stringify(chat));
+  assert.equal(estimateOf(chat, 'chat'), Math.ceil(bytes / 4) + 100);
+  // Everything in the body counts, whichever member holds it: a prompt moved into `tools` too.
+  const tools = {
+    messages: [{ role: 'user', content: 'hi' }],
+    tools: [{ type: 'function', function: { name: 'f', description: 'x'.repeat(4000) } }],
+  };
+  assert.ok(estimateOf(tools, 'chat') >= 1000 + DEFAULT_COMPLETION_RESERVE);
+  assert.equal(estimateTokens({ messages: [] }, 'chat', 40), 10 + DEFAULT_COMPLETION_RESERVE);
+  assert.equal(estimateTokens({ max_tokens: 10, n: 3 }, 'chat', 4), 1 + 30);
+  assert.equal(estimateTokens({ max_tokens: 0 }, 'fim', 9), 3);
+  assert.equal(estimateTokens({ max_tokens: 50 }, 'embeddings', 12), 3);
+  // Token ids count one each, even when fewer bytes than tokens.
+  assert.equal(estimateTokens({ input: [[1, 2, 3], [4]] }, 'embeddings', 13), 4);
+  assert.equal(estimateTokens({ input: [1, 2, 3, 4, 5, 6, 7, 8] }, 'embeddings', 27), 8);
+  // Multi-byte text counts by bytes, not characters.
+  assert.equal(estimateTokens({}, 'embeddings', Buffer.byteLength('日本語')), 3);
 });
 
 test('estimateTokens never throws on weird input', () => {
@@ -585,7 +580,7 @@ test('estimateTokens never throws on weird input', () => {
   ];
   for (const body of weird) {
     for (const endpoint of ['chat', 'fim', 'embeddings'] as const) {
-      const n = estimateTokens(body, endpoint);
+      const n = estimateOf(body, endpoint);
       assert.ok(Number.isInteger(n) && n >= 0, `${JSON.stringify(body)} ${endpoint}: ${n}`);
     }
   }
@@ -596,9 +591,10 @@ test('estimateTokens never throws on weird input', () => {
         fc.anything(),
       ),
       fc.constantFrom('chat' as const, 'fim' as const, 'embeddings' as const),
-      (body, endpoint) => {
-        const n = estimateTokens(body, endpoint);
-        return Number.isInteger(n) && n >= 0;
+      fc.nat(),
+      (body, endpoint, bytes) => {
+        const n = estimateTokens(body, endpoint, bytes);
+        return Number.isInteger(n) && n >= 0 && n >= Math.ceil(bytes / 4);
       },
     ),
   );

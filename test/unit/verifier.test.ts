@@ -124,6 +124,51 @@ for (const s of STORES) {
       v.close();
     });
 
+    test('verifyKnown: only secrets the cache knows are verified (the locked-out address path)', async () => {
+      // Not 0: lru-cache reads a start time of 0 as "no TTL".
+      let clock = 1_000_000;
+      const v = new KeyVerifier({
+        store: counting(store),
+        pepper,
+        prefix: 'kg',
+        ttlMs: 1000,
+        maxEntries: 100,
+        pollMs: 0,
+        ttlClock: { now: () => clock },
+      });
+      await v.start();
+      const { key, record } = await createKey({ store, pepper, prefix: 'kg' }, { name: 'known' });
+      const unknown = generateKey();
+      lookups = 0;
+      // Never seen, remembered as unknown, malformed: no answer, no lookup.
+      assert.equal(v.verifyKnown(key), undefined);
+      assert.deepEqual(await v.verify(unknown), { ok: false, reason: 'unknown' });
+      assert.equal(v.verifyKnown(unknown), undefined);
+      assert.equal(v.verifyKnown('kg_short'), undefined);
+      assert.equal(lookups, 1);
+      // Verified once: known, answered synchronously from the cache.
+      assert.ok((await v.verify(key)).ok);
+      lookups = 0;
+      const known = v.verifyKnown(key);
+      assert.ok(known !== undefined && !(known instanceof Promise) && known.ok && known.key.id === record.id);
+      // Judged as verify judges: past its expiry by the clock it is refused.
+      const later = v.verifyKnown(key, Date.now() + 10 * 365 * 86_400_000);
+      assert.ok(later !== undefined && !(later instanceof Promise) && later.ok, 'no expiry set');
+      // Past the TTL the known secret is reloaded from the store, which sees a revoke made
+      // elsewhere (the change feed not read): refused as revoked.
+      await store.revokeKey(record.id, Date.now(), CLI_ACTOR);
+      clock += 1001;
+      const reloaded = v.verifyKnown(key);
+      assert.ok(reloaded instanceof Promise, 'past its TTL the store is asked');
+      const verdict = await reloaded;
+      assert.ok(!verdict.ok && verdict.reason === 'revoked');
+      assert.equal(lookups, 1);
+      // A change learnt from the feed drops it: no longer known at all.
+      await v.syncChanges();
+      assert.equal(v.verifyKnown(key), undefined);
+      v.close();
+    });
+
     test('a key hashed under another pepper does not verify', async () => {
       const { key } = await createKey(
         { store, pepper: Buffer.alloc(32, 9), prefix: 'kg' },
