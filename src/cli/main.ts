@@ -3,12 +3,13 @@
  */
 import cluster from 'node:cluster';
 import { Command, CommanderError, Option } from 'commander';
-import { type Config, type ConfigFlags, isLoopback } from '../config/config.ts';
+import type { Config, ConfigFlags } from '../config/config.ts';
 import { setupToken } from '../console/credentials.ts';
 import { StartError, startGateway } from '../http/server.ts';
+import { isLoopbackHost } from '../net/addresses.ts';
 import { registerAdminCommands } from './admin.ts';
 import { registerAlertCommands } from './alerts.ts';
-import { addStoreOptions, configFrom, refuseRemote, secretsOf, UserError, withStore } from './common.ts';
+import { addStoreOptions, configFrom, refuseRemote, UserError, withStore } from './common.ts';
 import { registerKeyCommands } from './keys.ts';
 import { registerPeopleCommands } from './people.ts';
 import { registerUsageCommand } from './usage.ts';
@@ -52,8 +53,8 @@ function buildProgram(): Command {
       .command('setup-token')
       .description("print the console's one-time setup token (until the owner account exists)"),
   ).action(async (options: ConfigFlags) => {
-    await withStore(options, async ({ store, config }) => {
-      const token = await setupToken(store, secretsOf(config).consoleKey);
+    await withStore(options, async ({ store, secrets }) => {
+      const token = await setupToken(store, secrets().consoleKey);
       if (token === undefined) {
         throw new UserError(
           'setup is done: an account exists already. Sign in to the console, or add users with `keygate users create`.',
@@ -75,7 +76,7 @@ function buildProgram(): Command {
 async function runStart(config: Config, worker = false): Promise<void> {
   // A worker of `--workers N` is quiet: the primary prints the banner and relays the signals.
   const err = worker ? () => {} : (line = '') => process.stderr.write(`${line}\n`);
-  if (config.server.http && !isLoopback(config.server.host)) {
+  if (config.server.http && !isLoopbackHost(config.server.host)) {
     err('');
     err('!!! WARNING: serving plain HTTP on a non-loopback address (%s).'.replace('%s', config.server.host));
     err('!!! API keys will cross the network unencrypted. Use --http only behind a TLS-terminating proxy');

@@ -11,12 +11,13 @@
  */
 import cluster, { type Worker } from 'node:cluster';
 import type { Config } from '../config/config.ts';
-import { ensureDataDir, secretsFor } from '../config/secrets.ts';
+import { ensureDataDir, secretsFor, secretToGenerate } from '../config/secrets.ts';
 import { setupToken } from '../console/credentials.ts';
 import { ensureSelfSigned } from '../http/tls.ts';
 import { createMemoryLimiter } from '../limits/index.ts';
 import { LimitsServer } from '../limits/ipc.ts';
 import { openStore } from '../store/index.ts';
+import { UserError } from './common.ts';
 
 const CRASH_WINDOW_MS = 60_000;
 const MAX_CRASHES = 5;
@@ -25,9 +26,17 @@ export async function runWorkers(config: Config, version: string): Promise<void>
   const err = (line = '') => process.stderr.write(`${line}\n`);
   const count = config.server.workers;
 
-  // Once, before any worker: the secret file, the self-signed certificate and the migrations.
-  ensureDataDir(config.dataDir);
-  const secrets = secretsFor(config, process.env.KEYGATE_SECRET);
+  // Once, before any worker: the data directory's mode, the secret file, the self-signed
+  // certificate and the migrations. A missing secret is generated only over a store that holds
+  // nothing made with one (secrets.ts), so the store is read first then.
+  const envSecret = process.env.KEYGATE_SECRET;
+  let early: ReturnType<typeof secretsFor> | undefined;
+  try {
+    for (const warning of ensureDataDir(config.dataDir)) err(`warning: ${warning}`);
+    early = secretToGenerate(config, envSecret) ? undefined : secretsFor(config, envSecret);
+  } catch (error) {
+    throw new UserError((error as Error).message);
+  }
   if (!config.server.http && !config.server.tlsCert)
     await ensureSelfSigned(config.dataDir, config.server.host);
   const store = await openStore({
@@ -35,6 +44,13 @@ export async function runWorkers(config: Config, version: string): Promise<void>
     databaseUrl: config.database.url,
     poolSize: 1,
   });
+  let secrets: ReturnType<typeof secretsFor>;
+  try {
+    secrets = early ?? secretsFor(config, envSecret, await store.countSecretBound());
+  } catch (error) {
+    await store.close();
+    throw new UserError((error as Error).message);
+  }
   // Without Redis the primary keeps the limits, and reads budget usage from this store.
   const token = await setupToken(store, secrets.consoleKey).finally(() =>
     config.redis.url ? store.close() : undefined,

@@ -356,4 +356,14 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX api_key_hashes_key ON api_key_hashes (key_id);
     `,
   },
+  {
+    version: 7,
+    name: 'console: the last TOTP step used per user, kept in the store',
+    // Each TOTP code signs in once on every instance and worker: a sign-in claims its step with a
+    // conditional UPDATE (it wins only when the stored step is older), so two processes cannot
+    // both accept one code.
+    sqlite: `
+      ALTER TABLE users ADD COLUMN totp_last_step INTEGER;
+    `,
+  },
 ];

@@ -378,4 +378,11 @@ export const PG_MIGRATIONS: readonly PgMigration[] = [
       COMMENT ON TABLE api_key_hashes IS 'One row per secret that opens a key (several during a rotation''s grace period)';
     `,
   },
+  {
+    version: 7,
+    name: nameOf(7),
+    postgres: `
+      ALTER TABLE users ADD COLUMN totp_last_step BIGINT;
+    `,
+  },
 ];

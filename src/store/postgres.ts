@@ -67,6 +67,7 @@ import {
   type AuditEvent,
   type AuditFilter,
   type CredentialsPatch,
+  DEFAULT_WORKSPACE_ID,
   type ExpiryReminder,
   type HourlyCount,
   type Invite,
@@ -79,6 +80,7 @@ import {
   type NewKey,
   type Role,
   type RotateInput,
+  type SecretBoundCounts,
   type SecretMatch,
   type SessionRecord,
   type Store,
@@ -666,6 +668,59 @@ export class PostgresStore implements Store {
     });
   }
 
+  async createFirstOwner(
+    user: User & { passwordHash: string },
+    actor: Actor,
+    at: number,
+  ): Promise<User | undefined> {
+    return this.#transaction(async (db) => {
+      // The lock every membership change of ws_default takes: concurrent setups (any instance)
+      // queue here, and each next one's check, a new snapshot under READ COMMITTED, sees the winner.
+      await this.#lockWorkspace(db, DEFAULT_WORKSPACE_ID);
+      if (await this.#row(db, 'SELECT 1 FROM users LIMIT 1')) return undefined;
+      await db.query('INSERT INTO users (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4)', [
+        user.id,
+        user.email,
+        user.passwordHash,
+        user.createdAt,
+      ]);
+      await this.#audit(db, audit.userCreated(user, actor));
+      await db.query(
+        'INSERT INTO memberships (workspace_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)',
+        [DEFAULT_WORKSPACE_ID, user.id, 'owner', at],
+      );
+      await this.#audit(
+        db,
+        audit.membershipSet(DEFAULT_WORKSPACE_ID, user.id, undefined, 'owner', actor, at),
+      );
+      return { id: user.id, email: user.email, createdAt: user.createdAt, disabledAt: null };
+    });
+  }
+
+  async claimTotpStep(userId: string, step: number): Promise<boolean> {
+    // A concurrent UPDATE of the row makes this one wait and re-check its WHERE on the new row.
+    const result = await this.#pool.query(
+      'UPDATE users SET totp_last_step = $2 WHERE id = $1 AND (totp_last_step IS NULL OR totp_last_step < $2)',
+      [userId, step],
+    );
+    return result.rowCount === 1;
+  }
+
+  async spendRecoveryCode(userId: string, codeHash: string, actor: Actor, at: number): Promise<boolean> {
+    return this.#transaction(async (db) => {
+      // Removes the code only while it is there (re-checked on the locked row): one spender wins.
+      const result = await db.query(
+        `UPDATE users SET recovery_codes = recovery_codes - $2::text
+         WHERE id = $1 AND recovery_codes @> jsonb_build_array($2::text)`,
+        [userId, codeHash],
+      );
+      if (result.rowCount !== 1) return false;
+      const { changes } = credentialColumns({ recoveryCodes: [] });
+      await this.#audit(db, audit.credentialsChanged(userId, 'user.recovery_code_used', changes, actor, at));
+      return true;
+    });
+  }
+
   async createSession(session: SessionRecord): Promise<void> {
     await this.#pool.query(
       `INSERT INTO sessions (id, user_id, created_at, expires_at, last_seen_at, revoked_at, ip, user_agent)
@@ -771,6 +826,15 @@ export class PostgresStore implements Store {
     });
   }
 
+  async countSecretBound(): Promise<SecretBoundCounts> {
+    const row = await this.#row(
+      this.#pool,
+      `SELECT (SELECT COUNT(*) FROM api_keys) AS k, (SELECT COUNT(*) FROM alert_channels) AS c,
+         (SELECT COUNT(*) FROM users WHERE totp_secret IS NOT NULL) AS u`,
+    );
+    return { keys: Number(row?.k ?? 0), channels: Number(row?.c ?? 0), twoFactorUsers: Number(row?.u ?? 0) };
+  }
+
   async getSetting(name: string): Promise<string | undefined> {
     const row = await this.#row(this.#pool, 'SELECT value FROM settings WHERE name = $1', [name]);
     return row ? String(row.value) : undefined;
@@ -847,18 +911,42 @@ export class PostgresStore implements Store {
       throw new StoreConflictError(`workspace ${workspaceId} must keep at least one owner`);
   }
 
-  async removeMembership(workspaceId: string, userId: string, actor: Actor, at: number): Promise<boolean> {
+  async removeMembership(
+    workspaceId: string,
+    userId: string,
+    actor: Actor,
+    at: number,
+  ): Promise<{ revokedKeyIds: string[] } | undefined> {
     return this.#transaction(async (db) => {
       await this.#lockWorkspace(db, workspaceId);
       const before = await this.#membership(db, workspaceId, userId);
-      if (!before) return false;
+      if (!before) return undefined;
       if (before.role === 'owner') await this.#assertAnotherOwner(db, workspaceId, userId);
       await db.query('DELETE FROM memberships WHERE workspace_id = $1 AND user_id = $2', [
         workspaceId,
         userId,
       ]);
       await this.#audit(db, audit.membershipRemoved(workspaceId, userId, before.role, actor, at));
-      return true;
+      // The keys they own here leave with them, in this transaction: revoked, audited, and in the
+      // change feed so every gateway drops them within one poll.
+      const rows = await this.#rows(
+        db,
+        `UPDATE api_keys SET revoked_at = $1, updated_at = $1
+         WHERE workspace_id = $2 AND created_by = $3 AND revoked_at IS NULL RETURNING id`,
+        [at, workspaceId, userId],
+      );
+      const revokedKeyIds = rows.map((row) => String(row.id));
+      for (const id of revokedKeyIds) {
+        const key = await this.#key(db, id);
+        await this.#changed(db, id, 'revoked', at);
+        if (!key) continue;
+        const entry = audit.keyRevoked(key, actor, at);
+        await this.#audit(db, {
+          ...entry,
+          changes: { ...entry.changes, reason: { after: 'member.remove' } },
+        });
+      }
+      return { revokedKeyIds };
     });
   }
 

@@ -27,6 +27,7 @@ import {
   object,
   type Row,
   sessionParams,
+  strings,
   toAlert,
   toAuditEvent,
   toChannel,
@@ -53,6 +54,7 @@ import {
   type AuditEvent,
   type AuditFilter,
   type CredentialsPatch,
+  DEFAULT_WORKSPACE_ID,
   type ExpiryReminder,
   type HourlyCount,
   type Invite,
@@ -65,6 +67,7 @@ import {
   type NewKey,
   type Role,
   type RotateInput,
+  type SecretBoundCounts,
   type SecretMatch,
   type SessionRecord,
   type Store,
@@ -590,6 +593,56 @@ export class SqliteStore implements Store {
     });
   }
 
+  async createFirstOwner(
+    user: User & { passwordHash: string },
+    actor: Actor,
+    at: number,
+  ): Promise<User | undefined> {
+    // BEGIN IMMEDIATE holds the database's write lock from the check to the commit: every other
+    // process's setup waits, then finds this user.
+    return this.#transaction(() => {
+      if (this.#stmt('SELECT 1 FROM users LIMIT 1').get() !== undefined) return undefined;
+      this.#stmt('INSERT INTO users (id, email, password_hash, created_at) VALUES (?, ?, ?, ?)').run(
+        user.id,
+        user.email,
+        user.passwordHash,
+        user.createdAt,
+      );
+      this.#audit(audit.userCreated(user, actor));
+      this.#stmt('INSERT INTO memberships (workspace_id, user_id, role, created_at) VALUES (?, ?, ?, ?)').run(
+        DEFAULT_WORKSPACE_ID,
+        user.id,
+        'owner',
+        at,
+      );
+      this.#audit(audit.membershipSet(DEFAULT_WORKSPACE_ID, user.id, undefined, 'owner', actor, at));
+      return { id: user.id, email: user.email, createdAt: user.createdAt, disabledAt: null };
+    });
+  }
+
+  async claimTotpStep(userId: string, step: number): Promise<boolean> {
+    return (
+      Number(
+        this.#stmt(
+          'UPDATE users SET totp_last_step = ? WHERE id = ? AND (totp_last_step IS NULL OR totp_last_step < ?)',
+        ).run(step, userId, step).changes,
+      ) === 1
+    );
+  }
+
+  async spendRecoveryCode(userId: string, codeHash: string, actor: Actor, at: number): Promise<boolean> {
+    return this.#transaction(() => {
+      const row = this.#stmt('SELECT recovery_codes FROM users WHERE id = ?').get(userId) as Row | undefined;
+      const codes = strings(row?.recovery_codes);
+      if (!codes.includes(codeHash)) return false;
+      // The audit names the field as updateCredentials would, never the codes.
+      const { values, changes } = credentialColumns({ recoveryCodes: codes.filter((h) => h !== codeHash) });
+      this.#stmt('UPDATE users SET recovery_codes = ? WHERE id = ?').run(...values, userId);
+      this.#audit(audit.credentialsChanged(userId, 'user.recovery_code_used', changes, actor, at));
+      return true;
+    });
+  }
+
   async createSession(session: SessionRecord): Promise<void> {
     this.#stmt(
       `INSERT INTO sessions (id, user_id, created_at, expires_at, last_seen_at, revoked_at, ip, user_agent)
@@ -682,6 +735,14 @@ export class SqliteStore implements Store {
     });
   }
 
+  async countSecretBound(): Promise<SecretBoundCounts> {
+    const row = this.#stmt(
+      `SELECT (SELECT COUNT(*) FROM api_keys) AS k, (SELECT COUNT(*) FROM alert_channels) AS c,
+         (SELECT COUNT(*) FROM users WHERE totp_secret IS NOT NULL) AS u`,
+    ).get() as Row;
+    return { keys: Number(row.k), channels: Number(row.c), twoFactorUsers: Number(row.u) };
+  }
+
   async getSetting(name: string): Promise<string | undefined> {
     const row = this.#stmt('SELECT value FROM settings WHERE name = ?').get(name) as Row | undefined;
     return row ? String(row.value) : undefined;
@@ -743,14 +804,33 @@ export class SqliteStore implements Store {
       throw new StoreConflictError(`workspace ${workspaceId} must keep at least one owner`);
   }
 
-  async removeMembership(workspaceId: string, userId: string, actor: Actor, at: number): Promise<boolean> {
+  async removeMembership(
+    workspaceId: string,
+    userId: string,
+    actor: Actor,
+    at: number,
+  ): Promise<{ revokedKeyIds: string[] } | undefined> {
     return this.#transaction(() => {
       const before = this.#membership(workspaceId, userId);
-      if (!before) return false;
+      if (!before) return undefined;
       if (before.role === 'owner') this.#assertAnotherOwner(workspaceId, userId);
       this.#stmt('DELETE FROM memberships WHERE workspace_id = ? AND user_id = ?').run(workspaceId, userId);
       this.#audit(audit.membershipRemoved(workspaceId, userId, before.role, actor, at));
-      return true;
+      // The keys they own here leave with them, in this transaction: revoked, audited, and in the
+      // change feed so every gateway drops them within one poll.
+      const rows = this.#stmt(
+        `UPDATE api_keys SET revoked_at = ?, updated_at = ?
+         WHERE workspace_id = ? AND created_by = ? AND revoked_at IS NULL RETURNING id`,
+      ).all(at, at, workspaceId, userId) as Row[];
+      const revokedKeyIds = rows.map((row) => String(row.id));
+      for (const id of revokedKeyIds) {
+        const key = this.#getKeySync(id);
+        this.#changed(id, 'revoked', at);
+        if (!key) continue;
+        const entry = audit.keyRevoked(key, actor, at);
+        this.#audit({ ...entry, changes: { ...entry.changes, reason: { after: 'member.remove' } } });
+      }
+      return { revokedKeyIds };
     });
   }
 

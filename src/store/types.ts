@@ -485,6 +485,16 @@ export interface TokenFilter {
   since: number;
 }
 
+/** What a store holds that was made with the server secret, and that a new secret would orphan. */
+export interface SecretBoundCounts {
+  /** Keys (their hashes are peppered with it). */
+  keys: number;
+  /** Alert channels (their settings are sealed with its data key). */
+  channels: number;
+  /** Users with a TOTP secret (sealed with its data key). */
+  twoFactorUsers: number;
+}
+
 export interface Store {
   readonly kind: 'sqlite' | 'postgres';
   /** Brings the schema up to date (safe to run from several processes at once); returns its version. */
@@ -528,6 +538,27 @@ export interface Store {
     actor: Actor,
     at: number,
   ): Promise<boolean>;
+  /**
+   * Creates the first user as the owner of ws_default, in one transaction that does nothing when
+   * any user exists: of concurrent first-run setups (on any instance or worker) exactly one wins.
+   * Undefined when a user existed already.
+   */
+  createFirstOwner(
+    user: User & { passwordHash: string },
+    actor: Actor,
+    at: number,
+  ): Promise<User | undefined>;
+  /**
+   * Claims a TOTP time step for a user: true when `step` is later than the last step claimed (and
+   * is now the last), false when that step or a later one was used already. One conditional
+   * UPDATE, so a code signs in once whichever process checks it.
+   */
+  claimTotpStep(userId: string, step: number): Promise<boolean>;
+  /**
+   * Spends a recovery code (its hash): removes it from the user's unused codes and records
+   * `user.recovery_code_used` in the audit log. True only for the one caller that removed it.
+   */
+  spendRecoveryCode(userId: string, codeHash: string, actor: Actor, at: number): Promise<boolean>;
   createSession(session: SessionRecord): Promise<void>;
   getSession(id: string): Promise<SessionRecord | undefined>;
   /** Notes that a session was used (the console calls it at most once a minute per session). */
@@ -550,6 +581,8 @@ export interface Store {
   acceptInvite(id: string, userId: string, actor: Actor, at: number): Promise<Membership | undefined>;
   /** Revokes an open invitation of the workspace; false when there is none with that id. */
   revokeInvite(workspaceId: string, id: string, actor: Actor, at: number): Promise<boolean>;
+  /** Counts what only the current server secret opens (read before a missing secret is generated). */
+  countSecretBound(): Promise<SecretBoundCounts>;
   /** A server-wide setting, e.g. the salt of the first-run setup token. */
   getSetting(name: string): Promise<string | undefined>;
   /** Stores `value` unless the setting exists; returns the value stored (theirs if it existed). */
@@ -563,7 +596,17 @@ export interface Store {
     actor: Actor,
     at: number,
   ): Promise<Membership>;
-  removeMembership(workspaceId: string, userId: string, actor: Actor, at: number): Promise<boolean>;
+  /**
+   * Removes a member and, in the same transaction, revokes the keys they own in the workspace
+   * (created_by = the user): each revocation audited and in the change feed. Undefined when the
+   * user was not a member.
+   */
+  removeMembership(
+    workspaceId: string,
+    userId: string,
+    actor: Actor,
+    at: number,
+  ): Promise<{ revokedKeyIds: string[] } | undefined>;
   listMembers(workspaceId: string): Promise<Membership[]>;
   getMembership(workspaceId: string, userId: string): Promise<Membership | undefined>;
   /**

@@ -69,14 +69,18 @@ export async function setRole(
   }
 }
 
+/**
+ * Removes a member; the keys they own in the workspace are revoked with it (one transaction in
+ * the store). Answers the ids of those keys, for the caller to broadcast.
+ */
 export async function removeMember(
   store: Store,
   input: { workspaceId: string; user: string },
   actor: Actor,
-): Promise<void> {
+): Promise<{ revokedKeyIds: string[] }> {
   const user = await store.getUser(input.user.includes('@') ? input.user.trim().toLowerCase() : input.user);
   if (!user) throw new UserInputError(`no user ${input.user}`, 'not_found');
-  let removed: boolean;
+  let removed: { revokedKeyIds: string[] } | undefined;
   try {
     removed = await store.removeMembership(input.workspaceId, user.id, actor, Date.now());
   } catch (error) {
@@ -85,6 +89,7 @@ export async function removeMember(
   }
   if (!removed)
     throw new UserInputError(`${user.email} is not a member of ${input.workspaceId}`, 'not_found');
+  return removed;
 }
 
 export async function createWorkspace(store: Store, name: string, actor: Actor) {

@@ -211,6 +211,107 @@ function severalInstances(s: StoreUnderTest): void {
     }
   });
 
+  test('first owner: of concurrent creations on several instances exactly one wins, once', async () => {
+    const stores = await instances(4);
+    const results = await Promise.all(
+      Array.from({ length: 16 }, (_, i) =>
+        (stores[i % stores.length] as Store).createFirstOwner(
+          { id: `usr_f${i}`, email: `f${i}@example.com`, passwordHash: 'x', createdAt: 1, disabledAt: null },
+          CLI_ACTOR,
+          2,
+        ),
+      ),
+    );
+    const winners = results.filter((r) => r !== undefined);
+    assert.equal(winners.length, 1, JSON.stringify(results));
+    const [a] = stores as [Store];
+    assert.deepEqual(
+      (await a.listUsers()).map((u) => u.id),
+      [winners[0]?.id],
+    );
+    assert.deepEqual(
+      (await a.listMembers('ws_default')).map((m) => [m.userId, m.role]),
+      [[winners[0]?.id, 'owner']],
+    );
+    assert.deepEqual((await a.listAudit({ targetId: winners[0]?.id })).map((e) => e.action).sort(), [
+      'member.add',
+      'user.create',
+    ]);
+    // Once any user exists, nothing more is created.
+    assert.equal(
+      await a.createFirstOwner(
+        { id: 'usr_late', email: 'late@example.com', passwordHash: 'x', createdAt: 3, disabledAt: null },
+        CLI_ACTOR,
+        3,
+      ),
+      undefined,
+    );
+  });
+
+  test('a TOTP step and a recovery code are used once, whichever instances race for them', async () => {
+    const stores = await instances(4);
+    const [a] = stores as [Store];
+    await a.createUser(
+      { id: 'usr_t', email: 't@example.com', passwordHash: 'x', createdAt: 1, disabledAt: null },
+      CLI_ACTOR,
+    );
+    const claims = await Promise.all(
+      stores.flatMap((st) => [st.claimTotpStep('usr_t', 100), st.claimTotpStep('usr_t', 100)]),
+    );
+    assert.equal(claims.filter(Boolean).length, 1, JSON.stringify(claims));
+    // An older step after a newer one: refused; a newer one: claimed; an unknown user: false.
+    assert.equal(await a.claimTotpStep('usr_t', 99), false);
+    assert.equal(await a.claimTotpStep('usr_t', 101), true);
+    assert.equal(await a.claimTotpStep('usr_none', 1), false);
+
+    await a.updateCredentials(
+      'usr_t',
+      { recoveryCodes: ['h1', 'h2', 'h3'] },
+      'user.totp_enable',
+      CLI_ACTOR,
+      2,
+    );
+    const spent = await Promise.all(stores.map((st) => st.spendRecoveryCode('usr_t', 'h1', CLI_ACTOR, 3)));
+    assert.equal(spent.filter(Boolean).length, 1, JSON.stringify(spent));
+    // Two different codes at once: both gone (no lost update brings one back).
+    assert.deepEqual(
+      await Promise.all([
+        a.spendRecoveryCode('usr_t', 'h2', CLI_ACTOR, 4),
+        (stores[1] as Store).spendRecoveryCode('usr_t', 'h3', CLI_ACTOR, 4),
+      ]),
+      [true, true],
+    );
+    assert.deepEqual((await a.getUser('usr_t'))?.recoveryCodes, []);
+    assert.equal(await a.spendRecoveryCode('usr_t', 'h1', CLI_ACTOR, 5), false);
+    const audit = await a.listAudit({ targetId: 'usr_t', action: 'user.recovery_code_used' });
+    assert.equal(audit.length, 3);
+    assert.ok(!JSON.stringify(audit).includes('h1'), 'the audit never names a code');
+  });
+
+  test('countSecretBound counts keys, alert channels and users with a TOTP secret', async () => {
+    const store = await s.open();
+    assert.deepEqual(await store.countSecretBound(), { keys: 0, channels: 0, twoFactorUsers: 0 });
+    await createKey({ store, pepper: Buffer.alloc(32, 1), prefix: 'kg' }, { name: 'bound to the secret' });
+    await store.createUser(
+      { id: 'usr_sb', email: 'sb@example.com', passwordHash: 'x', createdAt: 1, disabledAt: null },
+      CLI_ACTOR,
+    );
+    assert.deepEqual(await store.countSecretBound(), { keys: 1, channels: 0, twoFactorUsers: 0 });
+    await store.updateCredentials('usr_sb', { totpSecret: 'sealed' }, 'user.totp_setup', CLI_ACTOR, 2);
+    await store.createChannel(
+      {
+        id: 'ch_sb',
+        workspaceId: 'ws_default',
+        type: 'webhook',
+        name: 'hook',
+        configSealed: 'sealed',
+        createdAt: 1,
+      },
+      CLI_ACTOR,
+    );
+    assert.deepEqual(await store.countSecretBound(), { keys: 1, channels: 1, twoFactorUsers: 1 });
+  });
+
   test('the same alert raised by several instances at once is one alert', async () => {
     const stores = await instances(4);
     const alert = (i: number): NewAlert => ({
