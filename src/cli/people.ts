@@ -148,7 +148,9 @@ export function registerPeopleCommands(program: Command, workspaces: Command): v
   addTargetOptions(
     workspaces
       .command('set-role')
-      .description('add a member to a workspace, or change their role')
+      .description(
+        "change a member's role; the operator (locally, or with ws_default's admin key) may also add an existing account (others invite from the console)",
+      )
       .argument('<id>', 'workspace id')
       .requiredOption('--user <email-or-id>', 'the user')
       .addOption(
@@ -166,13 +168,15 @@ export function registerPeopleCommands(program: Command, workspaces: Command): v
   addTargetOptions(
     workspaces
       .command('remove-member')
-      .description('remove a member from a workspace (the last owner cannot be removed)')
+      .description(
+        'remove a member from a workspace and revoke the keys they own in it (the last owner cannot be removed)',
+      )
       .argument('<id>', 'workspace id')
       .requiredOption('--user <email-or-id>', 'the user'),
   ).action(async (id: string, options: TargetOptions & { user: string }) => {
     await withBackend(options, async (backend) => {
       await backend.removeMember(id, options.user);
-      print(`Removed ${options.user} from ${id}.`);
+      print(`Removed ${options.user} from ${id}; the keys they owned there are revoked.`);
     });
   });
 }

@@ -5,12 +5,12 @@
  * the console with exactly the powers of the user's role.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { LRUCache } from 'lru-cache';
 import { z } from 'zod';
 import { AdminError, invalid, sendAdminError, sendJson, zodIssues } from '../http/admin/errors.ts';
 import { readLimitedBody } from '../http/body.ts';
 import { type ErrorCode, sendError } from '../http/errors.ts';
 import type { Logger } from '../http/log.ts';
+import { scrubText } from '../keys/scrub.ts';
 import { sendUnexpectedError } from '../store/health.ts';
 import {
   type Actor,
@@ -23,7 +23,8 @@ import {
   type UserCredentials,
 } from '../store/types.ts';
 import { hashPassword, passwordProblem, verifyPassword } from '../users/passwords.ts';
-import { createUser, UserInputError } from '../users/service.ts';
+import { createUser, normaliseEmail, UserInputError } from '../users/service.ts';
+import { newId } from '../util/ids.ts';
 import { seal, unseal } from '../util/seal.ts';
 import {
   checkTotp,
@@ -115,10 +116,6 @@ function isSafeMethod(method: string | undefined): boolean {
 export class ConsoleAuth {
   readonly #deps: ConsoleDeps;
   readonly #throttle: LoginThrottle;
-  /** The last TOTP step used per user: each code signs in once. */
-  readonly #usedSteps = new LRUCache<string, number>({ max: 10_000 });
-  /** First-run setup runs one at a time. */
-  #setupQueue: Promise<unknown> = Promise.resolve();
 
   constructor(deps: ConsoleDeps) {
     this.#deps = deps;
@@ -249,7 +246,7 @@ export class ConsoleAuth {
         {
           reqId: requestId,
           method: req.method,
-          path: pathname.slice(0, 200),
+          path: scrubText(pathname),
           status: res.writableFinished ? res.statusCode : 499,
           ip,
           failure: outcome,
@@ -299,12 +296,12 @@ export class ConsoleAuth {
     }
     const post = POST_ROUTES[pathname.slice('/console/api/'.length)];
     if (!post) {
-      sendError(res, 'not_found', `No such endpoint: ${req.method} ${pathname.slice(0, 200)}.`);
+      sendError(res, 'not_found', `No such endpoint: ${req.method} ${scrubText(pathname)}.`);
       return;
     }
     if (req.method !== 'POST') {
       res.setHeader('allow', 'POST');
-      sendError(res, 'method_not_allowed', `${pathname} accepts POST only.`);
+      sendError(res, 'method_not_allowed', `${scrubText(pathname)} accepts POST only.`);
       return;
     }
     if (!fromSameOrigin(req)) {
@@ -388,27 +385,38 @@ export class ConsoleAuth {
   // ---- the operations ----------------------------------------------------------------------------
 
   async setup(ctx: PostContext<z.infer<typeof SetupBody>>): Promise<Record<string, unknown>> {
-    const run = async () => {
-      const token = await this.setupToken();
-      if (token === undefined)
-        throw new ConsoleRefusal('setup_done', 'This Keygate is set up already: sign in instead.');
-      if (!setupTokenMatches(ctx.input.setup_token, token)) {
-        throw new ConsoleRefusal(
-          'invalid_setup_token',
-          'Wrong setup token. `keygate start` printed it; `keygate setup-token` shows it again.',
-        );
-      }
-      const actor: Actor = { type: 'user', id: null, ip: ctx.ip };
-      const created = await createUser(this.#deps.store, ctx.input, actor);
-      await this.#deps.store.setMembership(DEFAULT_WORKSPACE_ID, created.id, 'owner', actor, Date.now());
-      const user = await this.#deps.store.getUser(created.id);
-      if (!user) throw new Error('the new owner vanished');
-      await this.#audit('user.login', user, ctx.ip, { method: 'setup' });
-      return this.#startSession(ctx, user);
-    };
-    const result = this.#setupQueue.then(run, run);
-    this.#setupQueue = result.catch(() => {});
-    return result;
+    const done = () => new ConsoleRefusal('setup_done', 'This Keygate is set up already: sign in instead.');
+    const token = await this.setupToken();
+    if (token === undefined) throw done();
+    if (!setupTokenMatches(ctx.input.setup_token, token)) {
+      throw new ConsoleRefusal(
+        'invalid_setup_token',
+        'Wrong setup token. `keygate start` printed it; `keygate setup-token` shows it again.',
+      );
+    }
+    const email = normaliseEmail(ctx.input.email);
+    const problem = passwordProblem(ctx.input.password);
+    if (problem) throw new UserInputError(problem);
+    const actor: Actor = { type: 'user', id: null, ip: ctx.ip };
+    const now = Date.now();
+    // The store decides who is first (a transaction that does nothing once a user exists), so
+    // of concurrent setups on any number of workers or instances exactly one creates an owner.
+    const created = await this.#deps.store.createFirstOwner(
+      {
+        id: newId('usr'),
+        email,
+        passwordHash: await hashPassword(ctx.input.password),
+        createdAt: now,
+        disabledAt: null,
+      },
+      actor,
+      now,
+    );
+    if (!created) throw done();
+    const user = await this.#deps.store.getUser(created.id);
+    if (!user) throw new Error('the new owner vanished');
+    await this.#audit('user.login', user, ctx.ip, { method: 'setup' });
+    return this.#startSession(ctx, user);
   }
 
   async login(ctx: PostContext<z.infer<typeof LoginBody>>): Promise<Record<string, unknown>> {
@@ -449,26 +457,24 @@ export class ConsoleAuth {
     return this.#startSession(ctx, user);
   }
 
-  /** Checks a TOTP code or spends a recovery code. */
+  /**
+   * Checks a TOTP code or spends a recovery code. Both are used up in the store (a conditional
+   * update), never in this process's memory: a code signs in once across workers and instances.
+   */
   async #secondFactor(user: UserCredentials, code: string): Promise<boolean> {
     if (user.totpSecret === null) return false;
     const secret = unseal(this.#deps.dataKey, user.totpSecret);
-    const step = checkTotp(secret, user.email, code, this.#usedSteps.get(user.id));
-    if (step !== undefined) {
-      this.#usedSteps.set(user.id, step);
-      return true;
-    }
+    const step = checkTotp(secret, user.email, code);
+    if (step !== undefined) return this.#deps.store.claimTotpStep(user.id, step);
     if (!looksLikeRecoveryCode(code)) return false;
     const hash = recoveryCodeHash(code);
     if (!user.recoveryCodes.some((h) => sameSecret(h, hash))) return false;
-    await this.#deps.store.updateCredentials(
+    return this.#deps.store.spendRecoveryCode(
       user.id,
-      { recoveryCodes: user.recoveryCodes.filter((h) => h !== hash) },
-      'user.recovery_code_used',
+      hash,
       { type: 'user', id: user.id, ip: null },
       Date.now(),
     );
-    return true;
   }
 
   async logout(ctx: PostContext<Record<string, never>>): Promise<Record<string, unknown>> {
@@ -534,7 +540,8 @@ export class ConsoleAuth {
         'that code is not right: check the time on your phone and enter the current code',
       );
     }
-    this.#usedSteps.set(user.id, step);
+    // The code that switched two-factor on cannot then sign in (nor can an older one).
+    await this.#deps.store.claimTotpStep(user.id, step);
     const { codes, hashes } = newRecoveryCodes();
     await this.#deps.store.updateCredentials(
       user.id,
@@ -575,6 +582,11 @@ export class ConsoleAuth {
     return invite;
   }
 
+  /**
+   * What an invitation is for. Never whether its email has an account: whoever holds the token
+   * (the inviter too) would learn that of any address, another tenant's people included. The page
+   * offers both a sign-in and a new account; accepting tells the invitee which applies.
+   */
   async inviteInspect(ctx: PostContext<z.infer<typeof InviteBody>>): Promise<Record<string, unknown>> {
     const invite = await this.#openInvite(ctx.input.token);
     const workspace = await this.#deps.store.getWorkspace(invite.workspaceId);
@@ -584,7 +596,6 @@ export class ConsoleAuth {
       email: invite.email,
       role: invite.role,
       expires_at: new Date(invite.expiresAt).toISOString(),
-      account_exists: (await this.#deps.store.getUser(invite.email)) !== undefined,
     };
   }
 

@@ -1,14 +1,16 @@
 /**
- * `GET /metrics`: the Prometheus exposition text, for a key with the `metrics` management scope
- * (or `admin`). Authentication is the public API's (RFC 6750 bearer, the same answers and the
- * same failed-authentication limiter); the scope check is the management API's (a key owned by a
- * user acts with that user's role).
+ * `GET /metrics`: the Prometheus exposition text, for the operator's keys only: a key of the
+ * default workspace with the `metrics` management scope (or `admin`). The figures are the whole
+ * gateway's (every workspace's traffic), so a tenant's key is refused whatever its scopes.
+ * Authentication is the public API's (RFC 6750 bearer, the same answers and the same
+ * failed-authentication limiter); the scope check is the management API's (a key owned by a
+ * user acts with that user's role, so only owners and admins of ws_default pass).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { authenticate } from '../auth/authenticate.ts';
 import type { AuthFailureLimiter } from '../auth/failures.ts';
 import type { KeyVerifier } from '../auth/verifier.ts';
-import { actingAs, hasManagementScope } from '../http/admin/access.ts';
+import { actingAs, hasManagementScope, readsGatewayMetrics } from '../http/admin/access.ts';
 import { type ErrorCode, sendError } from '../http/errors.ts';
 import type { Logger } from '../http/log.ts';
 import type { Store } from '../store/types.ts';
@@ -51,6 +53,12 @@ export function createMetricsEndpoint(
         'insufficient_scope',
         'This key lacks the scope "metrics" needed for GET /metrics (a key with "admin" has every management scope).',
         { scope: 'metrics' },
+      );
+    }
+    if (!readsGatewayMetrics(caller)) {
+      return fail(
+        'forbidden',
+        'GET /metrics shows the whole gateway\'s traffic, every workspace\'s: only the operator\'s keys (keys of ws_default with "metrics" or "admin") may read it.',
       );
     }
     if (req.method !== 'GET') {

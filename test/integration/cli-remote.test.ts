@@ -591,7 +591,10 @@ test('workspaces create / set-role / members / remove-member --url manage member
   assertRefused(lastOwner, /owner.*HTTP 409/, 1);
   const removed = await remote(['workspaces', 'remove-member', ws, '--user', 'bob@example.com']);
   assert.equal(removed.code, 0, describe(removed));
-  assert.equal(removed.stdout, `Removed bob@example.com from ${ws}.\n`);
+  assert.equal(
+    removed.stdout,
+    `Removed bob@example.com from ${ws}; the keys they owned there are revoked.\n`,
+  );
   const remaining = await remoteJson<MemberView[]>(['workspaces', 'members', ws]);
   assert.deepEqual(
     remaining.map((m) => m.email),

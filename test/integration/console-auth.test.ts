@@ -358,7 +358,10 @@ describe('invitations', () => {
     const viewer = new Browser(t);
     const inspect = await viewer.call('POST', '/console/api/invite/inspect', { token });
     assert.equal(inspect.status, 200);
-    assert.equal(inspect.json.account_exists, false);
+    // Inspecting says what the invitation is for, never whether its email has an account
+    // (issue 12, item 9: that enumerated other tenants' people to whoever held a token).
+    assert.equal('account_exists' in inspect.json, false, inspect.text);
+    assert.equal(inspect.json.email, 'viewer@example.com');
     assert.equal(inspect.json.role, 'viewer');
     const noPassword = await viewer.call('POST', '/console/api/invite/accept', { token });
     assert.equal(noPassword.status, 422);

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { setGlobalDispatcher } from 'undici';
-import { addChannel } from '../../src/alerts/service.ts';
+import { addChannel, channelRules } from '../../src/alerts/service.ts';
 import { ROUTES } from '../../src/http/admin/index.ts';
 import { createKey } from '../../src/keys/service.ts';
 import { CLI_ACTOR, DEFAULT_WORKSPACE_ID, type Role } from '../../src/store/types.ts';
@@ -36,7 +36,14 @@ async function call(method: string, path: string, key: string, body?: unknown) {
 }
 
 before(async () => {
-  t = await startTestGateway();
+  // The table's channels go to loopback (an operator's alerts.allowedDestinations), many of them.
+  t = await startTestGateway({
+    configure: (c) => {
+      c.alerts.allowedDestinations = ['127.0.0.0/8'];
+      c.alerts.maxChannelsPerWorkspace = 1000;
+      c.alerts.testSendsPerMinute = 1000;
+    },
+  });
   setGlobalDispatcher(t.dispatcher);
   for (const role of ['owner', 'admin', 'member', 'viewer'] as const) {
     const user = await createUser(
@@ -92,7 +99,7 @@ async function newAlert(): Promise<string> {
 /** A fresh alert channel of the default workspace (port 9 on loopback: nothing listens). */
 async function newChannel(): Promise<string> {
   const created = await addChannel(
-    { store: t.gateway.store, dataKey: t.gateway.secrets.dataKey },
+    { store: t.gateway.store, dataKey: t.gateway.secrets.dataKey, rules: channelRules(t.config.alerts) },
     { type: 'webhook', url: 'http://127.0.0.1:9/roles', workspaceId: DEFAULT_WORKSPACE_ID },
     CLI_ACTOR,
   );

@@ -1,6 +1,6 @@
 import { useQuery, useQueryClient } from '@tanstack/react-query';
 import { type FormEvent, useState } from 'react';
-import { api } from '../api.ts';
+import { ApiError, api } from '../api.ts';
 import { Button } from '../components/Button.tsx';
 import { ErrorBanner } from '../components/ErrorBanner.tsx';
 import { Loading } from '../components/Loading.tsx';
@@ -79,14 +79,27 @@ function InviteStep({
   onJoined: InvitePageProps['onJoined'];
 }) {
   const queryClient = useQueryClient();
-  const { busy, error, run } = useAsyncAction();
+  const { busy, error, setError, run } = useAsyncAction();
+  const [mode, setModeState] = useState<'new' | 'sign-in' | 'exists'>('new');
+  const setMode = (next: 'new' | 'sign-in') => {
+    setError(null);
+    setModeState(next);
+  };
 
   function accept(password?: string) {
     void run(async () => {
-      const next = await api.post<Session>(
-        '/console/api/invite/accept',
-        password ? { token, password } : { token },
-      );
+      let next: Session;
+      try {
+        next = await api.post<Session>(
+          '/console/api/invite/accept',
+          password ? { token, password } : { token },
+        );
+      } catch (caught) {
+        // A new account for an email that has one: sign in to it instead.
+        if (!(password && caught instanceof ApiError && caught.code === 'not_signed_in')) throw caught;
+        setModeState('exists');
+        return;
+      }
       window.history.replaceState(null, '', window.location.pathname);
       onJoined(invite.workspace_id, next);
     });
@@ -119,18 +132,35 @@ function InviteStep({
       </div>
     );
   }
-  if (invite.account_exists) {
+  // The gateway does not say whether the invited email has an account (that would let anyone
+  // holding an invitation probe addresses): the invitee says so, and a new account for an email
+  // that has one is refused with `not_signed_in`, which switches to signing in.
+  if (mode !== 'new') {
     return (
       <>
-        <p className="muted">You already have an account: sign in to accept.</p>
+        <p className="muted">
+          {mode === 'exists'
+            ? `${invite.email} has an account already: sign in to accept.`
+            : `Sign in as ${invite.email} to accept.`}
+        </p>
         <SignInForm
           fixedEmail={invite.email}
           onSignedIn={(signedIn) => queryClient.setQueryData(SESSION_KEY, signedIn)}
         />
+        <Button variant="ghost" onClick={() => setMode('new')}>
+          I have no account yet
+        </Button>
       </>
     );
   }
-  return <NewAccountForm busy={busy} error={error} onSubmit={accept} />;
+  return (
+    <>
+      <NewAccountForm busy={busy} error={error} onSubmit={accept} />
+      <Button variant="ghost" onClick={() => setMode('sign-in')}>
+        I already have an account: sign in
+      </Button>
+    </>
+  );
 }
 
 function NewAccountForm({

@@ -108,7 +108,8 @@ export function InvitesSection() {
         <Loading />
       ) : list.length === 0 ? (
         <EmptyState title="No invitations yet.">
-          Invite someone by email: you get a link to send them, valid for 7 days.
+          Invite someone by email: you get a link to send them, valid for 7 days. They join when they open it
+          and accept, signed in to their account or with a new one.
         </EmptyState>
       ) : (
         <Table

@@ -32,7 +32,7 @@ export function MembersSection() {
       <Section id="members-title" title="Members">
         <p className="muted">
           Owners and admins manage everything in the workspace; members manage their own keys; viewers only
-          read.
+          read. People join by invitation, below.
         </p>
         <ErrorBanner error={members.error ?? setRole.error} />
         {members.isPending ? (
@@ -92,8 +92,8 @@ export function MembersSection() {
           {...remove.dialog}
         >
           <p>
-            They lose access to {workspace.name} at once, and keys that act with their role lose their
-            management scopes. Their keys keep working for /v1 until you revoke them.
+            They lose access to {workspace.name} at once, and the keys they own in it are revoked on every
+            gateway: apps using those keys stop working.
           </p>
         </ConfirmDialog>
       ) : null}

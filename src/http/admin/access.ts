@@ -6,9 +6,14 @@
  *   as if they did not exist, so their ids cannot be probed. The one exception is an
  *   `admin`-scoped key of the default workspace (`ws_default`): the operator's key, which acts
  *   on every workspace.
- * - A key cannot grant what it does not have: it cannot give a key (new or existing) a
- *   management scope it lacks itself, nor change, rotate or revoke a key that holds one (rotating
- *   would hand it that key's new secret).
+ * - A key gives no more than it has (`assertWithinCaller`): a key it creates, changes or rotates
+ *   (rotating hands it the new secret), and a role it gives by invitation or directly, lies within
+ *   its own scopes (management and inference), models, IP ranges, limits, budgets and expiry. It
+ *   may revoke a wider key (that takes power away and reveals nothing), but not one holding a
+ *   management scope it lacks. A key's IP ranges lie within its workspace's list, for everyone.
+ * - Only the operator adds an existing account to a workspace directly; a tenant's owners and
+ *   admins invite, and change the roles of people who are members already.
+ * - `/metrics` (every workspace's traffic) is for the operator's keys only (`readsGatewayMetrics`).
  * - A key that belongs to a user (`created_by` is a user id) acts with that user's role: its
  *   management scopes are narrowed to what the role allows in the key's workspace (ROLE_SCOPES),
  *   it loses them all when the user leaves the workspace, and a `member` sees and manages only
@@ -16,11 +21,10 @@
  */
 
 import { type Cidr, parseCidrs } from '../../auth/ip.ts';
-import { modelAllowed } from '../../auth/policy.ts';
 import {
   DEFAULT_WORKSPACE_ID,
   INFERENCE_SCOPES,
-  type KeyPolicy,
+  type KeyLimits,
   type KeyRecord,
   MANAGEMENT_SCOPES,
   type ManagementScope,
@@ -28,8 +32,9 @@ import {
   type Role,
   type Scope,
   type Store,
+  type TokenBudget,
 } from '../../store/types.ts';
-import { AdminError, notFound } from './errors.ts';
+import { AdminError, invalid, notFound } from './errors.ts';
 
 export function hasManagementScope(key: KeyRecord, scope: ManagementScope): boolean {
   const scopes = key.policy.scopes;
@@ -65,19 +70,10 @@ function managementScopes(scopes: readonly Scope[]): ManagementScope[] {
   return scopes.filter((s): s is ManagementScope => (MANAGEMENT_SCOPES as readonly string[]).includes(s));
 }
 
-/** Refuses (403) to grant management scopes the caller lacks. */
-export function assertCanGrant(caller: KeyRecord, scopes: readonly Scope[]): void {
-  const missing = managementScopes(scopes).filter((s) => !hasManagementScope(caller, s));
-  if (missing.length > 0) {
-    throw new AdminError(
-      'insufficient_scope',
-      `This key cannot grant ${quoteList(missing)}: a key can only grant management scopes it has itself.`,
-      { scope: missing.join(' ') },
-    );
-  }
-}
-
-/** Refuses (403) to change a key that holds management scopes the caller lacks. */
+/**
+ * Refuses (403) to revoke a key that holds management scopes the caller lacks. (Creating,
+ * changing and rotating a key come under the wider rule, `assertWithinCaller`.)
+ */
 export function assertCanModify(caller: KeyRecord, target: KeyRecord): void {
   const missing = managementScopes(target.policy.scopes).filter((s) => !hasManagementScope(caller, s));
   if (missing.length > 0) {
@@ -148,44 +144,163 @@ function withinCount(callerLimit: number | null, value: number | null): boolean 
   return callerLimit === null || (value !== null && value <= callerLimit);
 }
 
+const REGEX_SPECIAL = /[\\^$.|?+()[\]{}/-]/g;
+
 /**
- * Refuses (403) a key policy wider than the caller's own restrictions: a restricted key cannot
- * make (or turn another key into) a less restricted one. Unrestricted callers are not limited.
+ * True when every model id the pattern `inner` matches is matched by the pattern `outer` (`*`
+ * matches any run of characters). Read `inner` as text in which its own `*` stands for itself:
+ * if `outer` matches that text, each `*` of `inner` fell inside a `*` of `outer`, which matches
+ * whatever `inner`'s `*` stands for. Compiled here, on the management path, with `*` matching
+ * anything, so it does not depend on what the request path lets a `*` match in a model id.
  */
-export function assertWithinRestrictions(
-  caller: KeyRecord,
-  policy: Pick<KeyPolicy, 'models' | 'allowedIps' | 'limits' | 'budget'>,
-): void {
+function patternWithin(inner: string, outer: string): boolean {
+  if (inner === outer || outer === '*') return true;
+  const source = outer
+    .split('*')
+    .map((part) => part.replace(REGEX_SPECIAL, '\\$&'))
+    .join('.*');
+  return new RegExp(`^${source}$`).test(inner);
+}
+
+/**
+ * What a key may do, as the rule below compares it: its scopes, its restrictions and its expiry.
+ * For a role, what a member with that role may do from the console (see `reachOfRole`).
+ */
+export interface Reach {
+  scopes: readonly Scope[];
+  models: readonly string[];
+  allowedIps: readonly string[];
+  limits: KeyLimits;
+  budget: TokenBudget;
+  expiresAt: number | null;
+}
+
+export function reachOfKey(key: KeyRecord): Reach {
+  return { ...key.policy, expiresAt: key.expiresAt };
+}
+
+/**
+ * What a role gives a member: a console session acts with every inference scope, the role's
+ * management scopes and no restriction at all (ConsoleAuth.callerFor builds that caller).
+ */
+export function reachOfRole(role: Role): Reach {
+  return {
+    scopes: [...INFERENCE_SCOPES, ...ROLE_SCOPES[role]],
+    models: [],
+    allowedIps: [],
+    limits: { rpm: null, tpm: null, concurrency: null },
+    budget: { day: null, month: null },
+    expiresAt: null,
+  };
+}
+
+/**
+ * The inference scopes a key can bring to bear, itself or through keys it makes: `admin` is
+ * trusted with everything in its workspace, so all of them; so is a provisioning key (`keys:write`
+ * and no inference scope of its own), whose job is to make inference keys; any other key, the
+ * inference scopes it holds. So a chat-only key with `keys:write` can make neither an embeddings
+ * key nor a provisioning key (which could then make one), and a provisioning key can be made only
+ * by a key whose reach is every inference scope.
+ */
+export function inferenceReach(scopes: readonly Scope[]): readonly Scope[] {
+  const own = scopes.filter((s) => (INFERENCE_SCOPES as readonly string[]).includes(s));
+  if (scopes.includes('admin') || (own.length === 0 && scopes.includes('keys:write')))
+    return INFERENCE_SCOPES;
+  return own;
+}
+
+/**
+ * Everything `target` may do that `caller` may not, one phrase each (empty: `target` lies within
+ * the caller's restrictions). Management scopes are checked by `assertWithinCaller` first, with
+ * their own error.
+ */
+export function beyondCaller(caller: KeyRecord, target: Reach): string[] {
   const own = caller.policy;
   const problems: string[] = [];
+  const held = inferenceReach(own.scopes);
+  const lacking = inferenceReach(target.scopes).filter((s) => !held.includes(s));
+  if (lacking.length > 0) {
+    problems.push(
+      `scopes must stay within ${held.length > 0 ? held.join(', ') : 'no inference scope'} (this key lacks ${lacking.join(', ')})`,
+    );
+  }
   if (
     own.models.length > 0 &&
-    (policy.models.length === 0 || !policy.models.every((m) => modelAllowed(own.models, m)))
+    (target.models.length === 0 || !target.models.every((m) => own.models.some((o) => patternWithin(m, o))))
   ) {
     problems.push(`models must stay within ${own.models.join(', ')}`);
   }
   if (own.allowedIps.length > 0) {
     const outer = parseCidrs(own.allowedIps);
     if (
-      policy.allowedIps.length === 0 ||
-      !parseCidrs(policy.allowedIps).every((c) => rangeWithin(c, outer))
+      target.allowedIps.length === 0 ||
+      !parseCidrs(target.allowedIps).every((c) => rangeWithin(c, outer))
     ) {
       problems.push(`allowed_ips must stay within ${own.allowedIps.join(', ')}`);
     }
   }
   for (const name of ['rpm', 'tpm', 'concurrency'] as const) {
-    if (!withinCount(own.limits[name], policy.limits[name]))
+    if (!withinCount(own.limits[name], target.limits[name]))
       problems.push(`${name} must be at most ${own.limits[name]}`);
   }
   for (const period of ['day', 'month'] as const) {
-    if (!withinCount(own.budget[period], policy.budget[period])) {
+    if (!withinCount(own.budget[period], target.budget[period])) {
       problems.push(`the ${period} budget must be at most ${own.budget[period]}`);
     }
   }
+  if (caller.expiresAt !== null && (target.expiresAt === null || target.expiresAt > caller.expiresAt)) {
+    problems.push(`it must expire by ${new Date(caller.expiresAt).toISOString()}, when this key does`);
+  }
+  return problems;
+}
+
+/**
+ * The one rule for every route that hands out a secret or sets a policy (create, change and
+ * rotate a key, invite someone or give them a role): what the caller makes, changes or obtains
+ * must lie within the caller's own restrictions — management and inference scopes, models, IP
+ * ranges, limits, budgets and expiry — so no key can turn itself into a wider one, whether by
+ * minting it, widening a sibling, or rotating a sibling to learn its new secret.
+ *
+ * `doing` completes "This key cannot …" (e.g. `rotate key key_1`). Unbounded: the operator's key
+ * (the root of trust, which provisions every workspace; its own restrictions bind its /v1 use)
+ * and the local CLI (which does not come through here). A console session is a caller without
+ * restrictions (ConsoleAuth.callerFor), so it is bounded by its role's management scopes only.
+ */
+export function assertWithinCaller(caller: KeyRecord, target: Reach, doing: string): void {
+  if (actsOnAllWorkspaces(caller)) return;
+  const missing = managementScopes(target.scopes).filter((s) => !hasManagementScope(caller, s));
+  if (missing.length > 0) {
+    throw new AdminError(
+      'insufficient_scope',
+      `This key cannot ${doing}: that involves ${quoteList(missing)}, which this key lacks (a key can only give management scopes it has itself, and only act on keys within them).`,
+      { scope: missing.join(' ') },
+    );
+  }
+  const problems = beyondCaller(caller, target);
   if (problems.length > 0) {
     throw new AdminError(
       'forbidden',
-      `This key is restricted, and cannot give a key more than it has itself: ${problems.join('; ')}.`,
+      `This key cannot ${doing}: a key can give no more than it has itself, and this one is restricted: ${problems.join('; ')}.`,
+    );
+  }
+}
+
+/**
+ * Refuses (422) a key IP allowlist that reaches outside its workspace's: the workspace list
+ * (set by the operator) is a ceiling, and a key's own ranges may only narrow it.
+ */
+export function assertWithinWorkspaceIps(
+  workspace: { id: string; policy: { allowedIps: readonly string[] } },
+  allowedIps: readonly string[],
+): void {
+  const ceiling = workspace.policy.allowedIps;
+  if (ceiling.length === 0 || allowedIps.length === 0) return;
+  const outer = parseCidrs(ceiling);
+  const outside = parseCidrs(allowedIps).filter((c) => !rangeWithin(c, outer));
+  if (outside.length > 0) {
+    throw invalid(
+      ['body', 'allowed_ips'],
+      `${outside.map((c) => c.text).join(', ')} ${outside.length === 1 ? 'lies' : 'lie'} outside the IP allowlist of workspace ${workspace.id} (${ceiling.join(', ')}); a key's ranges must lie within it`,
     );
   }
 }
@@ -202,4 +317,28 @@ export function assertCanAssign(caller: KeyRecord, roles: readonly (Role | undef
       );
     }
   }
+}
+
+/**
+ * True when the caller may read `/metrics`, whose figures cover every workspace: a key of the
+ * default workspace with the `metrics` scope — the operator's key, a scraper key the operator made
+ * there, or a key of an owner or admin of ws_default (narrowed to their role by `actingAs` first).
+ * A tenant's key never may, whatever its scopes.
+ */
+export function readsGatewayMetrics(caller: KeyRecord): boolean {
+  return caller.workspaceId === DEFAULT_WORKSPACE_ID && hasManagementScope(caller, 'metrics');
+}
+
+/**
+ * Refuses (403) giving `role` to someone whose role is `current` (undefined: a newcomer, by
+ * invitation or, for the operator, directly): the caller must hold the powers of both roles
+ * (`assertCanAssign`), and a role that gives more than the person had must lie within the
+ * caller's restrictions — a member's console session has none, so a restricted key cannot hand
+ * out an unrestricted one by inviting (or promoting) someone it controls.
+ */
+export function assertCanGiveRole(caller: KeyRecord, role: Role, current: Role | undefined): void {
+  assertCanAssign(caller, [role, current]);
+  const had = current === undefined ? new Set<ManagementScope>() : expand(ROLE_SCOPES[current]);
+  const widens = current === undefined || [...expand(ROLE_SCOPES[role])].some((s) => !had.has(s));
+  if (widens) assertWithinCaller(caller, reachOfRole(role), `give the role "${role}"`);
 }

@@ -1,13 +1,16 @@
 /**
  * Invitations to a workspace: an owner or admin invites an email address with a role; the
- * invitee redeems the token (shown once) in the console, creating an account if they have none.
- * A caller cannot invite with a role whose powers it lacks (as with setting a member's role).
+ * invitee redeems the token (shown once) in the console, creating an account if they have none,
+ * or signed in to the one they have: joining a workspace takes the invitee's consent, which is why
+ * a tenant's owners and admins invite rather than add accounts (only the operator adds directly).
+ * A caller cannot invite with a role whose powers it lacks, nor, if it is a restricted key, with
+ * any role (a member's session has no restrictions): `assertCanGiveRole`.
  */
 import { INVITE_TTL_MS, newInviteToken } from '../../console/api.ts';
 import type { Invite } from '../../store/types.ts';
 import { normaliseEmail } from '../../users/service.ts';
 import { newId } from '../../util/ids.ts';
-import { assertCanAssign, canSeeWorkspace } from './access.ts';
+import { assertCanGiveRole, canSeeWorkspace } from './access.ts';
 import { AdminError, notFound, safeId } from './errors.ts';
 import { type AnyRoute, type Context, defineRoute } from './router.ts';
 import { CreatedInvite, CreateInviteRequest, InviteList, NoQuery, Removed } from './schemas.ts';
@@ -54,7 +57,7 @@ export const INVITE_ROUTES: AnyRoute[] = [
     operationId: 'createInvite',
     summary: 'Invite someone to a workspace',
     description:
-      'Creates an invitation valid for 7 days. The answer holds the token, shown only here: the invitee opens /console/invite#<token>. A caller cannot invite with a role whose powers it lacks.',
+      'Creates an invitation valid for 7 days. The answer holds the token, shown only here: the invitee opens /console/invite#<token> and accepts, signed in to their account or creating one. A caller cannot invite with a role whose powers it lacks, and a restricted key cannot invite (a member’s session has no restrictions).',
     tag: 'workspaces',
     scope: 'workspaces:write',
     query: NoQuery,
@@ -63,10 +66,11 @@ export const INVITE_ROUTES: AnyRoute[] = [
     response: CreatedInvite,
     async handle(ctx) {
       const workspaceId = await visibleWorkspaceId(ctx);
-      assertCanAssign(ctx.caller, [ctx.body.role]);
+      assertCanGiveRole(ctx.caller, ctx.body.role, undefined);
       const email = normaliseEmail(ctx.body.email);
-      const existing = await ctx.deps.store.getUser(email);
-      if (existing && (await ctx.deps.store.getMembership(workspaceId, existing.id))) {
+      // Read off the member list, not the user table: whether the email has an account anywhere
+      // (another tenant's, say) changes nothing in the answer.
+      if ((await ctx.deps.store.listMembers(workspaceId)).some((m) => m.email === email)) {
         throw new AdminError('conflict', `${email} is a member of this workspace already.`);
       }
       const { token, hash } = newInviteToken();

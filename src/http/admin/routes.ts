@@ -10,7 +10,7 @@ import {
   DEFAULT_WORKSPACE_ID,
   type KeyLimits,
   type KeyRecord,
-  type Role,
+  type Membership,
   type TokenBudget,
   type WorkspacePatch,
 } from '../../store/types.ts';
@@ -18,15 +18,17 @@ import { createWorkspace, removeMember, setRole } from '../../users/service.ts';
 import {
   actsOnAllWorkspaces,
   assertCanAssign,
-  assertCanGrant,
+  assertCanGiveRole,
   assertCanModify,
-  assertWithinRestrictions,
+  assertWithinCaller,
+  assertWithinWorkspaceIps,
   canSeeWorkspace,
   ownsOrManages,
+  reachOfKey,
   workspaceFilter,
 } from './access.ts';
 import { ALERT_ROUTES } from './alert-routes.ts';
-import { AdminError, invalid, notFound } from './errors.ts';
+import { AdminError, invalid, notFound, safeId } from './errors.ts';
 import { INVITE_ROUTES } from './invite-routes.ts';
 import { buildOpenApi, type OpenApiDoc } from './openapi.ts';
 import { type AnyRoute, type Context, defineRoute } from './router.ts';
@@ -77,14 +79,27 @@ async function visibleKey(ctx: Context<unknown, unknown>, id: string): Promise<K
   return key;
 }
 
-/** The role a user (id or email) has in a workspace now, if any. */
-async function currentRole(
+/**
+ * The member of a workspace named by `user` (a user id or an email address), if any. Read off the
+ * member list, never the user table: the work and the answer are the same whether or not an
+ * account with that id or email exists elsewhere, so a tenant cannot probe other tenants' people.
+ */
+async function findMember(
   ctx: Context<unknown, unknown>,
   workspaceId: string,
   user: string,
-): Promise<Role | undefined> {
-  const found = await ctx.deps.store.getUser(user.includes('@') ? user.trim().toLowerCase() : user);
-  return found ? (await ctx.deps.store.getMembership(workspaceId, found.id))?.role : undefined;
+): Promise<Membership | undefined> {
+  const email = user.trim().toLowerCase();
+  return (await ctx.deps.store.listMembers(workspaceId)).find((m) => m.userId === user || m.email === email);
+}
+
+/** The operator: its key (an admin key of ws_default) or the console session of ws_default's owner. */
+function isOperator(ctx: Context<unknown, unknown>): boolean {
+  return actsOnAllWorkspaces(ctx.caller) || ctx.operator;
+}
+
+function noMember(workspaceId: string, user: string, hint = ''): AdminError {
+  return new AdminError('not_found', `No member ${safeId(user)} in workspace ${workspaceId}.${hint}`);
 }
 
 async function visibleWorkspace(ctx: Context<unknown, unknown>, id: string) {
@@ -211,17 +226,27 @@ export const ROUTES: readonly AnyRoute[] = [
     async handle(ctx) {
       const { body, caller, deps } = ctx;
       const workspaceId = body.workspace_id ?? caller.workspaceId;
-      await visibleWorkspace(ctx, workspaceId);
-      assertCanGrant(caller, body.scopes ?? DEFAULT_KEY_POLICY.scopes);
-      assertWithinRestrictions(caller, {
-        models: body.models ?? [],
-        allowedIps: body.allowed_ips ?? [],
-        limits: { ...DEFAULT_KEY_POLICY.limits, ...limitsFrom(body.limits) },
-        budget: { ...DEFAULT_KEY_POLICY.budget, ...budgetFrom(body.budget) },
-      });
-      const expiresInMs = lifetimeFrom(body.expires_in) ?? null;
-      await checkLifetime(ctx, workspaceId, expiresInMs);
+      const workspace = await visibleWorkspace(ctx, workspaceId);
       const now = Date.now();
+      // A key made without an expiry by a key that expires gets its maker's expiry: it cannot
+      // outlive the key that made it (an explicit later expiry is refused below).
+      const expiresInMs =
+        lifetimeFrom(body.expires_in) ??
+        (caller.expiresAt !== null && !actsOnAllWorkspaces(caller) ? caller.expiresAt - now : null);
+      assertWithinCaller(
+        caller,
+        {
+          scopes: body.scopes ?? DEFAULT_KEY_POLICY.scopes,
+          models: body.models ?? [],
+          allowedIps: body.allowed_ips ?? [],
+          limits: { ...DEFAULT_KEY_POLICY.limits, ...limitsFrom(body.limits) },
+          budget: { ...DEFAULT_KEY_POLICY.budget, ...budgetFrom(body.budget) },
+          expiresAt: expiresInMs === null ? null : now + expiresInMs,
+        },
+        'create a key like that',
+      );
+      assertWithinWorkspaceIps(workspace, body.allowed_ips ?? []);
+      await checkLifetime(ctx, workspaceId, expiresInMs);
       const created = await createKey(keyDeps(ctx, now), {
         name: body.name,
         workspaceId,
@@ -284,17 +309,32 @@ export const ROUTES: readonly AnyRoute[] = [
           'A key cannot change its own restrictions; use another key with keys:write.',
         );
       }
-      assertCanModify(caller, target);
-      if (body.scopes !== undefined) assertCanGrant(caller, body.scopes);
-      assertWithinRestrictions(caller, {
-        models: body.models ?? target.policy.models,
-        allowedIps: body.allowed_ips ?? target.policy.allowedIps,
-        limits: { ...target.policy.limits, ...limitsFrom(body.limits) },
-        budget: { ...target.policy.budget, ...budgetFrom(body.budget) },
-      });
-      const expiresInMs = lifetimeFrom(body.expires_in);
-      if (expiresInMs !== undefined) await checkLifetime(ctx, target.workspaceId, expiresInMs);
+      // The key as it is must lie within the caller (a restricted key leaves wider keys alone),
+      // and so must the key as the change would make it.
+      assertWithinCaller(
+        caller,
+        reachOfKey(target),
+        `change key ${target.id}, which may do more than this key`,
+      );
       const now = Date.now();
+      const expiresInMs = lifetimeFrom(body.expires_in);
+      assertWithinCaller(
+        caller,
+        {
+          scopes: body.scopes ?? target.policy.scopes,
+          models: body.models ?? target.policy.models,
+          allowedIps: body.allowed_ips ?? target.policy.allowedIps,
+          limits: { ...target.policy.limits, ...limitsFrom(body.limits) },
+          budget: { ...target.policy.budget, ...budgetFrom(body.budget) },
+          expiresAt:
+            expiresInMs === undefined ? target.expiresAt : expiresInMs === null ? null : now + expiresInMs,
+        },
+        `make that change to key ${target.id}`,
+      );
+      if (body.allowed_ips !== undefined) {
+        assertWithinWorkspaceIps(await visibleWorkspace(ctx, target.workspaceId), body.allowed_ips);
+      }
+      if (expiresInMs !== undefined) await checkLifetime(ctx, target.workspaceId, expiresInMs);
       const updated = await updateKey(
         keyDeps(ctx, now),
         target.id,
@@ -329,6 +369,9 @@ export const ROUTES: readonly AnyRoute[] = [
     response: Key,
     async handle(ctx) {
       const target = await visibleKey(ctx, ctx.params.id ?? '');
+      // Not bounded by the caller's restrictions: revoking takes power away and hands out
+      // nothing, and any key trusted with keys:write here may stop a leaked key at once. It
+      // still cannot revoke a key holding a management scope it lacks.
       assertCanModify(ctx.caller, target);
       const now = Date.now();
       const revoked = await ctx.deps.store.revokeKey(target.id, now, ctx.actor);
@@ -358,7 +401,12 @@ export const ROUTES: readonly AnyRoute[] = [
     response: RotatedKey,
     async handle(ctx) {
       const target = await visibleKey(ctx, ctx.params.id ?? '');
-      assertCanModify(ctx.caller, target);
+      // Rotation hands the caller the key's new secret: the key must lie within the caller.
+      assertWithinCaller(
+        ctx.caller,
+        reachOfKey(target),
+        `rotate key ${target.id}, which may do more than this key (rotating hands out its new secret)`,
+      );
       if (target.revokedAt !== null) {
         throw new AdminError(
           'conflict',
@@ -500,8 +548,9 @@ export const ROUTES: readonly AnyRoute[] = [
     method: 'PUT',
     path: `${BASE}/workspaces/{id}/members/{user}`,
     operationId: 'setMemberRole',
-    summary: 'Add a member, or change their role',
-    description: '`user` is a user id or an email address. A workspace always keeps one owner.',
+    summary: 'Change a member’s role (the operator: or add an account)',
+    description:
+      '`user` is a user id or an email address. Owners and admins change the roles of members; people join by invitation (POST /workspaces/{id}/invites). Only the operator adds an existing account directly. Anyone else gets the same 404 whether or not such an account exists. A workspace always keeps one owner.',
     tag: 'workspaces',
     scope: 'workspaces:write',
     query: NoQuery,
@@ -510,10 +559,20 @@ export const ROUTES: readonly AnyRoute[] = [
     response: Member,
     async handle(ctx) {
       const ws = await visibleWorkspace(ctx, ctx.params.id ?? '');
-      assertCanAssign(ctx.caller, [ctx.body.role, await currentRole(ctx, ws.id, ctx.params.user ?? '')]);
+      const user = ctx.params.user ?? '';
+      const current = await findMember(ctx, ws.id, user);
+      if (!current && !isOperator(ctx)) {
+        // Adding someone needs their consent: an invitation they accept while signed in.
+        throw noMember(
+          ws.id,
+          user,
+          ` To add someone, invite them (POST /admin/v1/workspaces/${ws.id}/invites): they join when they accept.`,
+        );
+      }
+      assertCanGiveRole(ctx.caller, ctx.body.role, current?.role);
       const member = await setRole(
         ctx.deps.store,
-        { workspaceId: ws.id, user: ctx.params.user ?? '', role: ctx.body.role },
+        { workspaceId: ws.id, user: current?.userId ?? user, role: ctx.body.role },
         ctx.actor,
       );
       return { body: memberView(member) };
@@ -525,7 +584,8 @@ export const ROUTES: readonly AnyRoute[] = [
     path: `${BASE}/workspaces/{id}/members/{user}`,
     operationId: 'removeMember',
     summary: 'Remove a member',
-    description: 'The last owner cannot be removed.',
+    description:
+      'The keys the member owns in the workspace (made by them or their keys) are revoked with the membership, each revocation audited. The last owner cannot be removed.',
     tag: 'workspaces',
     scope: 'workspaces:write',
     query: NoQuery,
@@ -533,8 +593,17 @@ export const ROUTES: readonly AnyRoute[] = [
     response: Removed,
     async handle(ctx) {
       const ws = await visibleWorkspace(ctx, ctx.params.id ?? '');
-      assertCanAssign(ctx.caller, [await currentRole(ctx, ws.id, ctx.params.user ?? '')]);
-      await removeMember(ctx.deps.store, { workspaceId: ws.id, user: ctx.params.user ?? '' }, ctx.actor);
+      const user = ctx.params.user ?? '';
+      const member = await findMember(ctx, ws.id, user);
+      if (!member) throw noMember(ws.id, user);
+      assertCanAssign(ctx.caller, [member.role]);
+      const { revokedKeyIds } = await removeMember(
+        ctx.deps.store,
+        { workspaceId: ws.id, user: member.userId },
+        ctx.actor,
+      );
+      // The keys they owned here were revoked with the membership: drop them on every gateway now.
+      if (revokedKeyIds.length > 0) await applyChanges(ctx, revokedKeyIds);
       return { body: { removed: true as const } };
     },
   }),
