@@ -8,6 +8,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { parseCidrs } from '../auth/ip.ts';
 import { assertValidPrefix, DEFAULT_KEY_PREFIX } from '../keys/format.ts';
+import { modelIdProblem } from '../providers/models.ts';
 import { assertValidPricing, DEFAULT_CURRENCY } from '../usage/pricing.ts';
 
 export const DEFAULT_MODEL_ALIASES: Readonly<Record<string, string>> = {
@@ -40,6 +41,34 @@ export const configSchema = z
         bodyLimitBytes: positiveInt.default(10 * 1024 * 1024),
         /** How long a graceful stop waits for in-flight requests (streams included). @default 30 s */
         shutdownTimeoutMs: positiveInt.default(30_000),
+        /**
+         * Connections, per process (each worker of `--workers` has its own; docs/deploy.md). A
+         * TLS handshake not finished in this time closes the connection. @default 10 s
+         */
+        handshakeTimeoutMs: positiveInt.default(10_000),
+        /**
+         * Time for a complete request head: from the accept (plain HTTP) or the end of the TLS
+         * handshake for a connection's first request, from its first byte for later ones. A
+         * connection that sends nothing is closed after it. @default 30 s
+         */
+        headersTimeoutMs: positiveInt.default(30_000),
+        /** Time for a whole request, head and body, to arrive; 0: no bound. @default 300 s */
+        requestTimeoutMs: z.coerce.number().int().min(0).default(300_000),
+        /**
+         * How long a kept-alive connection may wait for its next request. Longer than the 60 s of
+         * most load balancers, so that they close first (else they may send on a closing one). @default 65 s
+         */
+        keepAliveTimeoutMs: positiveInt.default(65_000),
+        /**
+         * Open client connections per process beyond which new ones are closed at once. Lowered,
+         * with a warning, to what the process's open-file limit (ulimit -n) leaves. @default 4096
+         */
+        maxConnections: positiveInt.default(4096),
+        /**
+         * Open connections per client address (the TCP peer; an IPv6 /64) per process beyond which
+         * its new ones are closed at once. Peers in trustedProxies are exempt. @default 256
+         */
+        maxConnectionsPerAddress: positiveInt.default(256),
         /**
          * Proxies (CIDR ranges) whose X-Forwarded-For is believed, read right to left up to the first
          * address that is not one of them. Empty: the client is the socket peer, whatever headers say.
@@ -125,8 +154,26 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
-    /** Model aliases applied to incoming requests: legacy name → current id. */
-    modelAliases: z.record(z.string(), z.string()).default({ ...DEFAULT_MODEL_ALIASES }),
+    /**
+     * Model aliases applied to incoming requests: legacy name → current id. Both sides are model
+     * ids of the request path's grammar (src/providers/models.ts).
+     */
+    modelAliases: z
+      .record(z.string(), z.string())
+      .superRefine((aliases, ctx) => {
+        for (const [from, to] of Object.entries(aliases)) {
+          for (const id of [from, to]) {
+            const problem = modelIdProblem(id);
+            if (problem !== undefined)
+              ctx.addIssue({
+                code: 'custom',
+                path: [from],
+                message: `${JSON.stringify(id.slice(0, 60))}: ${problem}`,
+              });
+          }
+        }
+      })
+      .default({ ...DEFAULT_MODEL_ALIASES }),
     auth: z
       .object({
         /** Failed authentications per client IP per minute before that IP gets 429. @default 30 */
@@ -186,6 +233,22 @@ export const configSchema = z
               .strict(),
           )
           .default({}),
+      })
+      .strict()
+      .prefault({}),
+    /** Alert channels (webhook, Slack, email): where the gateway may send, and how much. */
+    alerts: z
+      .object({
+        /**
+         * CIDR ranges alert channels may reach besides the public internet: loopback, private,
+         * link-local… addresses are refused unless listed, and plain http:// goes only to these.
+         * Every tenant admin can then send to whatever listens there: list the narrowest ranges.
+         */
+        allowedDestinations: z.array(z.string()).default([]),
+        /** Alert channels per workspace. @default 20 */
+        maxChannelsPerWorkspace: positiveInt.max(1000).default(20),
+        /** Test sends (`POST /admin/v1/alerts/test`) per workspace per minute, per gateway process. @default 5 */
+        testSendsPerMinute: positiveInt.max(1000).default(5),
       })
       .strict()
       .prefault({}),
@@ -329,6 +392,13 @@ export function loadConfig(
   } catch (error) {
     throw new ConfigError(`invalid configuration:\n  server.trustedProxies: ${(error as Error).message}`);
   }
+  try {
+    config.alerts.allowedDestinations = parseCidrs(config.alerts.allowedDestinations).map((c) => c.text);
+  } catch (error) {
+    throw new ConfigError(
+      `invalid configuration:\n  alerts.allowedDestinations: ${(error as Error).message}`,
+    );
+  }
   if (Boolean(config.server.tlsCert) !== Boolean(config.server.tlsKey)) {
     throw new ConfigError(
       '--tls-cert and --tls-key go together: give both, or neither for a self-signed certificate',
@@ -345,6 +415,13 @@ export function loadConfig(
   if (config.server.http && config.server.tlsCert) {
     throw new ConfigError('--http serves plain HTTP; it cannot be combined with --tls-cert/--tls-key');
   }
+  // Node refuses a head allowed longer than the whole request (the head is part of it).
+  const { headersTimeoutMs, requestTimeoutMs } = config.server;
+  if (requestTimeoutMs > 0 && headersTimeoutMs > requestTimeoutMs) {
+    throw new ConfigError(
+      `invalid configuration:\n  server.headersTimeoutMs: must be at most server.requestTimeoutMs (${requestTimeoutMs}) — got ${headersTimeoutMs}`,
+    );
+  }
   const abs = (p: string) => (isAbsolute(p) ? p : resolve(cwd, p));
   config.dataDir = abs(config.dataDir);
   if (config.server.tlsCert) config.server.tlsCert = abs(config.server.tlsCert);
@@ -352,8 +429,4 @@ export function loadConfig(
   if (config.upstream.caFile) config.upstream.caFile = abs(config.upstream.caFile);
   config.upstream.url = config.upstream.url.replace(/\/+$/, '');
   return config;
-}
-
-export function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '::1' || /^127\./.test(host);
 }

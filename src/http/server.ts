@@ -10,17 +10,26 @@ import {
   type ServerResponse,
 } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
+import { join } from 'node:path';
 import type { Redis } from 'ioredis';
 import { AlertEngine } from '../alerts/engine.ts';
 import { createNotifier, type Notifier } from '../alerts/notifier.ts';
+import { channelRules } from '../alerts/service.ts';
 import { AuthFailureLimiter } from '../auth/failures.ts';
 import { parseCidrs } from '../auth/ip.ts';
 import type { KeyEvents } from '../auth/key-events.ts';
 import { KeyVerifier } from '../auth/verifier.ts';
 import type { Config } from '../config/config.ts';
-import { ensureDataDir, type ServerSecrets, secretsFor } from '../config/secrets.ts';
+import {
+  assertPrivateFile,
+  ensureDataDir,
+  type ServerSecrets,
+  secretsFor,
+  secretToGenerate,
+} from '../config/secrets.ts';
 import { ConsoleAuth } from '../console/api.ts';
 import { CONSOLE_HEADERS, createConsoleStatic } from '../console/static.ts';
+import { scrubText } from '../keys/scrub.ts';
 import { createMemoryLimiter, type Limiter } from '../limits/index.ts';
 import { createMetricsEndpoint } from '../metrics/endpoint.ts';
 import { Metrics } from '../metrics/index.ts';
@@ -31,10 +40,11 @@ import type { Store } from '../store/types.ts';
 import { UsageQueue } from '../usage/queue.ts';
 import { newRequestId } from '../util/ids.ts';
 import { createAdminApi } from './admin/index.ts';
+import { ConnectionGuard, connectionCap, openFileLimit } from './connections.ts';
 import { sendError } from './errors.ts';
 import { clientAddress, Gateway } from './gateway.ts';
 import { createLogger, type Logger } from './log.ts';
-import { ensureSelfSigned, loadTls, type TlsMaterial } from './tls.ts';
+import { ensureSelfSigned, loadTls, TLS_SERVER_OPTIONS, type TlsMaterial } from './tls.ts';
 
 /** How often raw usage records past retention are deleted (retention is counted in whole hours). */
 const RETENTION_SWEEP_MS = 3_600_000;
@@ -119,16 +129,27 @@ function listen(server: Server, port: number, host: string): Promise<number> {
 
 export async function startGateway(config: Config, options: StartOptions = {}): Promise<RunningGateway> {
   const env = options.env ?? process.env;
-  ensureDataDir(config.dataDir);
-  let secrets: ServerSecrets;
+  let dataDirWarnings: string[];
+  let early: ServerSecrets | undefined;
   try {
-    secrets = secretsFor(config, env.KEYGATE_SECRET);
+    dataDirWarnings = ensureDataDir(config.dataDir);
+    // The secret first (a missing KEYGATE_SECRET with DATABASE_URL fails before any connection),
+    // unless it must be generated: that waits for the store, which must not hold anything made
+    // with a lost one (secrets.ts).
+    early = secretToGenerate(config, env.KEYGATE_SECRET) ? undefined : secretsFor(config, env.KEYGATE_SECRET);
   } catch (error) {
     throw new StartError((error as Error).message);
   }
   let tls: TlsMaterial | undefined;
   if (!config.server.http) {
     try {
+      // A private key other users may read is refused (the operator's may be group-readable).
+      const own = !(config.server.tlsCert && config.server.tlsKey);
+      assertPrivateFile(
+        own ? join(config.dataDir, 'tls', 'key.pem') : (config.server.tlsKey ?? ''),
+        'the TLS private key',
+        !own,
+      );
       tls =
         config.server.tlsCert && config.server.tlsKey
           ? loadTls(config.server.tlsCert, config.server.tlsKey)
@@ -152,6 +173,14 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     });
   } catch (error) {
     throw new StartError(`cannot open the store: ${describeStoreError(error, config.database.url)}`);
+  }
+  for (const warning of dataDirWarnings) logger.warn({ dataDir: config.dataDir }, warning);
+  let secrets: ServerSecrets;
+  try {
+    secrets = early ?? secretsFor(config, env.KEYGATE_SECRET, await store.countSecretBound());
+  } catch (error) {
+    await store.close();
+    throw new StartError((error as Error).message);
   }
   const verifier = new KeyVerifier({
     store,
@@ -238,7 +267,14 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
   }
   const failures = new AuthFailureLimiter(config.auth.failuresPerMinute);
   const trustedProxies = parseCidrs(config.server.trustedProxies);
-  const notifier = createNotifier({ store, dataKey: secrets.dataKey, logger });
+  const channels = channelRules(config.alerts);
+  const notifier = createNotifier({
+    store,
+    dataKey: secrets.dataKey,
+    logger,
+    destinations: channels.destinations,
+    testSendsPerMinute: config.alerts.testSendsPerMinute,
+  });
   const alerts = new AlertEngine({ store, logger });
   alerts.onAlert((alert) => void notifier.notify(alert));
   const consoleAuth = new ConsoleAuth({
@@ -262,13 +298,47 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     clientAddress: (req) => clientAddress(req, trustedProxies),
     dataKey: secrets.dataKey,
     notifier,
+    channelRules: channels,
     alerts,
     pricing: config.pricing,
     console: consoleAuth,
     ...(keyEvents ? { keyEvents } : {}),
   });
+  // Client connections, per process (with --workers, per worker: each has its own descriptors).
+  // Kept for the rest: the provider pool, the store's pool (or SQLite's files), Redis, logs, stdio.
+  const fdReserve = 64 + config.upstream.connections + (config.database.url ? config.database.poolSize : 8);
+  const { cap: maxConnections, warning: capWarning } = connectionCap(
+    config.server.maxConnections,
+    openFileLimit(),
+    fdReserve,
+  );
+  if (capWarning) logger.warn({ maxConnections }, capWarning);
+  const connections = new ConnectionGuard({
+    maxConnections,
+    maxConnectionsPerAddress: config.server.maxConnectionsPerAddress,
+    trustedProxies,
+    onCapChange: (refusing, open) => {
+      if (refusing)
+        logger.warn(
+          { open, maxConnections },
+          'connection cap reached (server.maxConnections): new connections are refused',
+        );
+      else
+        logger.info({ open, maxConnections }, 'below the connection cap again: new connections are accepted');
+    },
+    onAddressLimit: (address, open) =>
+      logger.warn(
+        { address, open, maxConnectionsPerAddress: config.server.maxConnectionsPerAddress },
+        'an address reached its connection limit (server.maxConnectionsPerAddress): its new connections are refused',
+      ),
+  });
   const metrics = new Metrics({
-    sources: { keyCache: verifier, usageQueue: usage, inflight: (): number => gateway.inflight },
+    sources: {
+      keyCache: verifier,
+      usageQueue: usage,
+      inflight: (): number => gateway.inflight,
+      connections,
+    },
   });
   const gateway = new Gateway({
     config,
@@ -399,19 +469,36 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     sendError(
       res,
       'not_found',
-      `No such endpoint: ${req.method} ${String(pathname).slice(0, 200)}. The API lives under /v1.`,
+      `No such endpoint: ${req.method} ${scrubText(String(pathname))}. The API lives under /v1.`,
     );
   };
+  // Every bound on a connection that is slow or silent (connections.ts says which applies when).
+  const timeouts = {
+    headersTimeout: config.server.headersTimeoutMs,
+    requestTimeout: config.server.requestTimeoutMs,
+    keepAliveTimeout: config.server.keepAliveTimeoutMs,
+    // Node checks the head and request bounds this often (its default, 30 s, would let a silent
+    // connection stay up to twice headersTimeoutMs); the check walks only connections mid-request.
+    connectionsCheckingInterval: Math.max(10, Math.min(1000, Math.floor(config.server.headersTimeoutMs / 4))),
+  };
   const server: Server = tls
-    ? createHttpsServer({ cert: tls.cert, key: tls.key, minVersion: 'TLSv1.2' }, handler)
-    : createHttpServer(handler);
-  server.keepAliveTimeout = 65_000;
-  server.headersTimeout = 66_000;
-  server.on('clientError', (_error, socket) => {
-    if (socket.writable)
-      socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
-    else socket.destroy();
-  });
+    ? createHttpsServer(
+        {
+          ...TLS_SERVER_OPTIONS,
+          cert: tls.cert,
+          key: tls.key,
+          handshakeTimeout: config.server.handshakeTimeoutMs,
+          ...timeouts,
+        },
+        handler,
+      )
+    : createHttpServer(timeouts, handler);
+  // `Expect: 100-continue` is answered by the body readers once the caller is authenticated
+  // (http/body.ts continueIfExpected), not by Node before anything is checked.
+  server.on('checkContinue', handler);
+  // The connection cap, the per-address limit, the tracking of every socket and the clientError
+  // handler (which destroys a socket mid-handshake or timed out, and answers a malformed request).
+  connections.attach(server);
 
   let port: number;
   try {
@@ -441,10 +528,18 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
       clearInterval(expiryTimer);
       const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
-      const timer = setTimeout(() => server.closeAllConnections(), config.server.shutdownTimeoutMs);
-      await Promise.race([gateway.whenIdle(), stopped]);
-      server.closeAllConnections();
+      // In-flight requests get up to shutdownTimeoutMs. Then, or once none is left, every
+      // connection still open is destroyed: the kept-alive ones, and those the HTTP layer never
+      // adopted (silent, or mid-TLS-handshake), which closeAllConnections() does not know and
+      // which would keep server.close(), and so the stop, waiting for ever.
+      let timer: NodeJS.Timeout | undefined;
+      const deadline = new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, config.server.shutdownTimeoutMs);
+      });
+      await Promise.race([gateway.whenIdle(), stopped, deadline]);
       clearTimeout(timer);
+      server.closeAllConnections();
+      connections.destroyAll();
       await stopped;
       clearInterval(retentionTimer);
       await pruning;

@@ -183,6 +183,7 @@ test('the web console in Chromium: setup, sign-in, keys, usage, alerts, audit, s
 
   const gw = await startTestGateway({
     configure(config) {
+      config.alerts.allowedDestinations = ['127.0.0.0/8']; // the webhook receiver listens on loopback
       config.pricing.models = {
         'mistral-small-*': { prompt: 0.1, completion: 0.3 },
         'mistral-medium-*': { prompt: 0.4, completion: 2 },

@@ -77,6 +77,28 @@ test('unknown settings and invalid YAML in the file are refused', () => {
   const prefix = join(dir, 'prefix.yaml');
   writeFileSync(prefix, 'keys:\n  prefix: "Bad_Prefix"\n');
   assert.throws(() => loadConfig({ config: prefix }, {}), /keys\.prefix/);
+  // An alias is a model id on both sides: what it maps to is forwarded and recorded as the model.
+  const alias = join(dir, 'alias.yaml');
+  writeFileSync(alias, 'modelAliases:\n  old-model: "new model/../x"\n');
+  assert.throws(
+    () => loadConfig({ config: alias }, {}),
+    /modelAliases\.old-model: "new model\/\.\.\/x": Input should be a model id/,
+  );
+  // Alert destinations are CIDR ranges, kept in normal form; a head cannot outlast the request.
+  const ranges = join(dir, 'alerts.yaml');
+  writeFileSync(ranges, 'alerts:\n  allowedDestinations: ["10.20.0.0/16", "127.0.0.1"]\n');
+  assert.deepEqual(loadConfig({ config: ranges }, {}).alerts.allowedDestinations, [
+    '10.20.0.0/16',
+    '127.0.0.1/32',
+  ]);
+  writeFileSync(ranges, 'alerts:\n  allowedDestinations: ["127.attacker.example"]\n');
+  assert.throws(() => loadConfig({ config: ranges }, {}), /alerts\.allowedDestinations/);
+  const timeouts = join(dir, 'timeouts.yaml');
+  writeFileSync(timeouts, 'server:\n  headersTimeoutMs: 60000\n  requestTimeoutMs: 30000\n');
+  assert.throws(
+    () => loadConfig({ config: timeouts }, {}),
+    /server\.headersTimeoutMs: must be at most server\.requestTimeoutMs/,
+  );
 });
 
 test('durations', () => {

@@ -10,6 +10,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { z } from 'zod';
 import type { AlertEngine } from '../../alerts/engine.ts';
 import type { Notifier } from '../../alerts/notifier.ts';
+import type { ChannelRules } from '../../alerts/service.ts';
 import { type AuthenticateDeps, authenticate } from '../../auth/authenticate.ts';
 import type { AuthFailureLimiter } from '../../auth/failures.ts';
 import type { KeyVerifier } from '../../auth/verifier.ts';
@@ -40,6 +41,8 @@ export interface AdminDeps {
   dataKey?: Buffer;
   /** Sends alerts (POST /admin/v1/alerts/test needs it). */
   notifier?: Notifier;
+  /** Where alert channels may send and how many a workspace may have (config `alerts`); default: the public internet, 20. */
+  channelRules?: ChannelRules;
   /** The gateway's alert engine: told when a workspace's rule settings change, to apply them at once. */
   alerts?: Pick<AlertEngine, 'forgetSettings'>;
   /** Prices for the cost column of usage reports (config `pricing`); none: costs are null. */
