@@ -16,6 +16,7 @@ import {
   type Severity,
   type Store,
 } from '../store/types.ts';
+import { Background, type PeriodicTask } from '../util/background.ts';
 import { newId } from '../util/ids.ts';
 import { crossedThreshold, detectSpike, mergeSettings, networkOf, type RuleSettings } from './rules.ts';
 
@@ -30,7 +31,16 @@ export interface AlertEngineOptions {
   evaluateIntervalMs?: number;
   /** How many (key, network) pairs are remembered as recorded. @default 100 000 */
   maxKnownNetworks?: number;
+  /**
+   * Supervises the evaluation and the checks made as requests finish (one of its own, which logs
+   * nothing, by default): a store that cannot be read fails them, it never ends the process.
+   */
+  background?: Background;
 }
+
+/** The background tasks of the engine (util/background.ts). */
+export const ALERT_RULES_TASK = 'alert_rules';
+export const ALERT_CHECKS_TASK = 'alert_checks';
 
 interface KeyActivity {
   key: KeyRecord;
@@ -69,7 +79,8 @@ export class AlertEngine {
   /** Bumped by `forgetSettings`, so that a read begun before a change does not cache what it read. */
   #settingsGeneration = 0;
   #notify: Notify = () => {};
-  #timer: NodeJS.Timeout | undefined;
+  readonly #background: Background;
+  #evaluation: PeriodicTask | undefined;
   #pending = new Set<Promise<unknown>>();
 
   constructor(options: AlertEngineOptions) {
@@ -77,11 +88,14 @@ export class AlertEngine {
     this.#logger = options.logger;
     this.#clock = options.clock ?? Date.now;
     this.#maxNetworks = Math.max(1, options.maxKnownNetworks ?? 100_000);
+    this.#background = options.background ?? new Background();
     const interval = options.evaluateIntervalMs ?? MINUTE;
-    if (interval > 0) {
-      this.#timer = setInterval(() => void this.tick(), interval);
-      this.#timer.unref();
-    }
+    // A failed evaluation (the store unreachable, its disk full) is retried sooner than the next
+    // interval, backing off up to it.
+    if (interval > 0)
+      this.#evaluation = this.#background.every(ALERT_RULES_TASK, interval, () => this.tick(), {
+        retry: { initialMs: Math.min(5000, interval), maxMs: interval },
+      });
   }
 
   /** Where fresh alerts go (the notifier's `notify`). */
@@ -90,7 +104,10 @@ export class AlertEngine {
   }
 
   #track<T>(work: Promise<T>): void {
-    const tracked = work.catch((error: unknown) => this.#logger.error({ err: error }, 'alert rule failed'));
+    const tracked = work.then(
+      () => this.#background.succeeded(ALERT_CHECKS_TASK),
+      (error: unknown) => this.#background.failed(ALERT_CHECKS_TASK, error),
+    );
     this.#pending.add(tracked);
     void tracked.finally(() => this.#pending.delete(tracked));
   }
@@ -455,8 +472,9 @@ export class AlertEngine {
   }
 
   async close(): Promise<void> {
-    if (this.#timer) clearInterval(this.#timer);
-    this.#timer = undefined;
+    this.#evaluation?.stop();
+    await this.#evaluation?.running;
+    this.#evaluation = undefined;
     await this.settle();
   }
 }

@@ -15,6 +15,10 @@
  * ioredis reconnects and resubscribes by itself.
  */
 import type { Redis } from 'ioredis';
+import { Background } from '../util/background.ts';
+
+/** The background task of the subscriber's listeners (util/background.ts). */
+export const KEY_EVENTS_TASK = 'key_events';
 
 export interface KeyEventsOptions {
   /** A client to publish with; the subscriber connection is a duplicate of it. Not closed here. */
@@ -25,6 +29,8 @@ export interface KeyEventsOptions {
   onChange: (keyIds: readonly string[]) => void;
   /** A publish that failed, a malformed message, a subscriber connection error. */
   onError?: (error: unknown) => void;
+  /** Supervises the subscriber's listeners (one of its own, which logs nothing, by default). */
+  background?: Background;
 }
 
 export class KeyEvents {
@@ -43,13 +49,32 @@ export class KeyEvents {
     this.#onError = options.onError ?? (() => {});
     // The subscriber waits for its connection instead of failing, and never gives up.
     this.#subscriber = options.redis.duplicate({ enableOfflineQueue: true, maxRetriesPerRequest: null });
-    this.#subscriber.on('error', this.#onError);
-    this.#subscriber.on('ready', () => {
-      if (++this.#connections > 1) this.#onChange([]);
-    });
-    this.#subscriber.on('message', (channel: string, message: string) => {
-      if (channel === this.#channel) this.#onChange(parse(message, this.#onError));
-    });
+    // A listener that throws (onChange) is recorded, not thrown into ioredis's event loop.
+    const background = options.background ?? new Background();
+    const guard = <A extends unknown[]>(listener: (...args: A) => unknown) =>
+      background.guard(KEY_EVENTS_TASK, listener);
+    // The subscriber's connection errors (one per reconnection attempt while Redis is down) make
+    // the task failing until it is ready again: logged once each way, not per attempt.
+    this.#subscriber.on(
+      'error',
+      guard((error: unknown) => {
+        background.failed(KEY_EVENTS_TASK, error);
+        this.#onError(error);
+      }),
+    );
+    this.#subscriber.on(
+      'ready',
+      guard(() => {
+        background.succeeded(KEY_EVENTS_TASK);
+        if (++this.#connections > 1) this.#onChange([]);
+      }),
+    );
+    this.#subscriber.on(
+      'message',
+      guard((channel: string, message: string) => {
+        if (channel === this.#channel) this.#onChange(parse(message, this.#onError));
+      }),
+    );
     this.#subscribed = this.#subscriber.subscribe(this.#channel).then(() => {});
     this.#subscribed.catch(this.#onError);
   }

@@ -9,6 +9,10 @@ import { LRUCache } from 'lru-cache';
 import { isWellFormedKey } from '../keys/format.ts';
 import { hashKey, pepperKey } from '../keys/hash.ts';
 import type { KeyRecord, SecretMatch, Store } from '../store/types.ts';
+import { Background, type PeriodicTask } from '../util/background.ts';
+
+/** The background task that polls the change feed (util/background.ts). */
+export const KEY_CHANGE_POLL_TASK = 'key_change_poll';
 
 export type VerifyFailure = 'malformed' | 'unknown' | 'revoked' | 'expired' | 'rotated';
 /** A refused key that exists (revoked, expired, rotated out) is named, for alerts: never for the client. */
@@ -32,7 +36,10 @@ export interface VerifierOptions {
    * never). Changes learnt meanwhile (`invalidate`, e.g. from a broadcast) still drop entries.
    */
   staleIfErrorMs?: number;
+  /** Every failed read of the store (the background task logs the changes of state). */
   onError?: (error: unknown) => void;
+  /** Supervises the poll (one of its own, which logs nothing, by default). */
+  background?: Background;
   /** The clock of the cache's TTL, in ms (tests inject one); default `performance`. */
   ttlClock?: { now(): number };
 }
@@ -47,9 +54,11 @@ export class KeyVerifier {
   readonly #inflight = new Map<string, Promise<Entry>>();
   readonly #onError: (error: unknown) => void;
   readonly #staleIfErrorMs: number;
+  readonly #background: Background;
   #cursor = -1;
-  #timer: NodeJS.Timeout | undefined;
-  #polling = false;
+  #poll: PeriodicTask | undefined;
+  /** The read of the change feed in progress (rejects if it fails). */
+  #reading: Promise<void> | undefined;
   /** Bumped by every applied change, so a load that raced a change is not cached. */
   #generation = 0;
   /** Cache statistics, read by metrics. */
@@ -64,6 +73,7 @@ export class KeyVerifier {
     this.#prefix = options.prefix;
     this.#onError = options.onError ?? (() => {});
     this.#staleIfErrorMs = options.staleIfErrorMs ?? 0;
+    this.#background = options.background ?? new Background();
     this.#cache = new LRUCache({
       max: options.maxEntries,
       ttl: options.ttlMs,
@@ -75,10 +85,12 @@ export class KeyVerifier {
         if (entry.value) this.#forget(entry.value.key.id, id);
       },
     });
-    if (options.pollMs > 0) {
-      this.#timer = setInterval(() => void this.syncChanges(), options.pollMs);
-      this.#timer.unref();
-    }
+    // While the store cannot be read, the poll backs off to at most 5 s: a change made once it is
+    // back (a revoke) is still seen within seconds.
+    if (options.pollMs > 0)
+      this.#poll = this.#background.every(KEY_CHANGE_POLL_TASK, options.pollMs, () => this.#read(), {
+        retry: { initialMs: options.pollMs, maxMs: Math.max(options.pollMs, 5000) },
+      });
   }
 
   /** Reads the change-feed position so that only later changes are applied. Call once at start. */
@@ -109,21 +121,34 @@ export class KeyVerifier {
     for (const [id, entry] of this.#cache.entries()) if (entry.value === null) this.#cache.delete(id);
   }
 
-  /** Applies the store's change feed to the cache. */
+  /** Applies the store's change feed to the cache. Never rejects (a failure is reported). */
   async syncChanges(): Promise<void> {
-    if (this.#polling || this.#cursor < 0) return;
-    this.#polling = true;
     try {
-      const changes = await this.#store.keyChanges(this.#cursor);
-      // A workspace change clears everything (every cached key carries a copy of its policy); a
-      // created key may have been remembered as unknown, so negative entries go too.
-      this.invalidate(changes.keyIds);
-      this.#cursor = changes.cursor;
+      await this.#read();
+      this.#background.succeeded(KEY_CHANGE_POLL_TASK);
     } catch (error) {
-      this.#onError(error);
-    } finally {
-      this.#polling = false;
+      this.#background.failed(KEY_CHANGE_POLL_TASK, error);
     }
+  }
+
+  /** One read of the change feed at a time; a caller during one waits for it. Rejects on failure. */
+  #read(): Promise<void> {
+    if (this.#cursor < 0) return Promise.resolve();
+    this.#reading ??= (async () => {
+      try {
+        const changes = await this.#store.keyChanges(this.#cursor);
+        // A workspace change clears everything (every cached key carries a copy of its policy); a
+        // created key may have been remembered as unknown, so negative entries go too.
+        this.invalidate(changes.keyIds);
+        this.#cursor = changes.cursor;
+      } catch (error) {
+        this.#onError(error);
+        throw error;
+      } finally {
+        this.#reading = undefined;
+      }
+    })();
+    return this.#reading;
   }
 
   #judge(entry: Entry, now: number): VerifyResult {
@@ -219,7 +244,7 @@ export class KeyVerifier {
   }
 
   close(): void {
-    if (this.#timer) clearInterval(this.#timer);
-    this.#timer = undefined;
+    this.#poll?.stop();
+    this.#poll = undefined;
   }
 }

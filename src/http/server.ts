@@ -36,8 +36,10 @@ import { Metrics } from '../metrics/index.ts';
 import { Upstream } from '../providers/upstream.ts';
 import { storeReachable } from '../store/health.ts';
 import { openStore } from '../store/index.ts';
-import type { Store } from '../store/types.ts';
-import { UsageQueue } from '../usage/queue.ts';
+import type { Store, UsageRecord } from '../store/types.ts';
+import { USAGE_FLUSH_TASK, UsageQueue } from '../usage/queue.ts';
+import { replaySpilledUsage, reserveSpillSpace, spillUsage } from '../usage/spill.ts';
+import { Background, describeFailure, guardUnhandledRejections } from '../util/background.ts';
 import { newRequestId } from '../util/ids.ts';
 import { createAdminApi } from './admin/index.ts';
 import { ConnectionGuard, connectionCap, openFileLimit } from './connections.ts';
@@ -70,6 +72,8 @@ export interface RunningGateway {
 export interface StartOptions {
   env?: NodeJS.ProcessEnv;
   logDestination?: NodeJS.WritableStream;
+  /** How often the alert rules are evaluated (tests shorten it). @default 60 s */
+  alertEvaluateIntervalMs?: number;
 }
 
 export class StartError extends Error {
@@ -164,12 +168,16 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     secrets: config.upstream.key ? [config.upstream.key] : [],
     destination: options.logDestination,
   });
+  // Every timer and listener runs under this: a failure is caught, counted, logged once per change
+  // of state and retried with a backoff; none ends the process (util/background.ts).
+  const background = new Background({ logger });
   let store: Store;
   try {
     store = await openStore({
       dataDir: config.dataDir,
       databaseUrl: config.database.url,
       poolSize: config.database.poolSize,
+      background,
     });
   } catch (error) {
     throw new StartError(`cannot open the store: ${describeStoreError(error, config.database.url)}`);
@@ -190,16 +198,30 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     maxEntries: config.auth.cacheMaxEntries,
     pollMs: config.auth.changePollMs,
     staleIfErrorMs: config.auth.staleIfErrorMs,
-    onError: (error) => logger.error({ err: error }, 'reading the key change feed failed'),
+    background,
   });
   await verifier.start();
   const upstream = new Upstream(config.upstream);
-  const usage = new UsageQueue({
-    store,
-    ...config.usage,
-    onError: (error) => logger.error({ err: error }, 'writing usage records failed; they stay queued'),
-    onDrop: (count) => logger.error({ dropped: count }, 'usage queue full: records dropped'),
-  });
+  // What a previous stop could not write (usage/spill.ts), before any new usage; then the room
+  // for this run's spill file, should its stop find the disk full.
+  const replayed = await replaySpilledUsage(config.dataDir, store);
+  if (replayed.files > 0)
+    logger.info(
+      { files: replayed.files, records: replayed.records },
+      'usage records kept by the previous stop written to the store',
+    );
+  for (const { file, error } of replayed.failed)
+    logger.error(
+      { file, error: describeFailure(error) },
+      'usage records kept by a previous stop could not be written yet: kept for the next start',
+    );
+  const reserveError = reserveSpillSpace(config.dataDir, config.usage.maxQueued);
+  if (reserveError)
+    logger.warn(
+      { dataDir: config.dataDir, error: describeFailure(reserveError) },
+      'no room set aside for usage a stop cannot write (the data directory is full?)',
+    );
+  const usage = new UsageQueue({ store, ...config.usage, background });
   // Shared state for several instances: limits, budgets and leases in Redis, key changes broadcast.
   let redis: Redis | undefined;
   let limiter: Limiter & { status?(): 'ok' | 'degraded' };
@@ -236,6 +258,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
         else logger.info('Redis reachable again: limits are shared again');
       },
       onError: (error) => logger.error({ err: error }, 'a Redis limiter call failed'),
+      background,
     });
     keyEvents = new KeyEvents({
       redis,
@@ -246,18 +269,20 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
         if (keyIds.length > 0) verifier.invalidate(keyIds);
         else void verifier.syncChanges();
       },
-      onError: (error) =>
-        logger.warn({ err: error }, 'key-change broadcast failed (the change-feed poll covers it)'),
+      background,
     });
   } else if (cluster.isWorker) {
     limitsHeldBy = 'primary';
     // `--workers N` without Redis: the primary keeps the one limiter, the workers ask it (exact).
     const { IpcLimiter } = await import('../limits/ipc.ts');
-    const ipc = new IpcLimiter({
-      send: (message, callback) => process.send?.(message, undefined, undefined, callback) ?? false,
-      on: (event, listener) => process.on(event, listener),
-      off: (event, listener) => process.off(event, listener),
-    });
+    const ipc = new IpcLimiter(
+      {
+        send: (message, callback) => process.send?.(message, undefined, undefined, callback) ?? false,
+        on: (event, listener) => process.on(event, listener),
+        off: (event, listener) => process.off(event, listener),
+      },
+      { background },
+    );
     // A primary that is gone answers nothing (and node:cluster then ends the worker): what waits
     // for it gets 503 rather than waiting for ever.
     process.once('disconnect', () => ipc.close());
@@ -275,7 +300,14 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     destinations: channels.destinations,
     testSendsPerMinute: config.alerts.testSendsPerMinute,
   });
-  const alerts = new AlertEngine({ store, logger });
+  const alerts = new AlertEngine({
+    store,
+    logger,
+    background,
+    ...(options.alertEvaluateIntervalMs !== undefined
+      ? { evaluateIntervalMs: options.alertEvaluateIntervalMs }
+      : {}),
+  });
   alerts.onAlert((alert) => void notifier.notify(alert));
   const consoleAuth = new ConsoleAuth({
     store,
@@ -338,6 +370,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
       usageQueue: usage,
       inflight: (): number => gateway.inflight,
       connections,
+      background,
     },
   });
   const gateway = new Gateway({
@@ -363,39 +396,54 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
   // Expired keys are refused by the clock on every request; this records each expiry in the audit log.
   const reminderThresholds = config.keys.expiryReminderDays.map((days) => days * 86_400_000);
   const recordExpiries = async () => {
-    try {
-      const now = Date.now();
-      const ids = await store.recordExpiries(now);
-      if (ids.length > 0) logger.info({ keyIds: ids }, 'keys expired');
-      // Each reminder becomes a `key_expiring` alert (logged, stored and sent to the channels).
-      for (const r of await store.recordExpiryReminders(now, reminderThresholds))
-        await alerts.onExpiryReminder(r);
-    } catch (error) {
-      logger.error({ err: error }, 'recording key expiries failed');
-    }
+    const now = Date.now();
+    const ids = await store.recordExpiries(now);
+    if (ids.length > 0) logger.info({ keyIds: ids }, 'keys expired');
+    // Each reminder becomes a `key_expiring` alert (logged, stored and sent to the channels).
+    for (const r of await store.recordExpiryReminders(now, reminderThresholds))
+      await alerts.onExpiryReminder(r);
   };
-  await recordExpiries();
-  const expiryTimer = setInterval(() => void recordExpiries(), config.auth.expirySweepMs);
-  expiryTimer.unref();
+  await background.supervise('key_expiry_sweep', recordExpiries);
+  const expiryTimer = background.every('key_expiry_sweep', config.auth.expirySweepMs, recordExpiries);
 
   // Retention: raw usage records older than usage.retentionDays are deleted (the hourly rollups stay).
   const retentionMs = config.usage.retentionDays * 86_400_000;
-  let pruning: Promise<void> | undefined;
-  const pruneUsage = () => {
-    pruning ??= (async () => {
-      try {
-        const deleted = await store.pruneUsage(Date.now() - retentionMs);
-        if (deleted > 0) logger.info({ deleted }, 'raw usage records past retention deleted');
-      } catch (error) {
-        logger.error({ err: error }, 'deleting raw usage records past retention failed');
-      } finally {
-        pruning = undefined;
-      }
-    })();
+  const pruneUsage = async () => {
+    const deleted = await store.pruneUsage(Date.now() - retentionMs);
+    if (deleted > 0) logger.info({ deleted }, 'raw usage records past retention deleted');
   };
-  const retentionTimer = retentionMs > 0 ? setInterval(pruneUsage, RETENTION_SWEEP_MS) : undefined;
-  retentionTimer?.unref();
-  if (retentionMs > 0) pruneUsage(); // in the background: a large first sweep does not delay the start
+  const retentionTimer =
+    retentionMs > 0
+      ? background.every('usage_retention', RETENTION_SWEEP_MS, pruneUsage, {
+          retry: { initialMs: 60_000, maxMs: RETENTION_SWEEP_MS },
+        })
+      : undefined;
+  retentionTimer?.trigger(); // in the background: a large first sweep does not delay the start
+  // The last resort, for a rejected promise nobody handles (a bug): counted and logged, not fatal.
+  const unguard = guardUnhandledRejections(background, logger);
+
+  /**
+   * The usage records the queue could not write when stopping: kept in a spill file of the data
+   * directory (written at the next start), or, if even that fails, reported as lost (the stop
+   * then fails, and `keygate start` exits 1 saying how many).
+   */
+  const keepUnwritten = (unwritten: readonly UsageRecord[]) => {
+    if (unwritten.length === 0) return;
+    const cause = background.state(USAGE_FLUSH_TASK).cause ?? 'the store refused them';
+    try {
+      const file = spillUsage(config.dataDir, unwritten);
+      logger.warn(
+        { records: unwritten.length, file, cause },
+        'usage records could not be written to the store: kept in a spill file, written at the next start',
+      );
+    } catch (error) {
+      const message =
+        `${unwritten.length} usage record${unwritten.length === 1 ? '' : 's'} could not be written to the store ` +
+        `(${cause}) nor kept in the data directory ${config.dataDir} (${describeFailure(error)}): they are lost`;
+      logger.error({ records: unwritten.length, cause, spillError: describeFailure(error) }, message);
+      throw new Error(message);
+    }
+  };
 
   const hsts = tls ? 'max-age=31536000' : undefined;
   const handler = (req: IncomingMessage, res: ServerResponse) => {
@@ -504,12 +552,16 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
   try {
     port = await listen(server, config.server.port, config.server.host);
   } catch (error) {
-    clearInterval(expiryTimer);
-    clearInterval(retentionTimer);
-    await pruning;
+    expiryTimer.stop();
+    retentionTimer?.stop();
+    await retentionTimer?.running;
+    unguard();
     verifier.close();
     await alerts.close();
-    await usage.close();
+    const unwritten = await usage.close();
+    try {
+      keepUnwritten(unwritten); // logged; the start's own error is the one thrown
+    } catch {}
     await notifier.close();
     limiter.close();
     await keyEvents?.close().catch(() => {});
@@ -525,7 +577,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     closing ??= (async () => {
       gateway.draining = true;
       verifier.close();
-      clearInterval(expiryTimer);
+      expiryTimer.stop();
       const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
       // In-flight requests get up to shutdownTimeoutMs. Then, or once none is left, every
@@ -541,9 +593,10 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
       server.closeAllConnections();
       connections.destroyAll();
       await stopped;
-      clearInterval(retentionTimer);
-      await pruning;
-      await usage.close();
+      retentionTimer?.stop();
+      await retentionTimer?.running;
+      await expiryTimer.running;
+      const unwritten = await usage.close();
       await alerts.close();
       limiter.close();
       await keyEvents?.close().catch(() => {});
@@ -551,7 +604,12 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
       await upstream.close().catch(() => {});
       await notifier.close();
       await store.close();
-      await new Promise<void>((resolve) => logger.flush(() => resolve()));
+      unguard();
+      try {
+        keepUnwritten(unwritten);
+      } finally {
+        await new Promise<void>((resolve) => logger.flush(() => resolve()));
+      }
     })();
     return closing;
   };

@@ -19,6 +19,8 @@
  * The channel is the worker's `process` on one side and the cluster `Worker` on the other; any
  * pair of objects with `send` and 'message' events will do (the tests use an in-process pair).
  */
+
+import { Background, type PeriodicTask } from '../util/background.ts';
 import type { Admission, Limiter, LimitSubject, Ticket } from './types.ts';
 import { LimiterUnavailableError, SETTLE_DELAY_MS } from './types.ts';
 
@@ -95,7 +97,12 @@ export const IPC_ADMIT_TIMEOUT_MS = 5_000;
 export interface IpcLimiterOptions {
   /** An admit unanswered this long is refused as unavailable (503); 5 s by default. */
   timeoutMs?: number;
+  /** Supervises the sweeper and the message listener (one of its own, which logs nothing, by default). */
+  background?: Background;
 }
+
+/** The background task of the limits' messages and timers (util/background.ts). */
+export const LIMITS_IPC_TASK = 'limits_ipc';
 
 /** The worker's side: a Limiter whose state lives in the primary. */
 export class IpcLimiter implements Limiter {
@@ -109,16 +116,22 @@ export class IpcLimiter implements Limiter {
   #closed = false;
   readonly #timeoutMs: number;
   /** Refuses the admits the primary has not answered in time. */
-  readonly #sweeper: NodeJS.Timeout;
+  readonly #sweeper: PeriodicTask;
+  /** `#onMessage`, supervised: a malformed answer is recorded, not thrown at the process. */
+  readonly #listener: (message: unknown) => void;
   /** Admits refused by timeout: a late answer that admitted one is settled at once. */
   readonly #abandoned = new Set<number>();
 
   constructor(channel: LimitsChannel, options: IpcLimiterOptions = {}) {
     this.#channel = channel;
     this.#timeoutMs = options.timeoutMs ?? IPC_ADMIT_TIMEOUT_MS;
-    channel.on('message', this.#onMessage);
-    this.#sweeper = setInterval(() => this.#expire(), Math.max(10, Math.min(1000, this.#timeoutMs / 4)));
-    this.#sweeper.unref();
+    const background = options.background ?? new Background();
+    this.#listener = background.guard(LIMITS_IPC_TASK, this.#onMessage);
+    channel.on('message', this.#listener);
+    const sweep = Math.max(10, Math.min(1000, this.#timeoutMs / 4));
+    this.#sweeper = background.every(LIMITS_IPC_TASK, sweep, () => this.#expire(), {
+      retry: { initialMs: sweep, maxMs: sweep },
+    });
   }
 
   admit(subject: LimitSubject, estimatedTokens: number, now?: number): Promise<Admission> {
@@ -160,8 +173,8 @@ export class IpcLimiter implements Limiter {
     if (this.#closed) return;
     this.#flush();
     this.#closed = true;
-    clearInterval(this.#sweeper);
-    this.#channel.off('message', this.#onMessage);
+    this.#sweeper.stop();
+    this.#channel.off('message', this.#listener);
     const error = new LimiterUnavailableError(1);
     for (const waiting of this.#waiting.values()) waiting.reject(error);
     this.#waiting.clear();
@@ -243,10 +256,12 @@ export class IpcLimiter implements Limiter {
  */
 export class LimitsServer {
   readonly #limiter: Limiter;
+  readonly #background: Background;
   #next = 1;
 
-  constructor(limiter: Limiter) {
+  constructor(limiter: Limiter, background: Background = new Background()) {
     this.#limiter = limiter;
+    this.#background = background;
   }
 
   /** Serves one worker; the returned function detaches it and settles its open tickets. */
@@ -282,7 +297,8 @@ export class LimitsServer {
         ? { id, error: 'unavailable', retryAfterSeconds: error.retryAfterSeconds }
         : { id, error: 'failed', message: (error as Error).message ?? String(error) };
 
-    const listener = (message: unknown) => {
+    // Supervised: a worker's malformed message (or a limiter that throws) must not end the primary.
+    const listener = this.#background.guard(LIMITS_IPC_TASK, (message: unknown) => {
       if (!isLimitsMessage(message) || !Array.isArray(message.ops)) return;
       const answers: Answer[] = [];
       for (const op of (message as unknown as LimitsRequest).ops) {
@@ -311,7 +327,7 @@ export class LimitsServer {
         }
       }
       send(answers);
-    };
+    });
     channel.on('message', listener);
     return () => {
       if (!attached) return;

@@ -29,6 +29,7 @@
  */
 import type { Redis } from 'ioredis';
 import type { Store } from '../store/types.ts';
+import { Background, type PeriodicTask } from '../util/background.ts';
 import { createMemoryLimiter } from './memory.ts';
 import { RedisLimiter, RedisLimiterError, RedisTimeoutError } from './redis.ts';
 import {
@@ -65,7 +66,12 @@ export interface ResilientLimiterOptions {
   onError?: (error: unknown) => void;
   /** Failed Redis settles kept for replay; 10 000 by default. */
   maxPendingSettles?: number;
+  /** Supervises the probe and the client's listeners (one of its own, which logs nothing, by default). */
+  background?: Background;
 }
+
+/** The background task that checks whether Redis is back (util/background.ts). */
+export const REDIS_PROBE_TASK = 'redis_probe';
 
 /** Rejects after `ms` unless `promise` settles first. */
 function within<T>(promise: Promise<T>, ms: number): Promise<T> {
@@ -104,12 +110,13 @@ export class ResilientLimiter implements Limiter {
   /** The memory limiter of each ticket admitted locally. */
   readonly #localOwner = new WeakMap<Ticket, Limiter>();
   readonly #pending: { ticket: Ticket; tokens: number }[] = [];
-  readonly #onReady = (): void => void this.#probe();
+  readonly #background: Background;
+  readonly #onReady: () => void;
   readonly #onClientError = (): void => {};
-  readonly #onClose = (): void => this.#degrade(new RedisLimiterError('the connection to Redis was lost'));
+  readonly #onClose: () => void;
   #state: LimiterState = 'ok';
   #local: Limiter | null = null;
-  #timer: NodeJS.Timeout | undefined;
+  #prober: PeriodicTask | undefined;
   #probing = false;
   #closed = false;
 
@@ -124,6 +131,11 @@ export class ResilientLimiter implements Limiter {
     this.#onStateChange = options.onStateChange ?? (() => {});
     this.#onError = options.onError ?? (() => {});
     this.#maxPending = Math.max(0, options.maxPendingSettles ?? 10_000);
+    this.#background = options.background ?? new Background();
+    this.#onReady = this.#background.guard(REDIS_PROBE_TASK, () => this.#probe());
+    this.#onClose = this.#background.guard(REDIS_PROBE_TASK, () =>
+      this.#degrade(new RedisLimiterError('the connection to Redis was lost')),
+    );
     this.#redis = new RedisLimiter({
       redis: options.redis,
       store: options.store,
@@ -180,8 +192,8 @@ export class ResilientLimiter implements Limiter {
 
   close(): void {
     this.#closed = true;
-    if (this.#timer) clearInterval(this.#timer);
-    this.#timer = undefined;
+    this.#prober?.stop();
+    this.#prober = undefined;
     this.#client.off('ready', this.#onReady);
     this.#client.off('close', this.#onClose);
     this.#client.off('error', this.#onClientError);
@@ -248,8 +260,10 @@ export class ResilientLimiter implements Limiter {
     // A new outage starts from the store's usage again, not from a previous outage's counters.
     // The previous memory limiter lives on in its tickets until they are settled.
     this.#local = null;
-    this.#timer = setInterval(() => void this.#probe(), this.#probeMs);
-    this.#timer.unref();
+    // Still down is not a failure of the probe (the state says so); a probe that throws is.
+    this.#prober = this.#background.every(REDIS_PROBE_TASK, this.#probeMs, () => this.#probe(), {
+      retry: { initialMs: this.#probeMs, maxMs: Math.max(this.#probeMs, 10_000) },
+    });
     this.#onStateChange('degraded', error);
   }
 
@@ -272,8 +286,8 @@ export class ResilientLimiter implements Limiter {
   #recover(): void {
     if (this.#closed || this.#state === 'ok') return;
     this.#state = 'ok';
-    if (this.#timer) clearInterval(this.#timer);
-    this.#timer = undefined;
+    this.#prober?.stop();
+    this.#prober = undefined;
     this.#onStateChange('ok');
     for (const { ticket, tokens } of this.#pending.splice(0)) this.#settleRedis(ticket, tokens);
   }

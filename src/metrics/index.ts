@@ -57,6 +57,8 @@ export interface MetricSources {
   usageQueue: { readonly depth: number; readonly dropped: number; readonly written: number };
   /** Requests being served right now. */
   inflight: () => number;
+  /** Supervised background tasks (`Background`, util/background.ts): failures per task, and how many fail now. */
+  background?: { readonly failures: ReadonlyMap<string, number>; readonly failingCount: number };
   /** Client connections (`ConnectionGuard`): open now, refused at accept, closed by a timeout. */
   connections?: {
     readonly open: number;
@@ -99,7 +101,7 @@ export class Metrics {
   constructor(options: MetricsOptions) {
     const register = this.registry;
     const registers = [register];
-    const { keyCache, usageQueue, inflight, connections } = options.sources;
+    const { keyCache, usageQueue, inflight, connections, background } = options.sources;
     this.#models = new ModelLabels(options.modelLabelLimit ?? DEFAULT_MODEL_LABEL_LIMIT);
     if (options.defaultMetrics !== false) collectDefaultMetrics({ register });
 
@@ -218,6 +220,23 @@ export class Metrics {
       () => usageQueue.written,
     );
     gauge('keygate_inflight_requests', 'Requests to /v1 being served right now.', inflight);
+    if (background) {
+      new Counter({
+        name: 'keygate_background_task_failures_total',
+        help: 'Failed runs of background tasks (timers and listeners: usage writes, alert checks, the key change poll...), by task.',
+        labelNames: ['task'],
+        registers,
+        collect() {
+          this.reset();
+          for (const [task, failures] of background.failures) this.labels(task).inc(failures);
+        },
+      });
+      gauge(
+        'keygate_background_tasks_failing',
+        'Background tasks whose last run failed (they are retried with a backoff).',
+        () => background.failingCount,
+      );
+    }
     if (connections) {
       gauge(
         'keygate_connections_open',

@@ -1,4 +1,5 @@
 import { join } from 'node:path';
+import type { Background } from '../util/background.ts';
 import { SqliteStore } from './sqlite.ts';
 import type { Store } from './types.ts';
 
@@ -11,7 +12,14 @@ export interface StoreLocation {
   databaseUrl?: string | undefined;
   /** PostgreSQL connections per process (default 10). */
   poolSize?: number | undefined;
+  /**
+   * Where the errors of idle PostgreSQL connections are recorded (task `store_connections`, until
+   * a new connection is made); without it they are ignored (never thrown: they would end the process).
+   */
+  background?: Background | undefined;
 }
+
+export const STORE_CONNECTIONS_TASK = 'store_connections';
 
 /** Whether a string is a PostgreSQL connection URL (rather than a data directory). */
 export function isDatabaseUrl(value: string): boolean {
@@ -28,7 +36,12 @@ export async function openStore(where: string | StoreLocation): Promise<Store> {
   // PostgreSQL's driver is loaded only by the deployments that use it.
   const store: Store =
     url !== undefined
-      ? new (await import('./postgres.ts')).PostgresStore({ url, poolSize: location.poolSize })
+      ? new (await import('./postgres.ts')).PostgresStore({
+          url,
+          poolSize: location.poolSize,
+          onError: (error) => location.background?.failed(STORE_CONNECTIONS_TASK, error),
+          onConnect: () => location.background?.succeeded(STORE_CONNECTIONS_TASK),
+        })
       : new SqliteStore(join(location.dataDir, SQLITE_FILE));
   try {
     await store.migrate();

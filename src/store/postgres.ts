@@ -136,6 +136,8 @@ export interface PostgresStoreOptions {
   connectTimeoutMs?: number | undefined;
   /** Errors of idle pooled connections (e.g. the server restarted); the next query reconnects. */
   onError?: ((error: Error) => void) | undefined;
+  /** A new pooled connection was made (after `onError`: the server is reachable again). */
+  onConnect?: (() => void) | undefined;
 }
 
 /** Type parsers: BIGINT (epoch ms, counts) and NUMERIC (sums) as numbers; the rest as pg does. */
@@ -337,6 +339,7 @@ export class PostgresStore implements Store {
     });
     // Without a listener an idle connection's error (a server restart) would end the process.
     this.#pool.on('error', (error) => options.onError?.(error));
+    if (options.onConnect) this.#pool.on('connect', options.onConnect);
   }
 
   async #rows(db: Db, text: string, values: unknown[] = []): Promise<Row[]> {

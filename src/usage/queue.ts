@@ -6,24 +6,43 @@
  * store that takes milliseconds per write, PostgreSQL, that would turn a steady load into a
  * stream of tiny batches, each paying a statement's fixed cost). A failed write keeps the batch
  * for the next attempt; past `maxQueued` the oldest records are dropped and counted. `close()`
- * drains.
+ * drains, and hands back what it could not write (the caller keeps it: see `http/server.ts`).
+ *
+ * The interval's flush is a supervised background task (`usage_flush`, util/background.ts): while
+ * writes fail it is retried after a growing backoff rather than every interval, a whole batch
+ * queued no longer starts a write of its own (a store that is down is not asked once per request),
+ * and the failure is logged when it starts and when it ends, not per attempt.
  */
 import type { Store, UsageRecord } from '../store/types.ts';
+import { Background, type PeriodicTask } from '../util/background.ts';
+
+export const USAGE_FLUSH_TASK = 'usage_flush';
+/** Failing while the queue is full and drops records; recovered at the next write. */
+export const USAGE_QUEUE_FULL_TASK = 'usage_queue_full';
 
 export interface UsageQueueOptions {
   store: Store;
   flushIntervalMs: number;
   batchSize: number;
   maxQueued: number;
+  /** Supervises the flushes (one of its own, which logs nothing, by default). */
+  background?: Background;
+  /** The longest wait between two attempts while writes fail. @default 30 s */
+  maxRetryMs?: number;
+  /** Every failed write (the background task logs the changes of state). */
   onError?: (error: unknown) => void;
   onDrop?: (count: number) => void;
 }
 
+/** What a drain ended with: a failed write's error, or none. */
+type Outcome = { error: unknown } | undefined;
+
 export class UsageQueue {
   readonly #options: UsageQueueOptions;
+  readonly #background: Background;
+  readonly #task: PeriodicTask;
   #pending: UsageRecord[] = [];
-  #timer: NodeJS.Timeout | undefined;
-  #flushing: Promise<void> | undefined;
+  #flushing: Promise<Outcome> | undefined;
   /** How many records at the front of `#pending` are being written right now. */
   #writing = 0;
   /** Records dropped because the queue was full. */
@@ -32,12 +51,28 @@ export class UsageQueue {
 
   constructor(options: UsageQueueOptions) {
     this.#options = options;
-    this.#timer = setInterval(() => void this.flush(), options.flushIntervalMs);
-    this.#timer.unref();
+    this.#background = options.background ?? new Background();
+    this.#task = this.#background.every(
+      USAGE_FLUSH_TASK,
+      options.flushIntervalMs,
+      async () => {
+        const outcome = await this.#start(true);
+        if (outcome) {
+          this.#options.onError?.(outcome.error);
+          throw outcome.error;
+        }
+      },
+      { retry: { initialMs: options.flushIntervalMs, maxMs: options.maxRetryMs ?? 30_000 } },
+    );
   }
 
   get depth(): number {
     return this.#pending.length;
+  }
+
+  /** Whether the last write failed (writes are then retried from the timer only). */
+  get failing(): boolean {
+    return this.#task.failing;
   }
 
   push(record: UsageRecord): void {
@@ -46,29 +81,44 @@ export class UsageQueue {
     if (overflow > 0) {
       this.#pending.splice(this.#writing, overflow);
       this.dropped += overflow;
+      this.#background.failed(
+        USAGE_QUEUE_FULL_TASK,
+        new Error(
+          `the usage queue is full (usage.maxQueued = ${this.#options.maxQueued}): the oldest records are dropped`,
+        ),
+      );
       this.#options.onDrop?.(overflow);
     }
-    if (this.#pending.length >= this.#options.batchSize && !this.#flushing) void this.#start(false);
+    if (this.#pending.length >= this.#options.batchSize && !this.#flushing && !this.#task.failing)
+      void this.#start(false).then((outcome) => this.#report(outcome));
+  }
+
+  #report(outcome: Outcome): void {
+    if (outcome) {
+      this.#background.failed(USAGE_FLUSH_TASK, outcome.error);
+      this.#options.onError?.(outcome.error);
+    } else this.#background.succeeded(USAGE_FLUSH_TASK);
   }
 
   /**
    * Writes everything queued so far (one batch at a time), after the write in progress if there
-   * is one; resolves when done or failed.
+   * is one; resolves when done or failed (a failure is reported, and the records stay queued).
    */
-  flush(): Promise<void> {
-    return this.#start(true);
+  async flush(): Promise<void> {
+    this.#report(await this.#start(true));
   }
 
-  #start(all: boolean): Promise<void> {
+  #start(all: boolean): Promise<Outcome> {
     if (this.#flushing) return all ? this.#flushing.then(() => this.#start(true)) : this.#flushing;
-    this.#flushing = this.#drain(all).finally(() => {
+    const flushing = this.#drain(all).finally(() => {
       this.#flushing = undefined;
     });
-    return this.#flushing;
+    this.#flushing = flushing;
+    return flushing;
   }
 
-  /** Whole batches, and with `all` also what was queued when it began (in batches). */
-  async #drain(all: boolean): Promise<void> {
+  /** Whole batches, and with `all` also what was queued when it began (in batches). Never rejects. */
+  async #drain(all: boolean): Promise<Outcome> {
     let owed = all ? this.#pending.length : 0;
     const { batchSize } = this.#options;
     while (this.#pending.length > 0 && (owed > 0 || this.#pending.length >= batchSize)) {
@@ -78,22 +128,28 @@ export class UsageQueue {
       try {
         await this.#options.store.recordUsage(batch);
       } catch (error) {
-        this.#options.onError?.(error);
-        return; // keep the batch; the next flush retries it
+        return { error }; // keep the batch; the next flush retries it
       } finally {
         this.#writing = 0;
       }
       // Remove exactly what was written (new records may have been pushed meanwhile).
       this.#pending.splice(0, batch.length);
       this.written += batch.length;
+      this.#background.succeeded(USAGE_QUEUE_FULL_TASK);
     }
+    return undefined;
   }
 
-  /** Stops the timer and writes what is left. */
-  async close(): Promise<void> {
-    if (this.#timer) clearInterval(this.#timer);
-    this.#timer = undefined;
+  /**
+   * Stops the timer and writes what is left (a second attempt if the first failed). Returns the
+   * records that could still not be written, which leave the queue: the caller keeps them
+   * elsewhere or reports them lost.
+   */
+  async close(): Promise<UsageRecord[]> {
+    this.#task.stop();
+    await this.#task.running;
     await this.flush();
     if (this.#pending.length > 0) await this.flush();
+    return this.#pending.splice(0);
   }
 }
