@@ -1,17 +1,29 @@
-# Keygate image (docs/deploy.md). Node.js 24 LTS; the console is built at image build time.
+# Keygate image (docs/deploy.md). Node.js 24 LTS; the gateway and the console are built at image
+# build time. test/regression/docker-build-order.test.ts replays this file's steps in CI (no
+# Docker engine runs there): keep to the syntax test/support/dockerfile.ts understands.
 FROM node:24-bookworm-slim AS build
 WORKDIR /opt/keygate
+# The dependencies first, in a layer that a change of the source does not rebuild, and without
+# install scripts: the project's own `prepare` is the build, which needs the source copied below
+# (run before it, tsc stopped at TS5058), and the only dependency with one is the dev dependency
+# `node`, which would download a second Node 24 into an image that has one.
 COPY package.json package-lock.json ./
-COPY scripts ./scripts
-COPY console ./console
-RUN npm ci --no-audit --no-fund
+RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY . .
-RUN npm run build:console && npm prune --omit=dev
+RUN npm run build && npm prune --omit=dev --ignore-scripts --no-audit --no-fund
 
 FROM node:24-bookworm-slim
-ENV NODE_ENV=production
+# KEYGATE_DATA_DIR: `docker compose exec keygate-1 node bin/keygate.js <command>` then works on the
+# gateway's data directory (the CLI's default, ./.keygate, is not writable by the keygate user).
+ENV NODE_ENV=production KEYGATE_DATA_DIR=/var/lib/keygate
 WORKDIR /opt/keygate
-COPY --from=build /opt/keygate /opt/keygate
+# Only what runs: the launcher, the compiled gateway, the built console, the production
+# dependencies (bin/keygate.js runs dist/ when there is no newer src/ beside it).
+COPY --from=build /opt/keygate/package.json ./package.json
+COPY --from=build /opt/keygate/bin ./bin
+COPY --from=build /opt/keygate/dist ./dist
+COPY --from=build /opt/keygate/console/dist ./console/dist
+COPY --from=build /opt/keygate/node_modules ./node_modules
 RUN useradd --system --home /var/lib/keygate --create-home keygate
 USER keygate
 EXPOSE 8080
