@@ -4,14 +4,15 @@
  * key's rpm holds exactly across them, and SIGTERM stops everything gracefully.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { Redis } from 'ioredis';
-import { describeDistributed, eventually, within } from '../support/cluster.ts';
+import { createCliHarness, type Proc, waitForBanner } from '../support/cli.ts';
+import { describeDistributed, within } from '../support/cluster.ts';
 import { freePort } from '../support/ports.ts';
 import { DEFAULT_STUB_API_KEY, startUpstreamStub, type UpstreamStub } from '../support/upstream-stub.ts';
 
@@ -21,10 +22,11 @@ const REDIS_URL = process.env.KEYGATE_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379'
 await describeDistributed('keygate start --workers 2', () => {
   let stub: UpstreamStub;
   let dir: string;
-  let child: ChildProcess;
+  let child: Proc;
   let url: string;
   let env: NodeJS.ProcessEnv;
-  let output = '';
+  const harness = createCliHarness({ tempPrefix: 'keygate-workers-' });
+  const output = () => `${child.stdout}${child.stderr}`;
   const prefix = `keygate-test:${randomBytes(6).toString('hex')}:`;
 
   before(async () => {
@@ -47,21 +49,14 @@ await describeDistributed('keygate start --workers 2', () => {
       KEYGATE_UPSTREAM_URL: stub.url,
       KEYGATE_UPSTREAM_KEY: DEFAULT_STUB_API_KEY,
     };
-    child = spawn(process.execPath, [BIN, 'start', '--workers', '2', '--http', '--port', String(port)], {
-      env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    child.stdout?.on('data', (chunk: Buffer) => {
-      output += chunk.toString();
-    });
-    child.stderr?.on('data', (chunk: Buffer) => {
-      output += chunk.toString();
-    });
-    await eventually(async () => output.includes('with 2 worker processes'), 'the two workers to listen');
+    child = harness.spawnKeygate(['start', '--workers', '2', '--http', '--port', String(port)], env);
+    // The whole banner, not its first line: the primary writes the rest after it.
+    await waitForBanner(child);
   });
 
   after(async () => {
-    if (child.exitCode === null) child.kill('SIGKILL');
+    if (child.exit === undefined) child.child.kill('SIGKILL');
+    await harness.cleanup();
     await stub.close();
     const redis = new Redis(REDIS_URL, { lazyConnect: true });
     await redis.connect();
@@ -72,11 +67,11 @@ await describeDistributed('keygate start --workers 2', () => {
   });
 
   test('two worker processes serve the port, and a key’s rpm holds exactly across them', async () => {
-    const workers = execFileSync('pgrep', ['-P', String(child.pid)], { encoding: 'utf8' })
+    const workers = execFileSync('pgrep', ['-P', String(child.child.pid)], { encoding: 'utf8' })
       .trim()
       .split('\n')
       .filter(Boolean);
-    assert.equal(workers.length, 2, output);
+    assert.equal(workers.length, 2, output());
 
     const created = execFileSync(
       process.execPath,
@@ -109,14 +104,14 @@ await describeDistributed('keygate start --workers 2', () => {
       acc[s] = (acc[s] ?? 0) + 1;
       return acc;
     }, {});
-    assert.deepEqual(counts, { 200: 5, 429: 15 }, output);
+    assert.deepEqual(counts, { 200: 5, 429: 15 }, output());
     assert.equal(stub.requests.filter((r) => r.path === '/v1/chat/completions').length, 5);
   });
 
   test('SIGTERM stops the workers gracefully and the primary exits 0', async () => {
-    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-    child.kill('SIGTERM');
-    assert.equal(await within(exited, 15_000, 'the primary to exit'), 0, output);
-    assert.match(output, /Keygate stopped\./);
+    child.child.kill('SIGTERM');
+    const exit = await within(child.exited, 15_000, 'the primary to exit');
+    assert.deepEqual(exit, { code: 0, signal: null }, output());
+    assert.match(child.stderr, /Keygate stopped\./);
   });
 });

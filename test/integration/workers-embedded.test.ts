@@ -4,30 +4,22 @@
  * exactly across the workers, and a worker killed mid-request does not keep its slot.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { createCliHarness, type Proc, waitForBanner } from '../support/cli.ts';
 import { statuses as countStatuses } from '../support/cluster.ts';
 import { freePort } from '../support/ports.ts';
 import { DEFAULT_STUB_API_KEY, startUpstreamStub, type UpstreamStub } from '../support/upstream-stub.ts';
+import { eventually } from '../support/wait.ts';
 
 const BIN = new URL('../../bin/keygate.js', import.meta.url).pathname;
 
-async function until(check: () => Promise<boolean> | boolean, what: string, ms = 20_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (await check()) return;
-    await sleep(50);
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
-
-function workerPids(primary: ChildProcess): string[] {
+function workerPids(primary: Proc): string[] {
   try {
-    return execFileSync('pgrep', ['-P', String(primary.pid)], { encoding: 'utf8' })
+    return execFileSync('pgrep', ['-P', String(primary.child.pid)], { encoding: 'utf8' })
       .trim()
       .split('\n')
       .filter(Boolean);
@@ -39,10 +31,11 @@ function workerPids(primary: ChildProcess): string[] {
 describe('keygate start --workers 2 without Redis', () => {
   let stub: UpstreamStub;
   let dir: string;
-  let child: ChildProcess;
+  let child: Proc;
   let url: string;
   let env: NodeJS.ProcessEnv;
-  let output = '';
+  const harness = createCliHarness({ tempPrefix: 'keygate-workers-embedded-' });
+  const output = () => `${child.stdout}${child.stderr}`;
 
   const createKey = (...flags: string[]): string => {
     const created = execFileSync(
@@ -72,33 +65,26 @@ describe('keygate start --workers 2 without Redis', () => {
     delete env.REDIS_URL;
     delete env.DATABASE_URL;
     env.KEYGATE_UPSTREAM_KEY = DEFAULT_STUB_API_KEY;
-    child = spawn(process.execPath, [BIN, 'start', '--workers', '2', '--http', '--port', String(port)], {
-      env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    child.stdout?.on('data', (chunk: Buffer) => {
-      output += chunk.toString();
-    });
-    child.stderr?.on('data', (chunk: Buffer) => {
-      output += chunk.toString();
-    });
-    await until(() => output.includes('with 2 worker processes'), 'the two workers to listen');
+    child = harness.spawnKeygate(['start', '--workers', '2', '--http', '--port', String(port)], env);
+    // The whole banner: the lines this file asserts follow the one that says where it listens.
+    await waitForBanner(child);
   });
 
   after(async () => {
-    if (child.exitCode === null) child.kill('SIGKILL');
+    if (child.exit === undefined) child.child.kill('SIGKILL');
+    await harness.cleanup();
     await stub.close();
     rmSync(dir, { recursive: true, force: true });
   });
 
   test('the banner and /readyz say the limits are kept by the primary', async () => {
-    assert.match(output, /limits, budgets and concurrency kept by the primary process/);
+    assert.match(child.stderr, /limits, budgets and concurrency kept by the primary process/);
     const ready = (await (await fetch(`${url}/readyz`)).json()) as { checks: { limits: string } };
     assert.equal(ready.checks.limits, 'primary');
   });
 
   test('a key’s rpm holds exactly across the two workers', async () => {
-    assert.equal(workerPids(child).length, 2, output);
+    assert.equal(workerPids(child).length, 2, output());
     const key = createKey('--rpm', '5');
     const before = stub.requests.length;
     const statuses = await Promise.all(
@@ -109,7 +95,7 @@ describe('keygate start --workers 2 without Redis', () => {
         }),
       ),
     );
-    assert.deepEqual(countStatuses(statuses.map((status) => ({ status }))), { 200: 5, 429: 15 }, output);
+    assert.deepEqual(countStatuses(statuses.map((status) => ({ status }))), { 200: 5, 429: 15 }, output());
     assert.equal(stub.requests.length - before, 5);
   });
 
@@ -125,24 +111,31 @@ describe('keygate start --workers 2 without Redis', () => {
     const killed = workerPids(child);
     for (const pid of killed) process.kill(Number(pid), 'SIGKILL');
     await held.arrayBuffer().catch(() => undefined);
-    await until(() => {
-      const now = workerPids(child);
-      return now.length === 2 && now.every((pid) => !killed.includes(pid));
-    }, 'two new workers');
-    await until(async () => {
-      try {
-        return (await fetch(`${url}/healthz`)).status === 200;
-      } catch {
-        return false;
-      }
-    }, 'the new workers to answer');
+    await eventually(
+      () => {
+        const now = workerPids(child);
+        return now.length === 2 && now.every((pid) => !killed.includes(pid));
+      },
+      'two new workers',
+      20_000,
+    );
+    await eventually(
+      async () => {
+        try {
+          return (await fetch(`${url}/healthz`)).status === 200;
+        } catch {
+          return false;
+        }
+      },
+      'the new workers to answer',
+      20_000,
+    );
     const after = await chat(key);
     assert.equal(after.status, 200, await after.text());
   });
 
   test('SIGTERM stops the workers and the primary exits 0', async () => {
-    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-    child.kill('SIGTERM');
-    assert.equal(await exited, 0, output);
+    child.child.kill('SIGTERM');
+    assert.deepEqual(await child.exited, { code: 0, signal: null }, output());
   });
 });

@@ -14,12 +14,14 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent } from 'undici';
 import { DEFAULT_STUB_API_KEY, startUpstreamStub, type UpstreamStub } from './upstream-stub.ts';
+import { eventually, within } from './wait.ts';
+
+export { within };
 
 const ROOT = join(import.meta.dirname, '..', '..');
 export const KEY_RE = /^kg_[0-9A-Za-z]{38}$/;
 export const ANY_KEY_RE = /kg_[0-9A-Za-z]{38}/;
 export const STACK_LINE = /^\s+at\s/m;
-const LISTENING = /Keygate \S+ is listening on (https?:\/\/\S+)/;
 export const CLI_TIMEOUT_MS = 20_000;
 const START_TIMEOUT_MS = 20_000;
 export const STOP_TIMEOUT_MS = 10_000;
@@ -72,18 +74,6 @@ export function baseEnv(): NodeJS.ProcessEnv {
   return env;
 }
 
-export async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 /** SIGTERM, then SIGKILL if it does not exit in time. Never throws. */
 export async function stopProc(proc: Proc, ms = STOP_TIMEOUT_MS): Promise<Exit | undefined> {
   if (proc.exit) return proc.exit;
@@ -97,18 +87,33 @@ export async function stopProc(proc: Proc, ms = STOP_TIMEOUT_MS): Promise<Exit |
 }
 
 export async function waitForOutput(proc: Proc, pattern: RegExp, ms: number): Promise<RegExpExecArray> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const match = pattern.exec(proc.stderr);
-    if (match) return match;
-    if (proc.exit)
-      throw new Error(
-        `keygate ${proc.args.join(' ')} exited (${proc.exit.code}) before printing ${pattern}\nstderr: ${proc.stderr}`,
-      );
-    if (Date.now() > deadline)
-      throw new Error(`no ${pattern} on stderr within ${ms} ms\nstderr: ${proc.stderr}`);
-    await sleep(20);
-  }
+  return eventually(
+    () => {
+      const match = pattern.exec(proc.stderr);
+      if (match) return match;
+      if (proc.exit)
+        throw new Error(
+          `keygate ${proc.args.join(' ')} exited (${proc.exit.code}) before printing ${pattern}\nstderr: ${proc.stderr}`,
+        );
+      return undefined;
+    },
+    () => `${pattern} on stderr\nstderr: ${proc.stderr}`,
+    ms,
+  );
+}
+
+/**
+ * `keygate start`'s whole banner, from the line that says where it listens (its URL is `[1]`) to
+ * the last one ("Stop with Ctrl-C"). The lines are written one by one, some after an await, so a
+ * test that waited for the first line and read one after it raced the process (it failed once on
+ * `--workers 2`, whose "limits … kept by the primary process" line follows the listening line).
+ */
+export const BANNER = /Keygate \S+ is listening on (https?:\/\/\S+)[\s\S]*?^Stop with Ctrl-C/m;
+
+/** Waits for `keygate start`'s whole banner (see `BANNER`); returns the URL it listens on. */
+export async function waitForBanner(proc: Proc, ms = START_TIMEOUT_MS): Promise<string> {
+  const match = await waitForOutput(proc, BANNER, ms);
+  return match[1] ?? '';
 }
 
 export async function stopGateway(gw: Gateway): Promise<void> {
@@ -242,8 +247,7 @@ export function createCliHarness(options: { tempPrefix: string }): CliHarness {
     args: readonly string[] = [],
   ): Promise<Gateway> {
     const proc = spawnKeygate(['start', '--port', '0', '--data-dir', dataDir, ...args], env);
-    const match = await waitForOutput(proc, LISTENING, START_TIMEOUT_MS);
-    const url = match[1]!;
+    const url = await waitForBanner(proc);
     const port = Number(new URL(url).port);
     const ca = url.startsWith('https:') ? readFileSync(join(dataDir, 'tls', 'cert.pem'), 'utf8') : undefined;
     const agent = new Agent({

@@ -29,6 +29,11 @@ import { cleanup as deleteRedisKeys, REDIS_URL, redisUnavailable, testClient } f
 import { adminQuery, databaseUrl, dropTestDatabase, postgresUnavailable } from './stores.ts';
 import { startUpstreamStub, type UpstreamStub } from './upstream-stub.ts';
 
+// The one polling helper and bounded wait (test/support/wait.ts), here too for the cluster tests.
+import { eventually, within } from './wait.ts';
+
+export { eventually, within };
+
 export type Instance = TestGateway;
 
 export interface InstanceOptions {
@@ -62,18 +67,6 @@ export interface ErrorBody {
   param: string | null;
   code: string;
   error: { message: string; type: string; param: string | null; code: string };
-}
-
-export async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 export function sleep(ms: number): Promise<void> {
@@ -358,22 +351,6 @@ export function statuses(replies: readonly { status: number }[]): Record<number,
   const out: Record<number, number> = {};
   for (const r of replies) out[r.status] = (out[r.status] ?? 0) + 1;
   return out;
-}
-
-/** Polls `condition` every 20 ms until it holds; fails after `timeoutMs` with `what`. */
-export async function eventually(
-  condition: () => boolean | Promise<boolean>,
-  what: string | (() => string),
-  timeoutMs = 10_000,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline)
-      throw new Error(
-        `timed out after ${timeoutMs} ms waiting for ${typeof what === 'string' ? what : what()}`,
-      );
-    await sleep(20);
-  }
 }
 
 /** Sum of what the stub served (with a usage report) since `from` (an index into `stub.served`). */

@@ -14,6 +14,11 @@ import type { TestContext } from 'node:test';
 import { Redis } from 'ioredis';
 import { freePort } from './ports.ts';
 
+import { eventually } from './wait.ts';
+
+// The one polling helper (test/support/wait.ts), here too for the Redis tests.
+export { eventually };
+
 export const REDIS_URL = process.env.KEYGATE_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 
 /** A prefix no other test run uses: `kgtest:<random>:`. */
@@ -135,12 +140,15 @@ export class RedisProcess {
     child.once('exit', () => {
       if (this.#child === child) this.#child = null;
     });
-    const deadline = Date.now() + 10_000;
-    while (!(await answers(this.port))) {
-      if (this.#child !== child) throw new Error('redis-server exited at start');
-      if (Date.now() > deadline) throw new Error(`redis-server did not answer on port ${this.port}`);
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
+    await eventually(
+      () => {
+        if (this.#child !== child) throw new Error('redis-server exited at start');
+        return answers(this.port);
+      },
+      `redis-server to answer on port ${this.port}`,
+      10_000,
+      50,
+    );
   }
 
   /** Freezes the server (SIGSTOP): connections stay open and commands go unanswered. */
@@ -163,18 +171,5 @@ export class RedisProcess {
       child.kill('SIGKILL');
       await exited;
     }
-  }
-}
-
-/** Polls `condition` every 20 ms until it holds; fails after `timeoutMs`. */
-export async function eventually(
-  condition: () => boolean | Promise<boolean>,
-  what: string,
-  timeoutMs = 10_000,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
