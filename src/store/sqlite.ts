@@ -333,8 +333,24 @@ export class SqliteStore implements Store {
       this.#db.exec('COMMIT');
       return result;
     } catch (error) {
-      this.#db.exec('ROLLBACK');
+      this.#rollback();
       throw error;
+    }
+  }
+
+  /**
+   * Ends a transaction that failed. After some errors (SQLITE_FULL, SQLITE_IOERR, SQLITE_NOMEM)
+   * SQLite has rolled it back already, and a ROLLBACK then fails with "cannot rollback - no
+   * transaction is active", which would replace the real cause ("database or disk is full") in
+   * the logs and the CLI: so only a transaction still open is rolled back, and a failure of that
+   * never hides the error that caused it.
+   */
+  #rollback(): void {
+    if (!this.#db.isOpen || !this.#db.isTransaction) return;
+    try {
+      this.#db.exec('ROLLBACK');
+    } catch {
+      // The cause is what the caller reports.
     }
   }
 
@@ -1102,11 +1118,15 @@ export class SqliteStore implements Store {
   /** Runs reads on one snapshot of the database (rollups and raw records agree). */
   #read<T>(work: () => T): T {
     this.#db.exec('BEGIN');
+    let result: T;
     try {
-      return work();
-    } finally {
-      this.#db.exec('COMMIT');
+      result = work();
+    } catch (error) {
+      this.#rollback();
+      throw error;
     }
+    this.#db.exec('COMMIT');
+    return result;
   }
 
   /**
