@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { Agent, type Dispatcher, request } from 'undici';
 import { type Config, loadConfig } from '../../src/config/config.ts';
-import { type RunningGateway, startGateway } from '../../src/http/server.ts';
+import { type RunningGateway, type StartOptions, startGateway } from '../../src/http/server.ts';
 import { createKey, type KeyRestrictions } from '../../src/keys/service.ts';
 import { DEFAULT_STUB_API_KEY, startUpstreamStub, type UpstreamStub } from './upstream-stub.ts';
 
@@ -55,6 +55,8 @@ export interface TestGatewayOptions {
   stub?: UpstreamStub;
   /** The environment startGateway reads (KEYGATE_SECRET); default: none. */
   env?: NodeJS.ProcessEnv;
+  /** Options of startGateway that are not settings (a shorter alert evaluation interval). */
+  start?: Pick<StartOptions, 'alertEvaluateIntervalMs'>;
 }
 
 export function tempDir(prefix = 'keygate-test-'): string {
@@ -84,7 +86,7 @@ export async function startTestGateway(options: TestGatewayOptions = {}): Promis
       callback();
     },
   });
-  const gateway = await startGateway(config, { env: options.env ?? {}, logDestination });
+  const gateway = await startGateway(config, { ...options.start, env: options.env ?? {}, logDestination });
   const ca = gateway.tls ? readFileSync(gateway.tls.certPath, 'utf8') : undefined;
   const dispatcher = new Agent({ connect: ca ? { ca } : {}, keepAliveTimeout: 1000 });
   const url = gateway.url;
