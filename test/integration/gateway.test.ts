@@ -9,11 +9,12 @@ import { request as httpsRequest } from 'node:https';
 import { type AddressInfo, connect } from 'node:net';
 import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import { CLI_ACTOR } from '../../src/store/types.ts';
 import { bearer, chatBody, startTestGateway, type TestGateway } from '../support/gateway.ts';
 import { startUpstreamStub } from '../support/upstream-stub.ts';
+import { usageTotalsOf } from '../support/usage-totals.ts';
+import { eventually, pastTime } from '../support/wait.ts';
 
 let t: TestGateway;
 let key: string;
@@ -88,7 +89,8 @@ describe('bearer authentication', () => {
     const revoked = await t.createKey('revoked');
     await t.gateway.store.revokeKey(revoked.id, Date.now(), CLI_ACTOR);
     const expired = await t.createKey('expired', 1);
-    await sleep(400); // the change feed is polled every 250 ms
+    // Its real expiry (1 ms) has passed; none of these was verified before, so nothing is cached.
+    await pastTime((await t.gateway.store.getKey(expired.id))?.expiresAt ?? 0);
     const unknown = (await t.createKey('unknown-in-other-store')).key.replace(/^kg_/, 'kg_');
     const lookAlike = `${key.slice(0, -1)}${key.endsWith('a') ? 'b' : 'a'}`;
     const bodies = new Set<string>();
@@ -116,12 +118,20 @@ describe('bearer authentication', () => {
   });
 
   test('a key in the URL is refused with 400, whatever the key', async () => {
-    for (const query of [`?key=${key}`, `?api_key=${key}`, `?x=1&access_token=${key}`]) {
-      const res = await t.call(`/v1/models${query}`, { headers: { authorization: `Bearer ${key}` } });
+    const queries = [`?key=${key}`, `?api_key=${key}`, `?x=1&access_token=${key}`];
+    for (const [i, query] of queries.entries()) {
+      const res = await t.call(`/v1/models${query}`, {
+        headers: { authorization: `Bearer ${key}`, 'x-request-id': `key-in-url-${i}` },
+      });
       assert.equal(res.status, 400);
       assert.match((res.json() as ErrorBody).message, /not accepted in the URL/);
     }
     assert.ok(!t.logLines.some((line) => line.includes('api_key=')), 'the query string is not logged');
+    // Their access lines are written (after the response), so their absence below means something.
+    await eventually(async () => {
+      await new Promise<void>((resolve) => t.gateway.logger.flush(() => resolve()));
+      return queries.every((_, i) => t.logLines.some((line) => line.includes(`"key-in-url-${i}"`)));
+    }, 'the access log lines of the refused requests');
   });
 });
 
@@ -431,11 +441,11 @@ describe('upstream failures', () => {
     });
     const requestId = res.headers['x-request-id'];
     for await (const _chunk of res.body) break; // first chunk, then hang up
-    await sleep(100);
+    // The stub's request ends when its client (the gateway) goes: at once if the gateway stopped
+    // it, or only once the stream is over (10 chunks, 200 ms apart) with its usage chunk served.
+    await eventually(() => t.stub.inFlight === 0, 'the provider request to end');
     const after = await t.call('/v1/models', { headers: bearer(key) });
     assert.equal(after.status, 200);
-    // Left alone, the stub would finish the stream (10 chunks, 200 ms apart) with its usage chunk.
-    await sleep(2300);
     assert.ok(typeof requestId === 'string');
     assert.equal(
       t.stub.served.some((s) => s.requestId === requestId),
@@ -517,8 +527,7 @@ describe('metering and logs', () => {
       prompt += usage.prompt_tokens;
       completion += usage.completion_tokens;
     }
-    await sleep(200); // the write-behind queue flushes every 50 ms in tests
-    const [totals] = await t.gateway.store.usageTotals({ keyId: id });
+    const totals = await usageTotalsOf(t.gateway.store, id, 4);
     assert.deepEqual(
       {
         requests: totals?.requests,
@@ -582,8 +591,7 @@ describe('metering and logs', () => {
         if (size < 2 ** 20) assert.equal(res.headers['content-length'], String(Buffer.byteLength(res.text)));
         else assert.equal(res.headers['content-length'], undefined);
       }
-      await sleep(200);
-      const [totals] = await chunked.gateway.store.usageTotals({ keyId: id });
+      const totals = await usageTotalsOf(chunked.gateway.store, id, 2);
       assert.equal(totals?.totalTokens, expected);
     } finally {
       await chunked.close();
@@ -620,8 +628,7 @@ describe('metering and logs', () => {
       assert.equal(big.status, 200);
       assert.ok(big.text.length > 300_000);
       expected += (JSON.parse(big.text) as { usage: { total_tokens: number } }).usage.total_tokens;
-      await sleep(200);
-      const [totals] = await plain.gateway.store.usageTotals({ keyId: id });
+      const totals = await usageTotalsOf(plain.gateway.store, id, 3);
       assert.equal(totals?.totalTokens, expected);
       assert.ok(expected > 0);
     } finally {
@@ -647,13 +654,8 @@ describe('metering and logs', () => {
       seen += String(chunk);
       if ((seen.match(/"content":" ?tok/g) ?? []).length >= 3) break; // three tokens, then hang up
     }
-    // Wait for the usage record (written behind the response), not for a fixed time.
-    let [totals] = await t.gateway.store.usageTotals({ keyId: id });
-    for (const deadline = Date.now() + 5000; (totals?.requests ?? 0) < 1 && Date.now() < deadline; ) {
-      await new Promise((resolve) => setImmediate(resolve));
-      [totals] = await t.gateway.store.usageTotals({ keyId: id });
-    }
-    assert.equal(totals?.requests, 1);
+    const totals = await usageTotalsOf(t.gateway.store, id, 1);
+    assert.equal(totals.requests, 1);
     assert.ok(
       (totals?.completionTokens ?? 0) >= 3 && (totals?.completionTokens ?? 0) <= 5,
       `${totals?.completionTokens}`,
@@ -693,19 +695,22 @@ describe('metering and logs', () => {
       });
       assert.equal(res.status, 200);
     }
-    await sleep(200);
-    const [totals] = await t.gateway.store.usageTotals({ keyId: id });
-    assert.equal(totals?.requests, 3);
+    const totals = await usageTotalsOf(t.gateway.store, id, 3);
+    assert.equal(totals.requests, 3);
   });
 
   test('the access log has one JSON line per request with the key id and never a key', async () => {
     const marker = 'log-line-marker';
     const res = await t.call('/v1/models', { headers: { ...bearer(key), 'x-request-id': marker } });
-    await sleep(50);
-    await new Promise<void>((resolve) => t.gateway.logger.flush(() => resolve()));
-    const lines = t.logLines
-      .filter((l) => l.includes(marker))
-      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    // The access line is written when the response ends on the server side, which may follow
+    // what the client read.
+    const lines = await eventually(async () => {
+      await new Promise<void>((resolve) => t.gateway.logger.flush(() => resolve()));
+      const found = t.logLines
+        .filter((l) => l.includes(marker))
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
+      return found.length > 0 ? found : undefined;
+    }, 'the access log line');
     assert.equal(lines.length, 1);
     assert.equal(lines[0]?.keyId, keyId);
     assert.equal(lines[0]?.reqId, res.headers['x-request-id']);

@@ -4,10 +4,12 @@
  * nothing; a restart counts nothing twice.
  */
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import { after, before, test } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import { createCliHarness, type Gateway } from '../support/cli.ts';
+import { eventually } from '../support/wait.ts';
 
 const harness = createCliHarness({ tempPrefix: 'keygate-metering-' });
 before(() => harness.start());
@@ -48,6 +50,17 @@ async function totals(dataDir: string, keyId: string): Promise<Usage & { request
   return { requests, prompt_tokens, completion_tokens, total_tokens };
 }
 
+/** How many usage records of the key the gateway has written (read beside the running gateway). */
+function written(dataDir: string, keyId: string): number {
+  const db = new DatabaseSync(join(dataDir, 'keygate.db'), { readOnly: true });
+  try {
+    const row = db.prepare('SELECT count(*) AS n FROM usage_records WHERE key_id = ?').get(keyId);
+    return Number(row?.n);
+  } finally {
+    db.close();
+  }
+}
+
 test('concurrent load, kill -9 after the flush interval, restart: every request counted once', {
   timeout: 90_000,
 }, async () => {
@@ -72,7 +85,8 @@ test('concurrent load, kill -9 after the flush interval, restart: every request 
 
   const first = await harness.startGateway(dataDir, harness.upstreamEnv());
   for (const u of await Promise.all(Array.from({ length: 40 }, (_, i) => chat(first, key, i)))) add(u);
-  await sleep(1200); // past the 500 ms flush interval
+  // Once the usage queue has flushed (every 500 ms) what it held, a kill -9 must lose none of it.
+  await eventually(() => written(dataDir, id) >= expected.requests, 'the usage queue to flush', 20_000);
   first.proc.child.kill('SIGKILL');
   await first.proc.exited;
   assert.deepEqual(await totals(dataDir, id), expected, 'kill -9 after the flush interval lost nothing');

@@ -60,6 +60,8 @@ export interface UpstreamStub {
   served: StubServed[];
   /** Delay before the response head, in milliseconds (default 0). */
   setLatency(ms: number): void;
+  /** Requests still being answered; one whose client hung up leaves at once. */
+  readonly inFlight: number;
   /** Closes the server and all sockets; cancels pending timers. */
   close(): Promise<void>;
 }
@@ -635,6 +637,9 @@ export function startUpstreamStub(opts: StubOptions = {}): Promise<UpstreamStub>
         served,
         setLatency(ms: number): void {
           latencyMs = Math.max(0, ms);
+        },
+        get inFlight(): number {
+          return inFlight.size;
         },
         close(): Promise<void> {
           closing ??= new Promise<void>((done) => {
