@@ -8,6 +8,7 @@ import { request } from 'undici';
 import { createKey } from '../../src/keys/service.ts';
 import { CLI_ACTOR } from '../../src/store/types.ts';
 import { bearer, chatBody, startTestGateway, type TestGateway } from '../support/gateway.ts';
+import { eventually } from '../support/wait.ts';
 
 let t: TestGateway;
 before(async () => {
@@ -77,8 +78,9 @@ test('--concurrency 2: a third request in flight is refused, and slots come back
   assert.equal(third.status, 429);
   assert.match((JSON.parse(third.text) as { message: string }).message, /concurren/i);
   await Promise.all(open.map((r) => r.body.text()));
-  await new Promise((resolve) => setTimeout(resolve, 50));
-  assert.equal((await chat(key)).status, 200, 'finished streams free their slots');
+  // A slot is given back when the server has finished the response, which may follow the client's
+  // last byte: retried until then (a refusal holds no slot).
+  await eventually(async () => (await chat(key)).status === 200, 'finished streams to free their slots');
 });
 
 test('--tpm charges the estimate up front and settles with the real usage', async () => {
@@ -125,9 +127,16 @@ test('a key budget holds with streaming and concurrent requests, and says which 
   assert.match(body.message, /this key's daily budget is 200 tokens/);
   assert.match(body.message, /\d{4}-\d{2}-\d{2}T00:00:00/);
   assert.ok(Number(refused.headers['retry-after']) > 0);
-  await new Promise((resolve) => setTimeout(resolve, 200));
-  const [totals] = await t.gateway.store.usageTotals({ keyId: id });
-  assert.equal(totals?.totalTokens, delivered, 'the store agrees with what was delivered');
+  // Written behind the responses: wait until the store has at least what was delivered.
+  let stored: number | undefined;
+  await eventually(
+    async () => {
+      stored = (await t.gateway.store.usageTotals({ keyId: id }))[0]?.totalTokens;
+      return (stored ?? 0) >= delivered;
+    },
+    () => `${delivered} tokens in the store (${stored} so far)`,
+  );
+  assert.equal(stored, delivered, 'the store agrees with what was delivered');
 });
 
 test('a workspace budget is shared by all keys of the workspace', async () => {

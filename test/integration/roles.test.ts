@@ -13,6 +13,7 @@ import { CLI_ACTOR, DEFAULT_WORKSPACE_ID, type Role } from '../../src/store/type
 import { createUser, removeMember, setRole } from '../../src/users/service.ts';
 import { newId } from '../../src/util/ids.ts';
 import { startTestGateway, type TestGateway } from '../support/gateway.ts';
+import { usageTotalsOf } from '../support/usage-totals.ts';
 
 let t: TestGateway;
 const userIds: Partial<Record<Role, string>> = {};
@@ -390,7 +391,9 @@ describe('ownership', () => {
     for (const k of [mine.key, others.key]) {
       assert.equal((await t.call('/v1/models', { headers: { authorization: `Bearer ${k}` } })).status, 200);
     }
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    // Both requests' usage is stored (behind the responses), so the filter below has both to sort.
+    await usageTotalsOf(t.gateway.store, mine.id, 1);
+    await usageTotalsOf(t.gateway.store, others.id, 1);
     const seen = JSON.parse((await call('GET', '/admin/v1/usage', keys.member ?? '')).text) as {
       data: { key_id: string }[];
     };

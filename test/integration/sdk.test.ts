@@ -13,7 +13,8 @@ import OpenAI from 'openai';
 import type { ChatCompletionCreateParamsNonStreaming } from 'openai/resources/chat/completions';
 import { Agent, setGlobalDispatcher } from 'undici';
 import { CLI_ACTOR } from '../../src/store/types.ts';
-import { startTestGateway, type TestGateway, UPSTREAM_KEY } from '../support/gateway.ts';
+import { bearer, startTestGateway, type TestGateway, UPSTREAM_KEY } from '../support/gateway.ts';
+import { eventually } from '../support/wait.ts';
 
 const PROMPT = 'hello there from the sdk';
 const REPLY = `Echo: ${PROMPT}`;
@@ -293,7 +294,10 @@ test('revoked key: 401 through both SDKs once the change feed has run', async ()
   const ok = await mistral(revoked).chat.complete({ model: 'mistral-small-latest', messages });
   assert.equal(ok.choices[0]?.message?.content, REPLY);
   await t.gateway.store.revokeKey(id, Date.now(), CLI_ACTOR);
-  await new Promise((resolve) => setTimeout(resolve, 400));
+  await eventually(async () => {
+    await t.gateway.verifier.syncChanges();
+    return (await t.call('/v1/models', { headers: bearer(revoked) })).status === 401;
+  }, 'the revocation to reach the server');
   await assert.rejects(
     mistral(revoked).chat.complete({ model: 'mistral-small-latest', messages }),
     mistralStatus(401),

@@ -9,11 +9,11 @@ import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { after, before, test } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { costOf, type Pricing } from '../../src/usage/pricing.ts';
 import type { UsageReportView, UsageRowView } from '../../src/views.ts';
 import { baseEnv, type CliResult, createCliHarness } from '../support/cli.ts';
 import { bearer, chatBody, startTestGateway, type TestGateway, tempDir } from '../support/gateway.ts';
+import { eventually } from '../support/wait.ts';
 
 const PRICING: Pricing = {
   currency: 'EUR',
@@ -166,11 +166,13 @@ test('reported by model: the tokens the provider reported, the cost of the price
 
   // Usage is written behind the responses: wait (bounded) until every call is in.
   let byModel = await report('?by=model');
-  for (const deadline = Date.now() + 10_000; sum(byModel.data, 'requests') < requests; ) {
-    assert.ok(Date.now() < deadline, `usage did not settle: ${JSON.stringify(byModel.data)}`);
-    await sleep(50);
-    byModel = await report('?by=model');
-  }
+  await eventually(
+    async () => {
+      byModel = await report('?by=model');
+      return sum(byModel.data, 'requests') >= requests;
+    },
+    () => `usage to settle: ${JSON.stringify(byModel.data)}`,
+  );
   assert.equal(byModel.by, 'model');
   assert.equal(byModel.currency, 'EUR');
   const rows = new Map(byModel.data.map((r) => [r.model, r]));
@@ -334,9 +336,7 @@ test('retention: the running server deletes raw records past usage.retentionDays
     });
     try {
       // The first sweep runs in the background at start.
-      for (const deadline = Date.now() + 5000; rawIds().includes('old'); await sleep(50)) {
-        assert.ok(Date.now() < deadline, 'the old raw record was not deleted');
-      }
+      await eventually(() => !rawIds().includes('old'), 'the old raw record to be deleted');
       assert.deepEqual(rawIds(), ['new']);
       const operator = await second.createKey('operator', undefined, { scopes: ['admin'] });
       const res = await second.call('/admin/v1/usage?key_id=key_retained', { headers: bearer(operator.key) });
