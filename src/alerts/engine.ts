@@ -18,7 +18,16 @@ import {
 } from '../store/types.ts';
 import { Background, type PeriodicTask } from '../util/background.ts';
 import { newId } from '../util/ids.ts';
-import { crossedThreshold, detectSpike, mergeSettings, networkOf, type RuleSettings } from './rules.ts';
+import {
+  BUDGET_REFUSALS,
+  type BudgetRefusal,
+  crossedThreshold,
+  detectSpike,
+  expiresIn,
+  mergeSettings,
+  networkOf,
+  type RuleSettings,
+} from './rules.ts';
 
 const MINUTE = 60_000;
 const HOUR = 3_600_000;
@@ -47,12 +56,16 @@ interface KeyActivity {
   /** Requests and tokens per minute (epoch minute → counts), kept for the longest spike window. */
   minutes: Map<number, { requests: number; tokens: number }>;
   lastSeen: number;
+  /** Requests refused for a budget since the last evaluation, by the budget that refused them. */
+  refusals: Map<BudgetRefusal, number>;
 }
 
 export interface FinishedRequest {
   key: KeyRecord;
   ip: string;
   totalTokens: number;
+  /** Why the gateway refused or failed it (`limit_key_budget_day`, …), if it did. */
+  failure?: string | undefined;
 }
 
 type Notify = (alert: Alert) => void;
@@ -76,6 +89,12 @@ export class AlertEngine {
   #failureMinute = 0;
   /** Each workspace's rule settings, read again after a minute (or at once after `forgetSettings`). */
   readonly #settings = new LRUCache<string, RuleSettings>({ max: 10_000, ttl: MINUTE });
+  /**
+   * Budget threshold alerts raised by this process (their fingerprints name the period): a
+   * threshold is crossed once per period, so it is not raised again at every evaluation (which
+   * made the alert's count climb for as long as the key was remembered, idle or not).
+   */
+  readonly #budgetRaised = new LRUCache<string, true>({ max: 10_000 });
   /** Bumped by `forgetSettings`, so that a read begun before a change does not cache what it read. */
   #settingsGeneration = 0;
   #notify: Notify = () => {};
@@ -139,11 +158,16 @@ export class AlertEngine {
     const minute = Math.floor(now / MINUTE);
     let activity = this.#activity.get(request.key.id);
     if (!activity) {
-      activity = { key: request.key, minutes: new Map(), lastSeen: now };
+      activity = { key: request.key, minutes: new Map(), lastSeen: now, refusals: new Map() };
       this.#activity.set(request.key.id, activity);
     }
     activity.key = request.key;
     activity.lastSeen = now;
+    const refusal = request.failure?.startsWith('limit_') ? request.failure.slice(6) : undefined;
+    if (refusal !== undefined && (BUDGET_REFUSALS as readonly string[]).includes(refusal)) {
+      const which = refusal as BudgetRefusal;
+      activity.refusals.set(which, (activity.refusals.get(which) ?? 0) + 1);
+    }
     const bucket = activity.minutes.get(minute);
     if (bucket) {
       bucket.requests++;
@@ -232,7 +256,8 @@ export class AlertEngine {
     if (!rules.key_expiring.enabled) return;
     const key = await this.#store.getKey(reminder.keyId);
     if (!key) return;
-    const days = Math.max(1, Math.ceil((reminder.expiresAt - this.#clock()) / (24 * HOUR)));
+    const left = reminder.expiresAt - this.#clock();
+    const days = left / (24 * HOUR);
     await this.#raise(
       {
         kind: 'key_expiring',
@@ -240,12 +265,16 @@ export class AlertEngine {
         key,
         fingerprint: `key_expiring:${key.id}:${reminder.expiresAt}:${reminder.thresholdMs}`,
         severity: days <= 3 ? 'warning' : 'info',
-        title: `Key "${key.name}" expires in ${days} day${days === 1 ? '' : 's'}`,
+        title: `Key "${key.name}" expires in ${expiresIn(left)}`,
         message:
           `Key "${key.name}" (${key.id}) expires at ${new Date(reminder.expiresAt).toISOString()}. Rotate it before then ` +
           `with \`keygate keys rotate ${key.id} --grace 24h\` and deploy the new secret, or extend it with ` +
           `\`keygate keys update ${key.id} --expires 90d\`.`,
-        details: { expires_at: new Date(reminder.expiresAt).toISOString(), days },
+        details: {
+          expires_at: new Date(reminder.expiresAt).toISOString(),
+          days: Math.max(0, Math.round(days * 10) / 10),
+          threshold_days: reminder.thresholdMs / (24 * HOUR),
+        },
       },
       rules.key_expiring.cooldownMinutes,
     );
@@ -295,9 +324,12 @@ export class AlertEngine {
 
   async #checkKey(activity: KeyActivity, now: number): Promise<void> {
     const { key } = activity;
+    // Taken now: what arrives during the checks counts for the next evaluation.
+    const refusals = activity.refusals;
+    activity.refusals = new Map();
     const rules = await this.#rules(key.workspaceId);
     if (rules.usage_spike.enabled) await this.#checkSpike(activity, rules, now);
-    if (rules.budget_threshold.enabled) await this.#checkBudgets(key, rules, now);
+    if (rules.budget_threshold.enabled) await this.#checkBudgets(key, rules, now, refusals);
   }
 
   async #checkSpike(activity: KeyActivity, rules: RuleSettings, now: number): Promise<void> {
@@ -362,7 +394,12 @@ export class AlertEngine {
     );
   }
 
-  async #checkBudgets(key: KeyRecord, rules: RuleSettings, now: number): Promise<void> {
+  async #checkBudgets(
+    key: KeyRecord,
+    rules: RuleSettings,
+    now: number,
+    refusals: ReadonlyMap<BudgetRefusal, number>,
+  ): Promise<void> {
     const { dayStart, monthStart } = utcPeriods(now);
     const periods = [
       {
@@ -383,11 +420,13 @@ export class AlertEngine {
     for (const p of periods) {
       if (p.key !== null) {
         const used = await this.#store.tokensUsed({ keyId: key.id, since: p.start });
-        await this.#budgetAlert(key, undefined, p.name, p.period, p.start, used, p.key, rules);
+        const refused = refusals.get(`key_budget_${p.period}`) ?? 0;
+        await this.#budgetAlert(key, undefined, p.name, p.period, p.start, used, p.key, rules, refused);
       }
       if (p.ws !== null) {
         const used = await this.#store.tokensUsed({ workspaceId: key.workspaceId, since: p.start });
-        await this.#budgetAlert(key, key.workspaceId, p.name, p.period, p.start, used, p.ws, rules);
+        const refused = refusals.get(`workspace_budget_${p.period}`) ?? 0;
+        await this.#budgetAlert(key, key.workspaceId, p.name, p.period, p.start, used, p.ws, rules, refused);
       }
     }
   }
@@ -401,17 +440,43 @@ export class AlertEngine {
     used: number,
     budget: number,
     rules: RuleSettings,
+    refused: number,
   ): Promise<void> {
     const crossed = crossedThreshold(used, budget, rules.budget_threshold.thresholds);
-    if (crossed === undefined) return;
     const whose = workspaceId ? `Workspace ${workspaceId}` : `Key "${key.name}" (${key.id})`;
+    // Requests refused for this budget before it is spent (each needs more than is left: a budget
+    // too small for the requests made) are not covered by a threshold alert: they raise their own.
+    if (refused > 0 && used < budget) {
+      await this.#raise(
+        {
+          kind: 'budget_threshold',
+          workspaceId: key.workspaceId,
+          key: workspaceId ? undefined : key,
+          fingerprint: `budget_threshold:${workspaceId ?? key.id}:${period}:${start}:refused`,
+          severity: 'critical',
+          title: `${workspaceId ? `Workspace ${workspaceId}` : `Key "${key.name}"`} has requests refused by its ${name} token budget`,
+          message:
+            `${refused} request${refused === 1 ? ' was' : 's were'} refused with 429 because ${whose} has ${budget - used} ` +
+            `of its ${name} budget of ${budget} tokens left (${used} used), less than each needed. Requests like ` +
+            'these are refused until the budget resets. ' +
+            (workspaceId
+              ? `Raise it with \`keygate workspaces update ${workspaceId} --budget <tokens>/${period}\`.`
+              : `Raise it with \`keygate keys update ${key.id} --budget <tokens>/${period}\`.`),
+          details: { period, used, budget, refused, period_start: new Date(start).toISOString() },
+        },
+        rules.budget_threshold.cooldownMinutes,
+      );
+    }
+    if (crossed === undefined) return;
+    const fingerprint = `budget_threshold:${workspaceId ?? key.id}:${period}:${start}:${crossed}`;
+    if (this.#budgetRaised.has(fingerprint)) return;
     const full = crossed >= 100;
     await this.#raise(
       {
         kind: 'budget_threshold',
         workspaceId: key.workspaceId,
         key: workspaceId ? undefined : key,
-        fingerprint: `budget_threshold:${workspaceId ?? key.id}:${period}:${start}:${crossed}`,
+        fingerprint,
         severity: full ? 'critical' : crossed >= 80 ? 'warning' : 'info',
         title: `${workspaceId ? `Workspace ${workspaceId}` : `Key "${key.name}"`} has used ${crossed}% of its ${name} token budget`,
         message:
@@ -426,6 +491,7 @@ export class AlertEngine {
       },
       rules.budget_threshold.cooldownMinutes,
     );
+    this.#budgetRaised.set(fingerprint, true);
   }
 
   async #raise(

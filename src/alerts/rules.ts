@@ -281,6 +281,26 @@ export function detectSpike(
   return { spike: current >= threshold && current > 0, usual, threshold };
 }
 
+/** The limiter's refusal reasons that are budgets (`limit_<reason>` in the gateway's failures). */
+export const BUDGET_REFUSALS = [
+  'key_budget_day',
+  'key_budget_month',
+  'workspace_budget_day',
+  'workspace_budget_month',
+] as const;
+export type BudgetRefusal = (typeof BUDGET_REFUSALS)[number];
+
+/**
+ * How long until an expiry, in the unit that reads right: days from two days on, hours from two
+ * hours on, minutes below (a key expiring in 3 minutes does not "expire in 1 day").
+ */
+export function expiresIn(ms: number): string {
+  const plural = (n: number, unit: string) => `${n} ${unit}${n === 1 ? '' : 's'}`;
+  if (ms >= 2 * 86_400_000) return plural(Math.round(ms / 86_400_000), 'day');
+  if (ms >= 2 * 3_600_000) return plural(Math.round(ms / 3_600_000), 'hour');
+  return plural(Math.max(1, Math.ceil(ms / 60_000)), 'minute');
+}
+
 /** The highest threshold (percent) that usage has crossed, or undefined. */
 export function crossedThreshold(
   used: number,

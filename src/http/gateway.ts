@@ -793,7 +793,13 @@ export class Gateway {
     }
     const key = exchange.key;
     if (key) {
-      this.#deps.alerts?.observe({ key, ip: exchange.ip, totalTokens: usage?.totalTokens ?? 0 });
+      this.#deps.alerts?.observe({
+        key,
+        ip: exchange.ip,
+        totalTokens: usage?.totalTokens ?? 0,
+        // A refusal for a budget raises the budget alert too (the budget may be too small for any request).
+        failure: exchange.failure,
+      });
       this.#deps.usage.push({
         id: exchange.id,
         time: exchange.startedAt,

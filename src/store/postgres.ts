@@ -30,6 +30,7 @@ import {
   auditParams,
   channelParams,
   credentialColumns,
+  crossedSince,
   filterKeys,
   inviteParams,
   KEY_COLUMNS,
@@ -994,10 +995,13 @@ export class PostgresStore implements Store {
       await db.query('SELECT pg_advisory_xact_lock($1, $2)', [KEYGATE_LOCKS, LOCK_EXPIRY_REMINDERS]);
       const reminders: ExpiryReminder[] = [];
       // Smallest threshold first: a key already inside 3 days gets the 3-day reminder, not the 14-day one.
+      // Only crossings remind (see the SQLite store).
       for (const threshold of [...thresholdsMs].sort((a, b) => a - b)) {
         const rows = await this.#rows(
           db,
-          `SELECT k.id, k.name, k.workspace_id, k.expires_at FROM api_keys k
+          `SELECT k.id, k.name, k.workspace_id, k.expires_at,
+             COALESCE((SELECT MAX(e.at) FROM key_events e WHERE e.key_id = k.id AND e.kind IN ('created', 'updated')), k.created_at) AS expiry_set_at
+           FROM api_keys k
            WHERE k.revoked_at IS NULL AND k.expires_at > $1 AND k.expires_at <= $2
              AND NOT EXISTS (SELECT 1 FROM key_expiry_reminders r
                              WHERE r.key_id = k.id AND r.expires_at = k.expires_at AND r.threshold_ms <= $3)`,
@@ -1009,6 +1013,7 @@ export class PostgresStore implements Store {
             'INSERT INTO key_expiry_reminders (key_id, expires_at, threshold_ms, at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING',
             [reminder.keyId, reminder.expiresAt, threshold, now],
           );
+          if (!crossedSince(row, threshold)) continue;
           await this.#audit(db, audit.expiryReminded(reminder, now));
           reminders.push(reminder);
         }

@@ -239,6 +239,14 @@ export function toReminder(row: Row, thresholdMs: number): ExpiryReminder {
   };
 }
 
+/**
+ * Whether a key crossed an expiry threshold after its expiry was set (`expiry_set_at`: its
+ * creation or last update), rather than being set inside it already: only a crossing reminds.
+ */
+export function crossedSince(row: Row, thresholdMs: number): boolean {
+  return Number(row.expires_at) - thresholdMs >= Number(row.expiry_set_at);
+}
+
 /** The part of a key filter applied to the keys read (their status, how many). */
 export function filterKeys(keys: KeyRecord[], filter: KeyFilter): KeyRecord[] {
   let out = keys;

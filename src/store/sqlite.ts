@@ -16,6 +16,7 @@ import {
   auditParams,
   channelParams,
   credentialColumns,
+  crossedSince,
   filterKeys,
   inviteParams,
   KEY_COLUMNS,
@@ -881,9 +882,14 @@ export class SqliteStore implements Store {
     return this.#transaction(() => {
       const reminders: ExpiryReminder[] = [];
       // Smallest threshold first: a key already inside 3 days gets the 3-day reminder, not the 14-day one.
+      // A reminder is for crossing a threshold: a key whose expiry was set (created, or last
+      // updated) already inside it is not reminded at it (a key made with --expires 7d does not
+      // hear "expires in 7 days" at once); the threshold is marked done all the same.
       for (const threshold of [...thresholdsMs].sort((a, b) => a - b)) {
         const rows = this.#stmt(
-          `SELECT k.id, k.name, k.workspace_id, k.expires_at FROM api_keys k
+          `SELECT k.id, k.name, k.workspace_id, k.expires_at,
+             COALESCE((SELECT MAX(e.at) FROM key_events e WHERE e.key_id = k.id AND e.kind IN ('created', 'updated')), k.created_at) AS expiry_set_at
+           FROM api_keys k
            WHERE k.revoked_at IS NULL AND k.expires_at > ? AND k.expires_at <= ?
              AND NOT EXISTS (SELECT 1 FROM key_expiry_reminders r
                              WHERE r.key_id = k.id AND r.expires_at = k.expires_at AND r.threshold_ms <= ?)`,
@@ -893,6 +899,7 @@ export class SqliteStore implements Store {
           this.#stmt(
             'INSERT INTO key_expiry_reminders (key_id, expires_at, threshold_ms, at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING',
           ).run(reminder.keyId, reminder.expiresAt, threshold, now);
+          if (!crossedSince(row, threshold)) continue;
           this.#audit(audit.expiryReminded(reminder, now));
           reminders.push(reminder);
         }

@@ -21,6 +21,7 @@ import { SMTPServer } from 'smtp-server';
 import { request } from 'undici';
 import { verifyWebhookSignature } from '../../src/alerts/notifier.ts';
 import { addChannel, channelRules } from '../../src/alerts/service.ts';
+import { createKey } from '../../src/keys/service.ts';
 import { utcPeriods } from '../../src/limits/period.ts';
 import { type AlertKind, CLI_ACTOR, DEFAULT_WORKSPACE_ID } from '../../src/store/types.ts';
 import { bearer, chatBody, startTestGateway, type TestGateway } from '../support/gateway.ts';
@@ -332,8 +333,17 @@ test('auth_failures: a revoked key still tried, and a burst of bad keys from one
 });
 
 test('key_expiring: the periodic sweep reminds of a key that expires within 14 days', async () => {
-  const created = await t.createKey('expiring key', 5 * 86_400_000);
-  const key = { ...created, name: 'expiring key' };
+  // Made 10 days ago for 15 days: it crossed the 14-day reminder (a key made inside it would not).
+  const made = await createKey(
+    {
+      store: t.gateway.store,
+      pepper: t.gateway.secrets.pepper,
+      prefix: t.config.keys.prefix,
+      now: Date.now() - 10 * 86_400_000,
+    },
+    { name: 'expiring key', expiresInMs: 15 * 86_400_000 },
+  );
+  const key = { id: made.record.id, key: made.key, name: 'expiring key' };
   const got = await delivered('key_expiring', key);
   assertNamesKey(got, key);
   assert.match(String(got.payload.title), /^Key "expiring key" expires in 5 days$/);

@@ -13,27 +13,16 @@ import { SqliteStore } from '../../src/store/sqlite.ts';
 import type { UsageRecord } from '../../src/store/types.ts';
 import { baseEnv, createCliHarness, STACK_LINE } from '../support/cli.ts';
 import { fullDiskUnavailable, mountSmallDisk, type SmallDisk } from '../support/full-disk.ts';
+import { usageRecord } from '../support/usage-records.ts';
 
 const unavailable = fullDiskUnavailable();
 if (unavailable) process.stdout.write(`# skipping the full-disk tests: ${unavailable}\n`);
 
 /** Usage records that take room (long ids and models), for key `keyId`. */
 function bulkyRecords(keyId: string, workspaceId: string, from: number, count: number): UsageRecord[] {
-  return Array.from({ length: count }, (_, i) => ({
-    id: `req_${from + i}_${'x'.repeat(200)}`,
-    time: Date.now(),
-    keyId,
-    workspaceId,
-    model: 'm'.repeat(100),
-    endpoint: '/v1/chat/completions',
-    status: 200,
-    promptTokens: 1,
-    completionTokens: 1,
-    totalTokens: 2,
-    latencyMs: 1,
-    ttftMs: null,
-    clientIp: '192.0.2.1',
-  }));
+  return Array.from({ length: count }, (_, i) =>
+    usageRecord({ id: `req_${from + i}_${'x'.repeat(200)}`, keyId, workspaceId, model: 'm'.repeat(100) }),
+  );
 }
 
 describe('SQLite on a full disk', { skip: unavailable ?? false }, () => {

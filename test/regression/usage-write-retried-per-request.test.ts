@@ -8,24 +8,9 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { Store, UsageRecord } from '../../src/store/types.ts';
 import { UsageQueue } from '../../src/usage/queue.ts';
+import { usageRecord } from '../support/usage-records.ts';
 
-function record(id: string): UsageRecord {
-  return {
-    id,
-    time: Date.now(),
-    keyId: 'key_x',
-    workspaceId: 'ws_default',
-    model: 'm',
-    endpoint: '/v1/chat/completions',
-    status: 200,
-    promptTokens: 1,
-    completionTokens: 1,
-    totalTokens: 2,
-    latencyMs: 1,
-    ttftMs: null,
-    clientIp: '192.0.2.1',
-  };
-}
+const record = (id: string) => usageRecord({ id });
 
 /** Timers that run only when the test says so (the queue's flush interval and its retries). */
 class ManualTimers {
