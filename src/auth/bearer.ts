@@ -5,10 +5,12 @@
 import { MAX_TOKEN_LENGTH } from '../keys/format.ts';
 
 export type BearerResult =
-  /** No bearer credentials at all: no header, or another authentication scheme. */
+  /** No credentials at all: no header. */
   { kind: 'missing' } | { kind: 'malformed'; reason: string } | { kind: 'token'; token: string };
 
 const B64TOKEN = /^[A-Za-z0-9\-._~+/]+=*$/;
+/** An authentication scheme's name as the client may be told it (RFC 9110 token, short). */
+const SCHEME = /^[A-Za-z][A-Za-z0-9-]{0,19}$/;
 
 export function parseAuthorization(header: string | readonly string[] | undefined): BearerResult {
   if (header === undefined) return { kind: 'missing' };
@@ -20,14 +22,21 @@ export function parseAuthorization(header: string | readonly string[] | undefine
   if (header.length === 0) return { kind: 'malformed', reason: 'empty Authorization header' };
   const space = header.indexOf(' ');
   const scheme = space === -1 ? header : header.slice(0, space);
-  // Another scheme (Basic, Digest, …) carries no bearer credentials: to RFC 6750 §3.1 that is a
-  // request without authentication, answered 401 with a plain challenge and no error code.
+  // Another scheme (Basic, Digest, …) is a malformed header for this API, which takes keys only as
+  // bearer tokens: the client gets 400 saying so (as the README documents), rather than a 401
+  // telling it that it sent no key when it sent one the wrong way (curl -u, a proxy's Basic).
   const lower = scheme.toLowerCase();
   if (lower !== 'bearer') {
-    // `Bearerkg_…`: a bearer token with the space forgotten is malformed, not absent.
-    return lower.startsWith('bearer')
-      ? { kind: 'malformed', reason: 'no space after Bearer' }
-      : { kind: 'missing' };
+    // `Bearerkg_…`: a bearer token with the space forgotten.
+    if (lower.startsWith('bearer')) return { kind: 'malformed', reason: 'no space after Bearer' };
+    // The scheme is named only when it is a short word: a bare key must not be echoed.
+    return {
+      kind: 'malformed',
+      reason:
+        space !== -1 && SCHEME.test(scheme)
+          ? `the "${scheme}" scheme is not accepted, only Bearer`
+          : 'no Bearer scheme before the credentials',
+    };
   }
   if (space === -1) return { kind: 'malformed', reason: 'no token after Bearer' };
   let start = space;

@@ -147,8 +147,22 @@ export const configSchema = z
         timeoutMs: positiveInt.default(120_000),
         /** Longest silence allowed inside a response body (streams included). @default 120 s */
         bodyTimeoutMs: positiveInt.default(120_000),
-        /** Kept-alive connections in the pool. @default 128 */
-        connections: positiveInt.default(128),
+        /**
+         * Connections to the provider, per process: requests in flight to it at once. A stream
+         * holds one for its whole length (minutes), so this is sized for concurrent streams, not
+         * for throughput. @default 1024
+         */
+        connections: positiveInt.max(65_536).default(1024),
+        /**
+         * How long a request waits for a free provider connection when all are busy; then 503
+         * with Retry-After. @default 5 s
+         */
+        queueTimeoutMs: positiveInt.default(5000),
+        /**
+         * The most of `connections` one key may hold or wait for at once, in percent (a key's
+         * own concurrency limit replaces it); beyond it, 429. @default 50
+         */
+        keySharePercent: positiveInt.max(100, 'at most 100 (percent of upstream.connections)').default(50),
         /** Extra CA certificate (PEM file) for an upstream with a private CA. */
         caFile: z.string().optional(),
       })

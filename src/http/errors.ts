@@ -25,6 +25,7 @@ export type ErrorCode =
   | 'upstream_not_configured'
   | 'upstream_unreachable'
   | 'upstream_timeout'
+  | 'upstream_busy'
   | 'shutting_down'
   | 'internal_error'
   | 'not_signed_in'
@@ -65,6 +66,7 @@ const STATUS: Record<ErrorCode, number> = {
   upstream_not_configured: 503,
   upstream_unreachable: 502,
   upstream_timeout: 504,
+  upstream_busy: 503,
   shutting_down: 503,
   internal_error: 500,
   not_signed_in: 401,
@@ -99,6 +101,7 @@ const TYPE: Record<ErrorCode, ErrorType> = {
   upstream_not_configured: 'server_error',
   upstream_unreachable: 'server_error',
   upstream_timeout: 'server_error',
+  upstream_busy: 'server_error',
   shutting_down: 'server_error',
   internal_error: 'server_error',
   not_signed_in: 'authentication_error',

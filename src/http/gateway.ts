@@ -12,7 +12,7 @@ import { type Cidr, parseCidrs, resolveClientAddress } from '../auth/ip.ts';
 import { filterModelList, hasScope, modelAllowed } from '../auth/policy.ts';
 import type { KeyVerifier } from '../auth/verifier.ts';
 import type { Config } from '../config/config.ts';
-import { createScrubber, scrubText } from '../keys/scrub.ts';
+import { createScrubber, looksLikeKey, scrubText } from '../keys/scrub.ts';
 import {
   type Admission,
   estimatePromptTokens,
@@ -30,11 +30,11 @@ import {
   type Upstream,
   type UpstreamHandler,
 } from '../providers/upstream.ts';
-import type { InferenceScope, KeyRecord } from '../store/types.ts';
+import type { InferenceScope, KeyRecord, TokenBudget } from '../store/types.ts';
 import { extractUsage, SseUsageScanner, type TokenUsage } from '../usage/extract.ts';
 import type { UsageQueue } from '../usage/queue.ts';
 import { continueIfExpected } from './body.ts';
-import { encodeEmbeddingsBase64 } from './embeddings.ts';
+import { EmbeddingsBase64Encoder } from './embeddings.ts';
 import { type ErrorCode, sendError, validationBody, withOpenAiErrorMember } from './errors.ts';
 import { duplicateTopLevelMember } from './json-members.ts';
 import { type Logger, writeAccessLine } from './log.ts';
@@ -90,13 +90,29 @@ function notAllowed(allow: string): Route {
   return { kind: 'method_not_allowed', allow };
 }
 
-/** A client's own request id is logged (for correlation) when it looks like one. */
+/**
+ * A client's own request id is echoed, sent to the provider and logged (for correlation) when it
+ * looks like one: 1 to 128 letters, digits and `_ . : -`, and nothing key-shaped. Otherwise the
+ * client gets the gateway's. It never keys the usage record (`x-keygate-request-id` does).
+ */
 const CLIENT_REQUEST_ID = /^[\w.:-]{1,128}$/;
+/** The most of a client's user agent logged and passed on. */
+const USER_AGENT_CHARS = 200;
 
 /** The client's address: the socket peer, or what trusted proxies say (see resolveClientAddress). */
 export function clientAddress(req: IncomingMessage, trustedProxies: readonly Cidr[] = []): string {
   return resolveClientAddress(req.socket.remoteAddress ?? '', req.headers['x-forwarded-for'], trustedProxies);
 }
+
+const KNOWN_METHODS: ReadonlySet<string> = new Set([
+  'GET',
+  'HEAD',
+  'POST',
+  'PUT',
+  'PATCH',
+  'DELETE',
+  'OPTIONS',
+]);
 
 const LIMIT_CODE: Record<LimitReason, ErrorCode> = {
   rpm: 'rate_limited',
@@ -107,6 +123,8 @@ const LIMIT_CODE: Record<LimitReason, ErrorCode> = {
   workspace_budget_day: 'budget_exceeded',
   workspace_budget_month: 'budget_exceeded',
 };
+
+const NO_BUDGET: TokenBudget = { day: null, month: null };
 
 const SCOPE_OF: Record<Endpoint | 'models', InferenceScope> = {
   chat: 'chat',
@@ -141,6 +159,9 @@ class Exchange {
   stream = false;
   failure: string | undefined;
   clientRequestId: string | undefined;
+  /** The client's user agent, capped and scrubbed (for the log and the provider). */
+  userAgent: string | undefined;
+  method: string;
   ticket: Ticket | undefined;
   /** Status the provider answered with (0 until it answers). */
   upstreamStatus = 0;
@@ -158,10 +179,11 @@ class Exchange {
   readonly id: string;
   readonly ip: string;
 
-  constructor(id: string, ip: string, endpoint: string) {
+  constructor(id: string, ip: string, endpoint: string, method: string) {
     this.id = id;
     this.ip = ip;
     this.endpoint = endpoint;
+    this.method = method;
   }
 }
 
@@ -179,6 +201,16 @@ interface RelayMode {
  * larger one streams through (with its last 64 KiB kept for the usage report).
  */
 const HOLD_LIMIT = 1 << 20;
+/**
+ * An error body is held to be scrubbed (it may quote the request, or the provider's key) up to
+ * this size; a larger one is not passed on: the client gets a note with its first part instead,
+ * and the provider's answer is cut off (8 providers sending 50 MB each cost 1.6 GB held whole).
+ */
+export const ERROR_BODY_LIMIT = 64 << 10;
+/** Characters of a refused error body quoted in the note. */
+const ERROR_EXCERPT_CHARS = 1024;
+/** A model list filtered by a key's allowlist is held whole up to this size; larger is a 502. */
+const REWRITE_LIMIT = 8 << 20;
 
 /**
  * What the relay takes out of provider bodies before a client sees them: from error bodies,
@@ -191,7 +223,31 @@ export interface ProviderBodyScrubber {
   secret: Buffer | undefined;
 }
 const CLIENT_GONE = new Error('the client closed the connection');
+/** The relay stopped reading an answer it will not pass on (an error body over its limit). */
+const NOT_PASSED_ON = new Error('the provider answer is not passed on');
 const USAGE_MEMBER = Buffer.from('"usage"');
+
+/**
+ * The status recorded for a response the provider cut off after its head (a reset, or silence
+ * past upstream.bodyTimeoutMs): what the provider did, not the 499 of a client that hung up.
+ */
+const CUT_STATUS: Readonly<Record<string, number>> = {
+  upstream_broke_midstream: 502,
+  upstream_timeout_midstream: 504,
+};
+
+/** An error body the relay made for a provider answer it did not pass on, in the error shape. */
+function providerErrorNote(message: string): string {
+  const type = 'upstream_error';
+  return JSON.stringify({
+    object: 'error',
+    message,
+    type,
+    param: null,
+    code: null,
+    error: { message, type, param: null, code: null },
+  });
+}
 
 /**
  * Relays one provider answer to the client, as an undici dispatch handler: the head (with the
@@ -208,16 +264,24 @@ class Relay implements UpstreamHandler {
   #resolve: (() => void) | undefined;
   #controller: DispatchController | undefined;
   #cancelled = false;
+  /** Takes the request out of the pool's queue, while it waits for a connection. */
+  abandon: (() => void) | undefined;
   /** The provider's status (0 until its answer's head arrives). */
   #status = 0;
   #headers: Record<string, string | string[]> = {};
   #rewrite: ((text: string) => string) | undefined;
+  /** The most of the body held for `#rewrite` (an error body: ERROR_BODY_LIMIT). */
+  #rewriteLimit = REWRITE_LIMIT;
   /** The body held so far (held mode only). */
   #held: Buffer[] | undefined;
   #heldSize = 0;
   /** Streaming mode only. */
   #decoder: StringDecoder | undefined;
+  /** Embeddings asked for as base64, encoded as the body streams through. */
+  #base64: EmbeddingsBase64Encoder | undefined;
   #drainListening = false;
+  /** The relay answered the client itself and stopped reading the provider's answer. */
+  #stopped = false;
 
   constructor(
     res: ServerResponse,
@@ -238,13 +302,29 @@ class Relay implements UpstreamHandler {
   /** The client went away: stop the provider's request (or keep it from starting). */
   cancel(): void {
     this.#cancelled = true;
-    this.#controller?.abort(CLIENT_GONE);
+    if (this.#controller) this.#controller.abort(CLIENT_GONE);
+    else if (this.abandon) {
+      // Still waiting for a connection: it leaves the queue and nothing will be sent.
+      this.abandon();
+      this.#done();
+    }
   }
 
   #done(): void {
     const resolve = this.#resolve;
     this.#resolve = undefined;
     resolve?.();
+  }
+
+  onPoolTimeout(): void {
+    this.#exchange.failure = 'upstream_busy';
+    sendError(
+      this.#res,
+      'upstream_busy',
+      'Every connection of the gateway to the model provider is busy. Retry shortly.',
+      { retryAfter: 1 },
+    );
+    this.#done();
   }
 
   onRequestStart(controller: DispatchController): void {
@@ -265,22 +345,26 @@ class Relay implements UpstreamHandler {
     const allowedModels = this.#mode.models;
     const scrub = this.#scrubber.text;
     // An error body is held whole and scrubbed (it may quote the request, or the provider's key).
-    this.#rewrite =
-      status >= 400
-        ? contentType.includes('json')
-          ? (text: string) => scrub(withOpenAiErrorMember(text))
-          : scrub
-        : this.#mode.base64 && status === 200 && !isSse
-          ? encodeEmbeddingsBase64
-          : allowedModels && status === 200
-            ? (text: string) => filterModelList(text, allowedModels)
-            : undefined;
+    if (status >= 400) {
+      this.#rewrite = contentType.includes('json')
+        ? (text: string) => scrub(withOpenAiErrorMember(text))
+        : scrub;
+      this.#rewriteLimit = ERROR_BODY_LIMIT;
+    } else if (allowedModels && status === 200) {
+      this.#rewrite = (text: string) => filterModelList(text, allowedModels);
+    }
     if (this.#rewrite) {
       this.#held = [];
       return;
     }
     if (isSse) {
       exchange.scanner = new SseUsageScanner();
+      this.#startStreaming(undefined);
+      return;
+    }
+    if (this.#mode.base64 && status === 200) {
+      // The body changes length as it is encoded: it goes out chunked.
+      this.#base64 = new EmbeddingsBase64Encoder();
       this.#startStreaming(undefined);
       return;
     }
@@ -296,13 +380,18 @@ class Relay implements UpstreamHandler {
   }
 
   onResponseData(controller: DispatchController, chunk: Buffer): void {
+    if (this.#stopped) return;
     const exchange = this.#exchange;
     if (exchange.ttftMs === null) exchange.ttftMs = performance.now() - exchange.t0;
     const held = this.#held;
     if (held) {
       held.push(chunk);
       this.#heldSize += chunk.length;
-      if (this.#rewrite || this.#heldSize <= HOLD_LIMIT) return;
+      if (this.#rewrite) {
+        if (this.#heldSize > this.#rewriteLimit) this.#refuseBody(controller);
+        return;
+      }
+      if (this.#heldSize <= HOLD_LIMIT) return;
       // Longer than announced (or announced by no length): stream what is held, then the rest.
       this.#held = undefined;
       this.#startStreaming(undefined);
@@ -312,12 +401,53 @@ class Relay implements UpstreamHandler {
     this.#write(controller, chunk);
   }
 
+  /**
+   * A body too large to hold for its rewrite: the client gets an answer made here (an error
+   * body: the provider's status and a note quoting its start, scrubbed; a model list: 502), and
+   * the rest of the provider's answer is not read.
+   */
+  #refuseBody(controller: DispatchController): void {
+    const held = this.#held ?? [];
+    this.#held = undefined;
+    this.#stopped = true;
+    const exchange = this.#exchange;
+    if (this.#status >= 400) {
+      exchange.failure ??= 'upstream_error_body_too_large';
+      const start = Buffer.concat(held)
+        .subarray(0, ERROR_EXCERPT_CHARS * 4)
+        .toString('utf8');
+      const excerpt = this.#scrubber.text(start.slice(0, ERROR_EXCERPT_CHARS));
+      const note = providerErrorNote(
+        `The model provider answered ${this.#status} with an error body larger than ${ERROR_BODY_LIMIT} bytes, which the gateway does not pass on. It began: ${excerpt}`,
+      );
+      this.#res.writeHead(this.#status, {
+        ...this.#headers,
+        'content-type': 'application/json; charset=utf-8',
+        'content-length': String(Buffer.byteLength(note)),
+      });
+      this.#res.end(note);
+    } else {
+      exchange.failure ??= 'upstream_broke_midstream';
+      sendError(
+        this.#res,
+        'upstream_unreachable',
+        `The model provider's answer is larger than the gateway's limit of ${REWRITE_LIMIT} bytes for it.`,
+      );
+    }
+    this.#logger.warn(
+      { reqId: exchange.id, status: this.#status, heldBytes: this.#heldSize },
+      'provider answer too large to pass on: cut off',
+    );
+    controller.abort(NOT_PASSED_ON);
+    this.#done();
+  }
+
   #write(controller: DispatchController, chunk: Buffer): void {
     const exchange = this.#exchange;
     const text = this.#decoder?.write(chunk) ?? '';
     if (exchange.scanner) exchange.scanner.push(text);
     else exchange.tail = keepTail(exchange.tail, text);
-    if (this.#res.write(chunk)) return;
+    if (this.#base64 ? this.#res.write(this.#base64.push(text)) : this.#res.write(chunk)) return;
     controller.pause();
     if (!this.#drainListening) {
       this.#drainListening = true;
@@ -328,6 +458,7 @@ class Relay implements UpstreamHandler {
   onResponseEnd(): void {
     const res = this.#res;
     const held = this.#held;
+    if (this.#stopped) return;
     if (res.destroyed) {
       // The client left as the answer ended (its close handler records the request).
       this.#done();
@@ -356,14 +487,17 @@ class Relay implements UpstreamHandler {
         res.end(out);
       }
     } else {
-      res.end();
+      this.#exchange.scanner?.end();
+      res.end(this.#base64?.end());
     }
     this.#done();
   }
 
   onResponseError(_controller: DispatchController, error: Error): void {
     const exchange = this.#exchange;
-    if (this.#cancelled) {
+    if (this.#stopped) {
+      // The relay cut the answer off itself, and answered the client already.
+    } else if (this.#cancelled) {
       exchange.failure = 'client_aborted';
     } else if (this.#status === 0) {
       const failure = classifyUpstreamError(error);
@@ -382,15 +516,26 @@ class Relay implements UpstreamHandler {
         });
       }
     } else {
-      exchange.failure =
-        classifyUpstreamError(error) === 'timeout'
-          ? 'upstream_timeout_midstream'
-          : 'upstream_broke_midstream';
+      const timeout = classifyUpstreamError(error) === 'timeout';
+      exchange.failure = timeout ? 'upstream_timeout_midstream' : 'upstream_broke_midstream';
       this.#logger.warn(
         { reqId: exchange.id, code: (error as { code?: string }).code },
         'upstream response broke off',
       );
-      this.#res.destroy();
+      if (this.#res.headersSent) {
+        // What the client has is all it gets; its connection is closed so it knows the answer is cut.
+        exchange.scanner?.end();
+        this.#res.destroy();
+      } else if (timeout) {
+        // A body held whole broke off before any of it was sent: the client gets a clear error.
+        sendError(this.#res, 'upstream_timeout', "The model provider's answer stopped midway.", {
+          retryAfter: 1,
+        });
+      } else {
+        sendError(this.#res, 'upstream_unreachable', "The model provider's answer broke off midway.", {
+          retryAfter: 1,
+        });
+      }
     }
     this.#done();
   }
@@ -436,9 +581,21 @@ export class Gateway {
     const q = url.indexOf('?');
     const pathname = q === -1 ? url : url.slice(0, q);
     // The endpoint recorded (usage, log, metrics) is the route template, never the raw path.
-    const exchange = new Exchange(requestId, clientAddress(req, this.#trustedProxies), routeOf(pathname));
+    const exchange = new Exchange(
+      requestId,
+      clientAddress(req, this.#trustedProxies),
+      routeOf(pathname),
+      // Node gives the method as sent (any token); only the standard ones are recorded as such.
+      KNOWN_METHODS.has(req.method ?? '') ? (req.method as string) : 'other',
+    );
+    res.setHeader('x-keygate-request-id', requestId);
     const clientId = req.headers['x-request-id'];
-    if (typeof clientId === 'string' && CLIENT_REQUEST_ID.test(clientId)) exchange.clientRequestId = clientId;
+    if (typeof clientId === 'string' && CLIENT_REQUEST_ID.test(clientId) && !looksLikeKey(clientId)) {
+      exchange.clientRequestId = clientId;
+      res.setHeader('x-request-id', clientId);
+    }
+    const userAgent = req.headers['user-agent'];
+    if (userAgent) exchange.userAgent = scrubText(userAgent, USER_AGENT_CHARS);
     this.inflight++;
     res.once('close', () => this.#finish(exchange, res));
     if (this.draining) res.setHeader('connection', 'close');
@@ -516,12 +673,12 @@ export class Gateway {
     }
 
     if (target.kind === 'models') {
-      const admitted = this.#admit(res, exchange, key, 0);
+      const admitted = this.#admit(res, exchange, key, 0, true);
       if (!(admitted instanceof Promise ? await admitted : admitted)) return;
       await this.#forward(
-        req,
         res,
         exchange,
+        key,
         { method: 'GET', path: '/v1/models' },
         {
           stream: false,
@@ -538,12 +695,12 @@ export class Gateway {
         this.#refuseModel(res, exchange, id);
         return;
       }
-      const admitted = this.#admit(res, exchange, key, 0);
+      const admitted = this.#admit(res, exchange, key, 0, true);
       if (!(admitted instanceof Promise ? await admitted : admitted)) return;
       await this.#forward(
-        req,
         res,
         exchange,
+        key,
         { method: 'GET', path: `/v1/models/${encodeURIComponent(id)}` },
         { stream: false, base64: false },
       );
@@ -567,6 +724,10 @@ export class Gateway {
       duplicate === undefined ? validateBody(target.endpoint, body) : [duplicateMemberIssue(duplicate)];
     if (issues.length > 0) {
       exchange.failure = 'validation_error';
+      // The model named, for the log and the usage record, when it is one (never arbitrary text).
+      const named = (body as { model?: unknown } | null)?.model;
+      if (typeof named === 'string' && isModelId(named))
+        exchange.model = resolveModel(this.#deps.config.modelAliases, named);
       const payload = validationBody(issues);
       res.writeHead(422, {
         'content-type': 'application/json; charset=utf-8',
@@ -592,9 +753,9 @@ export class Gateway {
       payload = Buffer.from(JSON.stringify(json));
     }
     await this.#forward(
-      req,
       res,
       exchange,
+      key,
       { method: 'POST', path: target.path, body: payload },
       {
         stream: json.stream === true,
@@ -612,6 +773,7 @@ export class Gateway {
     exchange: Exchange,
     key: KeyRecord,
     estimate: number,
+    free = false,
   ): boolean | Promise<boolean> {
     let pending: Admission | Promise<Admission>;
     try {
@@ -620,8 +782,10 @@ export class Gateway {
           keyId: key.id,
           workspaceId: key.workspaceId,
           limits: key.policy.limits,
-          keyBudget: key.policy.budget,
-          workspaceBudget: key.workspacePolicy.budget,
+          // Listing models costs no tokens: an exhausted budget does not refuse it (rate limits
+          // and concurrency still apply).
+          keyBudget: free ? NO_BUDGET : key.policy.budget,
+          workspaceBudget: free ? NO_BUDGET : key.workspacePolicy.budget,
         },
         estimate,
       );
@@ -731,23 +895,48 @@ export class Gateway {
 
   /** Sends the request to the provider and relays its answer; resolves when the exchange is over. */
   #forward(
-    req: IncomingMessage,
     res: ServerResponse,
     exchange: Exchange,
+    key: KeyRecord,
     call: { method: 'GET' | 'POST'; path: string; body?: Buffer },
     mode: RelayMode,
   ): Promise<void> {
     if (exchange.done || res.destroyed) return Promise.resolve(); // the client is gone: do not call the provider
     const headers: Record<string, string> = {
       accept: mode.stream ? 'text/event-stream' : 'application/json',
-      'x-request-id': exchange.id,
-      'user-agent': `keygate/0.1 ${String(req.headers['user-agent'] ?? '').slice(0, 200)}`.trim(),
+      // The client's own id when it sent one (so that the provider's logs can be searched for
+      // it), and the gateway's, which keys the usage record.
+      'x-request-id': exchange.clientRequestId ?? exchange.id,
+      'x-keygate-request-id': exchange.id,
+      // Printable ASCII only: a header value with anything else (the scrubber's `…`) is refused.
+      'user-agent': exchange.userAgent
+        ? `keygate/0.1 ${exchange.userAgent.replace(/[^\x20-\x7e]/g, '')}`.trimEnd()
+        : 'keygate/0.1',
     };
     if (call.body) headers['content-type'] = 'application/json';
     return new Promise<void>((resolve) => {
       const relay = new Relay(res, exchange, mode, this.#deps.logger, this.#scrubber, resolve);
       exchange.relay = relay;
-      this.#deps.upstream.dispatch({ method: call.method, path: call.path, body: call.body, headers }, relay);
+      const outcome = this.#deps.upstream.dispatch(
+        { method: call.method, path: call.path, body: call.body, headers },
+        relay,
+        { keyId: key.id, concurrency: key.policy.limits.concurrency },
+      );
+      if (outcome.dispatched) {
+        relay.abandon = outcome.abandon;
+        return;
+      }
+      // The key holds its share of the provider connections already: others must get theirs.
+      const size = this.#deps.upstream.stats.size;
+      this.#fail(
+        res,
+        exchange,
+        'rate_limited',
+        `Too many concurrent requests to the model provider: this key has ${outcome.held} in flight or waiting, the most one key may have of the gateway's ${size} provider connections. Retry when one has finished.`,
+        { retryAfter: 1 },
+      );
+      exchange.failure = 'limit_upstream_share';
+      resolve();
     });
   }
 
@@ -756,7 +945,8 @@ export class Gateway {
     if (exchange.done) return;
     exchange.done = true;
     const completed = res.writableFinished;
-    exchange.status = completed ? res.statusCode : 499;
+    // Not finished: the provider cut the answer off (502/504), or the client went away (499).
+    exchange.status = completed ? res.statusCode : (CUT_STATUS[exchange.failure ?? ''] ?? 499);
     if (!completed) {
       exchange.failure ??= 'client_aborted';
       exchange.relay?.cancel();
@@ -764,6 +954,7 @@ export class Gateway {
     const latencyMs = Math.round((performance.now() - exchange.t0) * 1000) / 1000;
     // Read here, not only after the stream's end: the response may close first (plain HTTP, a
     // client hanging up after the usage event), and the tokens were spent all the same.
+    exchange.scanner?.end();
     exchange.usage ??= usageOf(exchange);
     const answered = exchange.upstreamStatus >= 200 && exchange.upstreamStatus < 300;
     if (!exchange.usage && answered && exchange.scanner) {
@@ -823,6 +1014,8 @@ export class Gateway {
       clientReqId: exchange.clientRequestId,
       keyId: key?.id ?? null,
       ip: exchange.ip,
+      method: exchange.method,
+      userAgent: exchange.userAgent,
       path: exchange.endpoint,
       model: exchange.model,
       status: exchange.status,

@@ -35,6 +35,10 @@ export interface AccessEntry {
   clientReqId: string | undefined;
   keyId: string | null;
   ip: string;
+  /** GET, POST, … (`other` for a method outside the standard ones). */
+  method: string;
+  /** The client's user agent, capped and scrubbed of anything key-shaped; absent if none was sent. */
+  userAgent: string | undefined;
   path: string;
   model: string | null;
   status: number;
@@ -67,7 +71,9 @@ export function writeAccessLine(logger: Logger, e: AccessEntry): void {
   if (!logger.isLevelEnabled('info')) return;
   let line = `{"level":"info"${isoTime()},"reqId":${text(e.reqId)}`;
   if (e.clientReqId !== undefined) line += `,"clientReqId":${text(e.clientReqId)}`;
-  line += `,"keyId":${text(e.keyId)},"ip":${text(e.ip)},"path":${text(e.path)},"model":${text(e.model)},"status":${e.status},"latencyMs":${e.latencyMs},"upstreamMs":${e.upstreamMs}`;
+  line += `,"keyId":${text(e.keyId)},"ip":${text(e.ip)},"method":${text(e.method)}`;
+  if (e.userAgent !== undefined) line += `,"userAgent":${text(e.userAgent)}`;
+  line += `,"path":${text(e.path)},"model":${text(e.model)},"status":${e.status},"latencyMs":${e.latencyMs},"upstreamMs":${e.upstreamMs}`;
   if (e.promptTokens !== undefined) line += `,"promptTokens":${e.promptTokens}`;
   if (e.completionTokens !== undefined) line += `,"completionTokens":${e.completionTokens}`;
   if (e.failure !== undefined) line += `,"failure":${text(e.failure)}`;

@@ -63,6 +63,8 @@ export interface RunningGateway {
   /** Sends alerts to the channels of their workspace (in the background; `notify` never throws). */
   notifier: Notifier;
   alerts: AlertEngine;
+  /** Supervises every timer and listener: each task's state and failures (util/background.ts). */
+  background: Background;
   /** Console sessions; `setupToken()` is the first-run token until an owner exists. */
   console: ConsoleAuth;
   /** Graceful stop: refuse new connections, finish in-flight requests, flush usage, close the store. */
@@ -369,6 +371,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
       keyCache: verifier,
       usageQueue: usage,
       inflight: (): number => gateway.inflight,
+      upstreamPool: () => upstream.stats,
       connections,
       background,
     },
@@ -500,7 +503,15 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
         // An unreachable store degrades the instance but leaves it ready: keys verified before
         // keep working (auth.staleIfErrorMs), and every instance shares the store, so taking them
         // all out of a load balancer would turn a database outage into a total one.
-        const ready = upstreamCheck === 'reachable' && !gateway.draining && limitsCheck !== 'fallback_deny';
+        // Every provider connection busy: a new request would wait, then get 503. Not ready, so
+        // that a load balancer sends the next ones to an instance with room.
+        const pool = upstream.stats;
+        const poolCheck = upstream.saturated ? 'saturated' : 'ok';
+        const ready =
+          upstreamCheck === 'reachable' &&
+          !gateway.draining &&
+          limitsCheck !== 'fallback_deny' &&
+          poolCheck === 'ok';
         const degraded = storeCheck !== 'ok' || limitsCheck === 'fallback_local';
         json(res, ready ? 200 : 503, {
           status: ready ? (degraded ? 'degraded' : 'ready') : 'not_ready',
@@ -508,8 +519,10 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
             store: storeCheck,
             upstream: upstreamCheck,
             limits: limitsCheck,
+            upstreamPool: poolCheck,
             draining: gateway.draining,
           },
+          upstreamPool: pool,
         });
       });
       return;
@@ -624,6 +637,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     logger,
     notifier,
     alerts,
+    background,
     console: consoleAuth,
     close,
   };

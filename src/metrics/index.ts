@@ -57,6 +57,8 @@ export interface MetricSources {
   usageQueue: { readonly depth: number; readonly dropped: number; readonly written: number };
   /** Requests being served right now. */
   inflight: () => number;
+  /** The provider pool (`Upstream.stats`): its connections, those in use and the requests waiting. */
+  upstreamPool?: () => { readonly size: number; readonly inUse: number; readonly queued: number };
   /** Supervised background tasks (`Background`, util/background.ts): failures per task, and how many fail now. */
   background?: { readonly failures: ReadonlyMap<string, number>; readonly failingCount: number };
   /** Client connections (`ConnectionGuard`): open now, refused at accept, closed by a timeout. */
@@ -151,7 +153,7 @@ export class Metrics {
     });
     const upstreamErrors = new Counter({
       name: 'keygate_upstream_errors_total',
-      help: 'Requests the provider failed: timeout, unreachable, or a response broken off midway.',
+      help: 'Requests the provider failed: timeout, unreachable, a response broken off midway, or no connection free in time (busy).',
       labelNames: ['kind'],
       registers,
     });
@@ -220,6 +222,24 @@ export class Metrics {
       () => usageQueue.written,
     );
     gauge('keygate_inflight_requests', 'Requests to /v1 being served right now.', inflight);
+    const upstreamPool = options.sources.upstreamPool;
+    if (upstreamPool) {
+      gauge(
+        'keygate_upstream_pool_connections',
+        'Connections to the provider (upstream.connections): requests in flight to it at most.',
+        () => upstreamPool().size,
+      );
+      gauge(
+        'keygate_upstream_pool_in_use',
+        'Requests in flight to the provider, each holding a connection (a stream for its whole length).',
+        () => upstreamPool().inUse,
+      );
+      gauge(
+        'keygate_upstream_pool_queued',
+        'Requests waiting for a free provider connection (up to upstream.queueTimeoutMs, then 503).',
+        () => upstreamPool().queued,
+      );
+    }
     if (background) {
       new Counter({
         name: 'keygate_background_task_failures_total',

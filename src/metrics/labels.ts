@@ -61,10 +61,11 @@ export const REFUSAL_REASONS = [
   'key_budget_month',
   'workspace_budget_day',
   'workspace_budget_month',
+  'upstream_share',
 ] as const;
 export type RefusalReason = (typeof REFUSAL_REASONS)[number];
 
-export const UPSTREAM_ERROR_KINDS = ['timeout', 'unreachable', 'broken'] as const;
+export const UPSTREAM_ERROR_KINDS = ['timeout', 'unreachable', 'broken', 'busy'] as const;
 export type UpstreamErrorKind = (typeof UPSTREAM_ERROR_KINDS)[number];
 
 /** What a request's failure (the gateway's `exchange.failure`) counts as; failures not listed count as none. */
@@ -97,6 +98,8 @@ export const FAILURE_CLASSES: ReadonlyMap<string, FailureClass> = new Map<string
   ['upstream_timeout_midstream', { counter: 'upstream', kind: 'timeout' }],
   ['upstream_unreachable', { counter: 'upstream', kind: 'unreachable' }],
   ['upstream_broke_midstream', { counter: 'upstream', kind: 'broken' }],
+  ['limit_upstream_share', { counter: 'refusal', reason: 'upstream_share' }],
+  ['upstream_busy', { counter: 'upstream', kind: 'busy' }],
 ]);
 
 /** Default number of distinct model labels before new models are counted as `other`. */

@@ -36,11 +36,7 @@ export function extractUsage(text: string): TokenUsage | undefined {
     else if (c === 123) depth++;
     else if (c === 125 && --depth === 0) {
       try {
-        const usage = JSON.parse(text.slice(open, i + 1)) as Record<string, unknown>;
-        const promptTokens = count(usage.prompt_tokens);
-        const completionTokens = count(usage.completion_tokens);
-        const total = count(usage.total_tokens);
-        return { promptTokens, completionTokens, totalTokens: total || promptTokens + completionTokens };
+        return usageFrom(JSON.parse(text.slice(open, i + 1)));
       } catch {
         return undefined;
       }
@@ -49,11 +45,42 @@ export function extractUsage(text: string): TokenUsage | undefined {
   return undefined;
 }
 
-const CONTENT = '"content":"';
+/** A usage object as the provider writes it, read into counts. */
+function usageFrom(value: unknown): TokenUsage | undefined {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
+  const usage = value as Record<string, unknown>;
+  const promptTokens = count(usage.prompt_tokens);
+  const completionTokens = count(usage.completion_tokens);
+  const total = count(usage.total_tokens);
+  return { promptTokens, completionTokens, totalTokens: total || promptTokens + completionTokens };
+}
+
+/** The compact form most providers write (Mistral, JavaScript servers): found without parsing. */
+const COMPACT_CONTENT = '"content":"';
+
+/** Choices of a parsed chunk that carried text: `delta.content` (chat) or `text` (completions). */
+function textChoices(chunk: unknown): number {
+  const choices = (chunk as { choices?: unknown } | null)?.choices;
+  if (!Array.isArray(choices)) return 0;
+  let n = 0;
+  for (const choice of choices) {
+    if (typeof choice !== 'object' || choice === null) continue;
+    const delta = (choice as { delta?: { content?: unknown } }).delta;
+    const content = delta?.content ?? (choice as { text?: unknown }).text;
+    if (typeof content === 'string' ? content.length > 0 : Array.isArray(content) && content.length > 0) n++;
+  }
+  return n;
+}
 
 /**
  * Watches an SSE stream as it passes and keeps the usage of the last event that carried one.
  * Only complete events (ended by a blank line) are examined; partial ones wait for their end.
+ *
+ * Each event's `data:` lines are joined as the SSE format says and read as JSON, whatever its
+ * spacing or line breaks (`"content": "…"`, as Python and many OpenAI-compatible servers write).
+ * It stays cheap on the hot path: an event in the compact form is counted by one `indexOf`, and
+ * `JSON.parse` runs only on an event that names `usage` (the last one, usually) or whose content
+ * is written some other way.
  */
 export class SseUsageScanner {
   #carry = '';
@@ -71,11 +98,68 @@ export class SseUsageScanner {
       this.#carry = data.length > 1_048_576 ? '' : data;
       return;
     }
-    const complete = data.slice(0, end);
     this.#carry = data.slice(end);
-    for (let at = complete.indexOf(CONTENT); at !== -1; at = complete.indexOf(CONTENT, at + CONTENT.length)) {
-      if (complete.charCodeAt(at + CONTENT.length) !== 34 /* an empty string */) this.contentEvents++;
+    this.#events(data, end);
+  }
+
+  /**
+   * The stream ended (or was cut): an event the provider finished but did not end with a blank
+   * line is examined too, if its data is whole JSON.
+   */
+  end(): void {
+    const rest = this.#carry;
+    this.#carry = '';
+    if (rest.trim().length > 0) this.#events(`${rest}\n`, rest.length + 1);
+  }
+
+  /** Examines the events of `text` up to `end`, line by line (no array of lines is made). */
+  #events(text: string, end: number): void {
+    let payload: string | undefined;
+    let at = 0;
+    while (at <= end) {
+      let eol = text.indexOf('\n', at);
+      if (eol === -1 || eol > end) eol = end;
+      const lineEnd = eol > at && text.charCodeAt(eol - 1) === 13 ? eol - 1 : eol;
+      if (lineEnd === at) {
+        // A blank line ends the event.
+        if (payload !== undefined) this.#event(payload);
+        payload = undefined;
+      } else if (text.startsWith('data:', at)) {
+        const start = text.charCodeAt(at + 5) === 32 ? at + 6 : at + 5;
+        const value = text.slice(start, lineEnd);
+        payload = payload === undefined ? value : `${payload}\n${value}`;
+      }
+      at = eol + 1;
     }
-    if (complete.includes('"usage"')) this.usage = extractUsage(complete) ?? this.usage;
+    if (payload !== undefined) this.#event(payload);
+  }
+
+  #event(data: string): void {
+    const hasUsage = data.includes('"usage"');
+    let compact = 0;
+    for (
+      let at = data.indexOf(COMPACT_CONTENT);
+      at !== -1;
+      at = data.indexOf(COMPACT_CONTENT, at + COMPACT_CONTENT.length)
+    ) {
+      if (data.charCodeAt(at + COMPACT_CONTENT.length) !== 34 /* an empty string */) compact++;
+    }
+    // Quotes inside JSON strings are escaped, so the compact form cannot match inside a value.
+    const needsParse = hasUsage || (compact === 0 && (data.includes('"content"') || data.includes('"text"')));
+    if (!needsParse) {
+      this.contentEvents += compact;
+      return;
+    }
+    let chunk: unknown;
+    try {
+      chunk = JSON.parse(data);
+    } catch {
+      // Not JSON (`[DONE]`, a comment, a cut event): what the literal look found is all there is.
+      this.contentEvents += compact;
+      if (hasUsage) this.usage = extractUsage(data) ?? this.usage;
+      return;
+    }
+    this.contentEvents += textChoices(chunk);
+    if (hasUsage) this.usage = usageFrom((chunk as { usage?: unknown } | null)?.usage) ?? this.usage;
   }
 }

@@ -44,6 +44,7 @@ await describeDistributed('ten instances starting at once', () => {
         store: 'ok',
         upstream: 'reachable',
         limits: 'redis',
+        upstreamPool: 'ok',
         draining: false,
       });
     }

@@ -12,7 +12,6 @@ import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { basename, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { SMTPServer } from 'smtp-server';
 import { setGlobalDispatcher } from 'undici';
 import {
@@ -45,6 +44,7 @@ import {
 import { newId } from '../../src/util/ids.ts';
 import { ANY_KEY_RE, baseEnv, createCliHarness } from '../support/cli.ts';
 import { startTestGateway, type TestGateway, tempDir } from '../support/gateway.ts';
+import { eventually } from '../support/wait.ts';
 
 // ---- receivers -----------------------------------------------------------------------------------
 
@@ -146,20 +146,6 @@ function readable(raw: string): string {
     .replace(/\r\n[ \t]+/g, ' ')
     .replace(/=\r?\n/g, '')
     .replace(/=([0-9A-F]{2})/g, (_, hex: string) => String.fromCharCode(Number.parseInt(hex, 16)));
-}
-
-async function until<T>(
-  probe: () => T | undefined | Promise<T | undefined>,
-  what: string,
-  ms = 5000,
-): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(10);
-  }
 }
 
 /** Every file of a data directory (the database, its WAL) as one string, to look for plaintext. */
@@ -631,8 +617,8 @@ describe('notifier', () => {
       });
       const sent = n.notify(alert);
       assert.equal(receiver.on(path).length, 0, 'nothing is sent on the caller’s turn');
-      await until(
-        async () => (await store.listDeliveries({ alertId: alert.id })).length === 1 || undefined,
+      await eventually(
+        async () => (await store.listDeliveries({ alertId: alert.id })).length === 1,
         'the first attempt',
       );
       const started = Date.now();

@@ -5,11 +5,11 @@
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import { after, before, test } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { verifyWebhookSignature } from '../../src/alerts/notifier.ts';
 import { addChannel, channelRules } from '../../src/alerts/service.ts';
 import { CLI_ACTOR } from '../../src/store/types.ts';
 import { bearer, chatBody, startTestGateway, type TestGateway } from '../support/gateway.ts';
+import { eventually } from '../support/wait.ts';
 
 interface Received {
   body: string;
@@ -55,21 +55,20 @@ after(async () => {
   await new Promise<void>((resolve) => receiver.close(() => resolve()));
 });
 
-async function waitFor(kind: string): Promise<Record<string, unknown>> {
-  for (let i = 0; i < 100; i++) {
+/** The first alert of `kind` (and `which`, if given) that reached the webhook, its signature checked. */
+async function waitFor(
+  kind: string,
+  which: (payload: Record<string, unknown>) => boolean = () => true,
+): Promise<Record<string, unknown>> {
+  const { r, payload } = await eventually(() => {
     for (const r of received) {
       const payload = JSON.parse(r.body) as Record<string, unknown>;
-      if (payload.kind === kind) {
-        assert.ok(
-          verifyWebhookSignature(SECRET, r.signature, r.body, Math.floor(Date.now() / 1000)),
-          'signed',
-        );
-        return payload;
-      }
+      if (payload.kind === kind && which(payload)) return { r, payload };
     }
-    await sleep(50);
-  }
-  assert.fail(`no ${kind} alert reached the webhook`);
+    return undefined;
+  }, `a ${kind} alert at the webhook`);
+  assert.ok(verifyWebhookSignature(SECRET, r.signature, r.body, Math.floor(Date.now() / 1000)), 'signed');
+  return payload;
 }
 
 test('a revoked key still being tried raises a critical alert that reaches the webhook, signed', async () => {
@@ -79,18 +78,27 @@ test('a revoked key still being tried raises a critical alert that reaches the w
     200,
   );
   await t.gateway.store.revokeKey(id, Date.now(), CLI_ACTOR);
-  await sleep(400);
-  assert.equal(
-    (await t.call('/v1/chat/completions', { method: 'POST', headers: bearer(key), body: chatBody() })).status,
-    401,
-  );
+  // Tried until the revocation has reached the server (a 200 before it is no failure).
+  await eventually(async () => {
+    await t.gateway.verifier.syncChanges();
+    const res = await t.call('/v1/chat/completions', {
+      method: 'POST',
+      headers: bearer(key),
+      body: chatBody(),
+    });
+    return res.status === 401;
+  }, 'the revoked key to be refused');
   const payload = await waitFor('auth_failures');
   assert.equal(payload.severity, 'critical');
   assert.deepEqual(payload.key, { id, name: 'leaked key' });
   assert.match(String(payload.message), /revoked/);
   const stored = await t.gateway.store.listAlerts({ keyId: id });
   assert.equal(stored.length, 1);
-  const deliveries = await t.gateway.store.listDeliveries({ alertId: stored[0]?.id ?? '' });
+  // The delivery is stored once the webhook has answered, which may follow its receipt above.
+  const deliveries = await eventually(async () => {
+    const list = await t.gateway.store.listDeliveries({ alertId: stored[0]?.id ?? '' });
+    return list.length > 0 ? list : undefined;
+  }, 'the delivery to be recorded');
   assert.equal(deliveries[0]?.outcome, 'sent');
   // The delivery log through the management API.
   const { key: admin } = await t.createKey('alert reader', undefined, { scopes: ['admin'] });
@@ -115,7 +123,8 @@ test('a burst of bad keys from one address raises one alert per cooldown', async
   }
   await t.gateway.alerts.tick();
   await t.gateway.alerts.tick();
-  const payload = await waitFor('auth_failures');
+  // This burst's alert, not the revoked key's of the test above.
+  const payload = await waitFor('auth_failures', (p) => String(p.title).startsWith('Burst'));
   assert.ok(payload);
   const bursts = (await t.gateway.store.listAlerts({ kind: 'auth_failures' })).filter((a) =>
     a.title.startsWith('Burst'),
@@ -137,10 +146,10 @@ test('a key over 80% of its budget raises a budget alert', async () => {
   assert.deepEqual(statuses, [200, 200, 200, 429], 'the fourth would overshoot the budget');
   // The usage queue flushes every 50 ms: wait for it to hold the three requests.
   const since = Date.UTC(new Date().getUTCFullYear(), new Date().getUTCMonth(), new Date().getUTCDate());
-  for (let i = 0; (await t.gateway.store.tokensUsed({ keyId: id, since })) < 160; i++) {
-    assert.ok(i < 200, 'the usage of the three requests was recorded');
-    await sleep(10);
-  }
+  await eventually(
+    async () => (await t.gateway.store.tokensUsed({ keyId: id, since })) >= 160,
+    'the usage of the three requests to be recorded',
+  );
   await t.gateway.alerts.tick();
   const payload = await waitFor('budget_threshold');
   assert.equal((payload.key as { id: string }).id, id);

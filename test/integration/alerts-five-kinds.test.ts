@@ -16,7 +16,6 @@ import assert from 'node:assert/strict';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { SMTPServer } from 'smtp-server';
 import { request } from 'undici';
 import { verifyWebhookSignature } from '../../src/alerts/notifier.ts';
@@ -25,6 +24,7 @@ import { createKey } from '../../src/keys/service.ts';
 import { utcPeriods } from '../../src/limits/period.ts';
 import { type AlertKind, CLI_ACTOR, DEFAULT_WORKSPACE_ID } from '../../src/store/types.ts';
 import { bearer, chatBody, startTestGateway, type TestGateway } from '../support/gateway.ts';
+import { eventually } from '../support/wait.ts';
 
 const KEY_SHAPE = /kg_[0-9A-Za-z]{38}/;
 const SECRET = 'whsec_five-kinds-signing-secret-0123';
@@ -92,15 +92,8 @@ function readable(raw: string): string {
   return head + body;
 }
 
-async function until<T>(probe: () => T | undefined | Promise<T | undefined>, what: string): Promise<T> {
-  const deadline = Date.now() + DEADLINE_MS;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${DEADLINE_MS} ms waiting for ${what}`);
-    await sleep(25);
-  }
-}
+/** The shared poll with this file's deadline (a delivery crosses HTTP and SMTP). */
+const until = <T>(probe: () => T | Promise<T>, what: string) => eventually(probe, what, DEADLINE_MS, 25);
 
 before(async () => {
   http = createServer((req, res) => {

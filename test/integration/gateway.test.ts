@@ -53,12 +53,13 @@ describe('bearer authentication', () => {
     assert.match(body.message, /Authorization: Bearer/);
   });
 
-  test('another authentication scheme is no credentials: 401 with a plain challenge', async () => {
+  test('another authentication scheme is a malformed header: 400 naming the scheme', async () => {
     const res = await t.call('/v1/models', {
       headers: { authorization: `Basic ${Buffer.from('a:b').toString('base64')}` },
     });
-    assert.equal(res.status, 401);
-    assert.equal(res.headers['www-authenticate'], 'Bearer realm="keygate"');
+    assert.equal(res.status, 400);
+    assert.equal(res.headers['www-authenticate'], 'Bearer realm="keygate", error="invalid_request"');
+    assert.match((res.json() as ErrorBody).message, /"Basic" scheme is not accepted/);
   });
 
   test('the scheme is case-insensitive', async () => {
@@ -261,12 +262,14 @@ describe('forwarding', () => {
       body: chatBody(),
     });
     assert.equal(res.status, 200);
-    const gatewayId = String(res.headers['x-request-id']);
-    assert.match(gatewayId, /^req_/, 'the gateway answers with its own id');
+    const gatewayId = String(res.headers['x-keygate-request-id']);
+    assert.match(gatewayId, /^req_/, 'the gateway answers with its own id too');
+    assert.equal(res.headers['x-request-id'], 'client-chosen-id', "the client's id is echoed");
     const received = t.stub.requests[before];
     assert.ok(received);
     assert.equal(received.headers.authorization, 'Bearer upstream-secret-key');
-    assert.equal(received.headers['x-request-id'], gatewayId, 'the provider sees the same id');
+    assert.equal(received.headers['x-request-id'], 'client-chosen-id', "the provider sees the client's id");
+    assert.equal(received.headers['x-keygate-request-id'], gatewayId, "and the gateway's");
     for (const header of ['proxy-authorization', 'te', 'cookie'])
       assert.equal(received.headers[header], undefined, header);
     assert.ok(!JSON.stringify(received).includes(key));
@@ -713,7 +716,8 @@ describe('metering and logs', () => {
     }, 'the access log line');
     assert.equal(lines.length, 1);
     assert.equal(lines[0]?.keyId, keyId);
-    assert.equal(lines[0]?.reqId, res.headers['x-request-id']);
+    assert.equal(lines[0]?.reqId, res.headers['x-keygate-request-id']);
+    assert.equal(res.headers['x-request-id'], marker);
     assert.equal(lines[0]?.clientReqId, marker);
     assert.equal(lines[0]?.status, 200);
     assert.equal(typeof lines[0]?.latencyMs, 'number');
@@ -743,6 +747,7 @@ describe('metering and logs', () => {
       store: 'ok',
       upstream: 'reachable',
       limits: 'memory',
+      upstreamPool: 'ok',
       draining: false,
     });
   });

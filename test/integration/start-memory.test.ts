@@ -12,9 +12,10 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { BANNER } from '../support/cli.ts';
 import type { HeapProbe } from '../support/heap-probe.ts';
 import { REDIS_URL, redisUnavailable } from '../support/redis.ts';
+import { eventually } from '../support/wait.ts';
 
 const BIN = new URL('../../bin/keygate.js', import.meta.url).pathname;
 const PROBE = new URL('../support/heap-probe.ts', import.meta.url).pathname;
@@ -38,16 +39,6 @@ function cleanEnv(): NodeJS.ProcessEnv {
     env[name] = value;
   }
   return env;
-}
-
-async function waitFor<T>(what: string, probe: () => T | undefined, ms = 20_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(50);
-  }
 }
 
 /** The child processes of a process (the workers of `--workers N`). */
@@ -96,20 +87,27 @@ async function probeStart(
     stderr += chunk;
   });
   const pid = child.pid ?? -1;
-  await waitFor(`the gateway to listen (stderr: ${stderr})`, () =>
-    child.exitCode !== null
-      ? assert.fail(`keygate start exited (${child.exitCode}): ${stderr}`)
-      : /is listening on/.test(stderr) || undefined,
+  await eventually(
+    () =>
+      child.exitCode !== null
+        ? assert.fail(`keygate start exited (${child.exitCode}): ${stderr}`)
+        : BANNER.test(stderr),
+    () => `the gateway's banner (stderr: ${stderr})`,
+    20_000,
   );
   const pids = [pid, ...(options.workers ? childrenOf(pid) : [])];
   assert.equal(pids.length, 1 + (options.workers ?? 0), `processes of the gateway: ${pids.join(', ')}`);
   for (const p of pids) process.kill(p, 'SIGUSR2');
   const probes = await Promise.all(
     pids.map((p) =>
-      waitFor(`the probe of process ${p}`, () => {
-        const file = join(dir, `${p}.json`);
-        return existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as HeapProbe) : undefined;
-      }),
+      eventually(
+        () => {
+          const file = join(dir, `${p}.json`);
+          return existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as HeapProbe) : undefined;
+        },
+        `the probe of process ${p}`,
+        20_000,
+      ),
     ),
   );
   child.kill('SIGTERM');

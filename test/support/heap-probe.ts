@@ -5,7 +5,7 @@
  * $HEAP_PROBE_DIR/<pid>.json: the process's Node flags, MALLOC_ARENA_MAX, and the size of V8's
  * new space (its two semi-spaces).
  */
-import { writeFileSync } from 'node:fs';
+import { renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import v8 from 'node:v8';
 
@@ -35,7 +35,10 @@ if (dir) {
         mallocArenaMax: process.env.MALLOC_ARENA_MAX,
         newSpaceBytes: newSpace?.space_size ?? -1,
       };
-      writeFileSync(join(dir, `${process.pid}.json`), JSON.stringify(probe));
+      // Whole or not at all: the test reads the file as soon as it exists.
+      const file = join(dir, `${process.pid}.json`);
+      writeFileSync(`${file}.tmp`, JSON.stringify(probe));
+      renameSync(`${file}.tmp`, file);
     }, 200);
   });
 }

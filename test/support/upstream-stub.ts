@@ -19,6 +19,19 @@
  * stub-error-echo (400 whose message quotes the messages and the Authorization header received).
  * Tool definitions (`tools`) count as prompt words, as a provider counts them.
  *
+ * Faults, for the fault suite (test/faults/):
+ * - stub-hold: no head until `release()` (or the caller goes away); stub-hold-stream: the head
+ *   and one content event, then nothing until `release()`, then the rest of the stream.
+ * - stub-stall-stream / stub-reset-stream: the head and 3 content events ("w1", "w2", "w3"),
+ *   no usage; then silence for ever (stall) or the connection destroyed (reset). With
+ *   `stub-pretty-` in front, every event is pretty-printed (`"content": "w1"`) and spread over
+ *   several `data:` lines.
+ * - stub-huge-error: a 500 whose JSON body is `stub_error_bytes` (a body field) bytes long,
+ *   written in 64 KiB pieces as the caller reads them.
+ * - embeddings with `output_dimension` N (a body field): N floats per input, written one item at
+ *   a time as the caller reads them (large batches do not block the stub); with `stub_hold_after`
+ *   K, nothing after the first K items until `release()`.
+ *
  * Run directly for the benchmark:
  *   node test/support/upstream-stub.ts --port 9000 --latency 0
  * prints {"url":"http://127.0.0.1:9000"} on one line and stops on SIGTERM/SIGINT.
@@ -62,6 +75,10 @@ export interface UpstreamStub {
   setLatency(ms: number): void;
   /** Requests still being answered; one whose client hung up leaves at once. */
   readonly inFlight: number;
+  /** Requests of the stub-hold models waiting for `release()`. */
+  readonly held: number;
+  /** Lets every held request go on. */
+  release(): void;
   /** Closes the server and all sockets; cancels pending timers. */
   close(): Promise<void>;
 }
@@ -207,6 +224,23 @@ function embeddingOf(text: string): number[] {
   return raw.map((v) => Math.round((v / norm) * 1e6) / 1e6);
 }
 
+/**
+ * Deterministic `dimensions` floats of the text (a xorshift generator seeded from its sha256),
+ * with 6 decimals like `embeddingOf`; `largeEmbeddingValue(text, i)` gives the i-th.
+ */
+export function largeEmbeddingOf(text: string, dimensions: number): number[] {
+  let state = createHash('sha256').update(text).digest().readUInt32BE(0) || 1;
+  const values: number[] = [];
+  for (let i = 0; i < dimensions; i++) {
+    state ^= state << 13;
+    state ^= state >>> 17;
+    state ^= state << 5;
+    state >>>= 0;
+    values.push(Math.round((state / 2 ** 31 - 1) * 1e6) / 1e6);
+  }
+  return values;
+}
+
 function modelCard(id: string, created: number): JsonObject {
   const isEmbed = id === 'mistral-embed';
   const isCode = id.startsWith('codestral');
@@ -263,6 +297,93 @@ export function startUpstreamStub(opts: StubOptions = {}): Promise<UpstreamStub>
   const served: StubServed[] = [];
   const inFlight = new Set<RequestContext>();
   let closed = false;
+  const holding = new Set<() => void>();
+
+  /** Resolves true when `release()` is called, or false as soon as the request is aborted. */
+  function hold(ctx: RequestContext): Promise<boolean> {
+    if (ctx.aborted) return Promise.resolve(false);
+    return new Promise<boolean>((resolve) => {
+      const release = (): void => {
+        holding.delete(release);
+        resolve(!ctx.aborted);
+      };
+      const cancel = (): void => {
+        holding.delete(release);
+        resolve(false);
+      };
+      holding.add(release);
+      ctx.cancel.push(cancel);
+    });
+  }
+
+  /** Writes `text` and waits for the socket to take it (false: the caller went away). */
+  async function writeDrained(
+    ctx: RequestContext,
+    res: ServerResponse,
+    text: string | Buffer,
+  ): Promise<boolean> {
+    if (ctx.aborted || res.destroyed) return false;
+    if (res.write(text)) return true;
+    return new Promise<boolean>((resolve) => {
+      const done = (): void => {
+        res.off('drain', done);
+        res.off('close', done);
+        resolve(!ctx.aborted && !res.destroyed);
+      };
+      res.once('drain', done);
+      res.once('close', done);
+    });
+  }
+
+  /** A stream of 3 content events without usage, then a stall or a reset (see the header). */
+  async function sendCutStream(
+    ctx: RequestContext,
+    res: ServerResponse,
+    model: string,
+    cut: 'stall' | 'reset',
+    pretty: boolean,
+  ): Promise<void> {
+    res.writeHead(200, { ...extraHeaders, 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache' });
+    const id = `cmpl-${hex32()}`;
+    for (const word of ['w1', 'w2', 'w3']) {
+      const chunk = {
+        id,
+        object: 'chat.completion.chunk',
+        model,
+        choices: [{ index: 0, delta: { content: word }, finish_reason: null }],
+      };
+      // Spaces after the colons (`"content": "w1"`, as Python's json.dumps writes), and the event
+      // spread over several data: lines, joined by the client with line breaks (JSON whitespace).
+      const json = pretty ? JSON.stringify(chunk, null, 1) : JSON.stringify(chunk);
+      const event = pretty
+        ? `${json
+            .split('\n')
+            .map((line) => `data: ${line}`)
+            .join('\n')}\n\n`
+        : `data: ${json}\n\n`;
+      if (!(await writeDrained(ctx, res, event)) || !(await tick(ctx))) return;
+    }
+    if (cut === 'reset') res.socket?.destroy();
+    // A stall: nothing more, until the caller goes away.
+  }
+
+  /** A 500 with a JSON error body of `size` bytes, written as the caller reads it. */
+  async function sendHugeError(ctx: RequestContext, res: ServerResponse, size: number): Promise<void> {
+    const head = '{"object":"error","message":"';
+    const tail = '","type":"server_error","param":null,"code":"5000"}';
+    const fill = Math.max(0, size - head.length - tail.length);
+    res.writeHead(500, {
+      ...extraHeaders,
+      'Content-Type': 'application/json',
+      'Content-Length': String(head.length + fill + tail.length),
+    });
+    if (!(await writeDrained(ctx, res, head))) return;
+    const piece = Buffer.alloc(65_536, 'x');
+    for (let left = fill; left > 0; left -= piece.length) {
+      if (!(await writeDrained(ctx, res, left >= piece.length ? piece : piece.subarray(0, left)))) return;
+    }
+    res.end(tail);
+  }
 
   /** Resolves true after `ms`, or false as soon as the request is aborted. Never keeps the process alive after close. */
   function wait(ctx: RequestContext, ms: number): Promise<boolean> {
@@ -371,7 +492,12 @@ export function startUpstreamStub(opts: StubOptions = {}): Promise<UpstreamStub>
       if (usage) chunk.usage = usage;
       return `data: ${JSON.stringify(chunk)}\n\n`;
     };
-    res.writeHead(200, { ...extraHeaders, 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache' });
+    if (!res.headersSent)
+      res.writeHead(200, {
+        ...extraHeaders,
+        'Content-Type': 'text/event-stream',
+        'Cache-Control': 'no-cache',
+      });
     res.write(frame({ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null }));
     const contents = chunkContents(c.tokens, parts);
     for (let i = 0; i < contents.length; i++) {
@@ -411,6 +537,25 @@ export function startUpstreamStub(opts: StubOptions = {}): Promise<UpstreamStub>
     stream: boolean,
   ): Promise<void> {
     if (c.model === 'stub-slow' && !(await wait(ctx, SLOW_DELAY_MS))) return;
+    if (c.model === 'stub-hold' && !(await hold(ctx))) return;
+    const cut = /^stub-(pretty-)?(stall|reset)-stream$/.exec(c.model);
+    if (cut) {
+      await sendCutStream(ctx, res, c.model, cut[2] as 'stall' | 'reset', cut[1] !== undefined);
+      return;
+    }
+    if (c.model === 'stub-hold-stream' && stream) {
+      res.writeHead(200, {
+        ...extraHeaders,
+        'Content-Type': 'text/event-stream',
+        'Cache-Control': 'no-cache',
+      });
+      res.write(
+        `data: ${JSON.stringify({ id: 'held', object: 'chat.completion.chunk', model: c.model, choices: [{ index: 0, delta: { content: 'held' }, finish_reason: null }] })}\n\n`,
+      );
+      if (!(await hold(ctx))) return;
+      await sendStream(ctx, res, c, streamChunks, 0);
+      return;
+    }
     if (c.model === 'stub-slow-stream') {
       if (stream) {
         await sendStream(ctx, res, c, SLOW_STREAM_CHUNKS, SLOW_STREAM_INTERVAL_MS);
@@ -435,6 +580,10 @@ export function startUpstreamStub(opts: StubOptions = {}): Promise<UpstreamStub>
     if (typeof model !== 'string') return sendJson(res, 422, validationError('model', null));
     if (!Array.isArray(messages)) return sendJson(res, 422, validationError('messages', null));
     if (handleFailureModel(res, model)) return;
+    if (model === 'stub-huge-error') {
+      const size = typeof body.stub_error_bytes === 'number' ? body.stub_error_bytes : 1 << 20;
+      return sendHugeError(ctx, res, size);
+    }
     if (model === 'stub-error-echo') {
       // A provider error that quotes the request and the credential it was sent.
       const quoted = messages.map((m) => (isRecord(m) ? contentText(m.content) : '')).join(' ');
@@ -507,6 +656,12 @@ export function startUpstreamStub(opts: StubOptions = {}): Promise<UpstreamStub>
     if (handleFailureModel(res, model)) return;
     if (model === 'stub-slow' && !(await wait(ctx, SLOW_DELAY_MS))) return;
     const promptTokens = inputs.reduce((sum, text) => sum + words(text).length, 0);
+    const dimensions = body.output_dimension;
+    if (typeof dimensions === 'number' && Number.isInteger(dimensions) && dimensions > 0) {
+      const holdAfter = typeof body.stub_hold_after === 'number' ? body.stub_hold_after : -1;
+      await sendLargeEmbeddings(ctx, res, model, inputs, dimensions, usageOf(promptTokens, 0), holdAfter);
+      return;
+    }
     // Like the real Mistral API: always floats, even when encoding_format is "base64".
     sendJson(
       res,
@@ -520,6 +675,36 @@ export function startUpstreamStub(opts: StubOptions = {}): Promise<UpstreamStub>
       },
       ctx.req,
     );
+  }
+
+  /** Embeddings of `dimensions` floats each, written one item at a time as the caller reads them. */
+  async function sendLargeEmbeddings(
+    ctx: RequestContext,
+    res: ServerResponse,
+    model: string,
+    inputs: string[],
+    dimensions: number,
+    usage: Usage,
+    holdAfter: number,
+  ): Promise<void> {
+    res.writeHead(200, { ...extraHeaders, 'Content-Type': 'application/json' });
+    if (
+      !(await writeDrained(
+        ctx,
+        res,
+        `{"id":"${hex32()}","object":"list","model":${JSON.stringify(model)},"data":[`,
+      ))
+    )
+      return;
+    for (let index = 0; index < inputs.length; index++) {
+      if (index === holdAfter && !(await hold(ctx))) return;
+      const values = largeEmbeddingOf(inputs[index] ?? '', dimensions);
+      const item = `${index > 0 ? ',' : ''}{"object":"embedding","embedding":[${values.join(',')}],"index":${index}}`;
+      if (!(await writeDrained(ctx, res, item))) return;
+      if (!(await tick(ctx))) return;
+    }
+    serve(ctx.req, usage, false);
+    res.end(`],"usage":${JSON.stringify(usage)}}`);
   }
 
   function readBody(req: IncomingMessage): Promise<string> {
@@ -640,6 +825,12 @@ export function startUpstreamStub(opts: StubOptions = {}): Promise<UpstreamStub>
         },
         get inFlight(): number {
           return inFlight.size;
+        },
+        get held(): number {
+          return holding.size;
+        },
+        release(): void {
+          for (const release of [...holding]) release();
         },
         close(): Promise<void> {
           closing ??= new Promise<void>((done) => {

@@ -17,16 +17,21 @@ test('the scheme is matched case-insensitively and extra spaces are allowed', ()
   }
 });
 
-test('no header at all, or another scheme, is "missing" (RFC 6750 §3.1), not malformed', () => {
+test('no header at all is "missing"; another scheme is malformed, named only when it is a word', () => {
   assert.deepEqual(parseAuthorization(undefined), { kind: 'missing' });
   const key = generateKey();
-  for (const header of [
-    `Basic ${Buffer.from('user:pass').toString('base64')}`,
-    `Token ${key}`,
-    `Digest username="x"`,
-    key,
-  ]) {
-    assert.deepEqual(parseAuthorization(header), { kind: 'missing' }, header);
+  const cases: [string, string][] = [
+    [
+      `Basic ${Buffer.from('user:pass').toString('base64')}`,
+      'the "Basic" scheme is not accepted, only Bearer',
+    ],
+    [`Token ${key}`, 'the "Token" scheme is not accepted, only Bearer'],
+    ['Digest username="x"', 'the "Digest" scheme is not accepted, only Bearer'],
+    [key, 'no Bearer scheme before the credentials'],
+    [`${key} ${key}`, 'no Bearer scheme before the credentials'],
+  ];
+  for (const [header, reason] of cases) {
+    assert.deepEqual(parseAuthorization(header), { kind: 'malformed', reason }, header);
   }
 });
 

@@ -71,3 +71,39 @@ test('the SSE scanner counts the events that delivered text', () => {
   partial.push('data: {"choices":[{"delta":{"content":"a"}}]}\n\ndata: {"choices":[{"delta":{"content":"b');
   assert.equal(partial.contentEvents, 1, 'an incomplete event is not counted yet');
 });
+
+test('pretty-printed events, spread over several data: lines, are read as JSON (issue 13, item 11)', () => {
+  const event = (chunk: unknown) =>
+    `${JSON.stringify(chunk, null, 2)
+      .split('\n')
+      .map((line) => `data: ${line}`)
+      .join('\r\n')}\r\n\r\n`;
+  const stream = [
+    event({ choices: [{ index: 0, delta: { role: 'assistant', content: '' } }] }),
+    event({ choices: [{ index: 0, delta: { content: 'Hello' } }] }),
+    `data: {"choices": [{"index": 0, "delta": {"content": " world"}}]}\n\n`,
+    event({
+      choices: [{ index: 0, delta: { content: '!' } }],
+      usage: { prompt_tokens: 4, completion_tokens: 3, total_tokens: 7 },
+    }),
+    'data: [DONE]\n\n',
+  ].join('');
+  const bytes = Buffer.from(stream, 'utf8');
+  fc.assert(
+    fc.property(fc.uniqueArray(fc.integer({ min: 1, max: bytes.length - 1 }), { maxLength: 20 }), (cuts) => {
+      const points = [0, ...cuts.sort((a, b) => a - b), bytes.length];
+      const scanner = new SseUsageScanner();
+      const decoder = new TextDecoder();
+      for (let i = 1; i < points.length; i++)
+        scanner.push(decoder.decode(bytes.subarray(points[i - 1], points[i]), { stream: true }));
+      assert.equal(scanner.contentEvents, 3);
+      assert.deepEqual(scanner.usage, { promptTokens: 4, completionTokens: 3, totalTokens: 7 });
+    }),
+    { numRuns: 500 },
+  );
+  // Cut before its usage report, the stream still counts what it delivered.
+  const cut = new SseUsageScanner();
+  cut.push(stream.slice(0, stream.indexOf('" world"') + 20));
+  cut.end();
+  assert.equal(cut.contentEvents, 2);
+});
