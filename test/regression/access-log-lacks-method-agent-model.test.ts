@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { generateKey } from '../../src/keys/format.ts';
 import { bearer, startTestGateway, type TestGateway } from '../support/gateway.ts';
-import { eventually } from '../support/wait.ts';
+import { accessLine } from '../support/usage-rows.ts';
 
 let t: TestGateway;
 before(async () => {
@@ -16,16 +16,7 @@ before(async () => {
 });
 after(() => t.close());
 
-async function lineOf(reqId: unknown): Promise<Record<string, unknown>> {
-  await new Promise<void>((resolve) => t.gateway.logger.flush(() => resolve()));
-  return eventually(
-    () =>
-      t.logLines
-        .map((line) => JSON.parse(line) as Record<string, unknown>)
-        .find((line) => line.msg === 'request' && line.reqId === reqId),
-    `the access-log line of ${String(reqId)}`,
-  );
-}
+const lineOf = (reqId: unknown) => accessLine(t, { reqId });
 
 test('method and user agent are logged; a key in the user agent is not', async () => {
   const { key } = await t.createKey();

@@ -11,8 +11,7 @@ import { after, before, test } from 'node:test';
 import { request } from 'undici';
 import { bearer, chatBody, startTestGateway, type TestGateway } from '../support/gateway.ts';
 import { parseExposition, sampleValue } from '../support/prometheus.ts';
-import { usageRows } from '../support/usage-rows.ts';
-import { eventually } from '../support/wait.ts';
+import { accessLine, usageRows } from '../support/usage-rows.ts';
 
 let t: TestGateway;
 before(async () => {
@@ -41,17 +40,6 @@ async function stream(key: string, model: string): Promise<{ status: number; tex
   }
 }
 
-async function accessLine(keyId: string): Promise<Record<string, unknown>> {
-  await new Promise<void>((resolve) => t.gateway.logger.flush(() => resolve()));
-  return eventually(
-    () =>
-      t.logLines
-        .map((line) => JSON.parse(line) as Record<string, unknown>)
-        .find((line) => line.msg === 'request' && line.keyId === keyId),
-    `the access-log line of ${keyId}`,
-  );
-}
-
 for (const [model, status, failure] of [
   ['stub-reset-stream', 502, 'upstream_broke_midstream'],
   ['stub-stall-stream', 504, 'upstream_timeout_midstream'],
@@ -68,7 +56,7 @@ for (const [model, status, failure] of [
     assert.equal(row?.status, status);
     assert.equal(row?.completion_tokens, 3, 'one token per content event seen');
     assert.equal(row?.tokens_estimated, 1);
-    const line = await accessLine(id);
+    const line = await accessLine(t, { keyId: id });
     assert.equal(line.status, status);
     assert.equal(line.failure, failure);
   });

@@ -1,6 +1,6 @@
 /**
- * The usage records a test gateway (SQLite) stored for a key, read straight from its database file,
- * waited for since they are written behind the response.
+ * What a test gateway (SQLite) recorded of its requests: usage records, read straight from its
+ * database file, and access-log lines; both waited for, since they are written behind the response.
  */
 import { DatabaseSync } from 'node:sqlite';
 import type { TestGateway } from './gateway.ts';
@@ -35,4 +35,19 @@ export function usageRows(t: TestGateway, keyId: string, count = 1): Promise<Usa
     const rows = read(t, keyId);
     return rows.length >= count ? rows : undefined;
   }, `${count} usage record(s) of ${keyId}`);
+}
+
+/** The first access-log line (`msg: "request"`) whose fields include `fields`, once it is written. */
+export async function accessLine(
+  t: TestGateway,
+  fields: Record<string, unknown>,
+): Promise<Record<string, unknown>> {
+  await new Promise<void>((resolve) => t.gateway.logger.flush(() => resolve()));
+  return eventually(
+    () =>
+      t.logLines
+        .map((line) => JSON.parse(line) as Record<string, unknown>)
+        .find((line) => line.msg === 'request' && Object.entries(fields).every(([k, v]) => line[k] === v)),
+    `the access-log line with ${JSON.stringify(fields)}`,
+  );
 }
