@@ -14,13 +14,14 @@ import { readdirSync, rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { createKey } from '../../src/keys/service.ts';
 import { CLI_ACTOR } from '../../src/store/types.ts';
 import { createUser } from '../../src/users/service.ts';
 import type { CreatedKey, KeyView, RotatedKey } from '../support/cli.ts';
-import { ANY_KEY_RE, baseEnv, KEY_RE, STACK_LINE } from '../support/cli.ts';
+import { ANY_KEY_RE, baseEnv, KEY_RE, pollStatus, STACK_LINE } from '../support/cli.ts';
 import { bearer, chatBody, startTestGateway, type TestGateway, tempDir } from '../support/gateway.ts';
+import { usageTotalsOf } from '../support/usage-totals.ts';
+import { eventually } from '../support/wait.ts';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const CLI_TIMEOUT_MS = 30_000;
@@ -102,8 +103,7 @@ before(async () => {
 
 after(async () => {
   for (const child of children) child.kill('SIGKILL');
-  const deadline = Date.now() + 5000;
-  while (children.size > 0 && Date.now() < deadline) await sleep(20);
+  await eventually(() => children.size === 0, 'the CLI processes to exit', 5000).catch(() => {});
   for (const socket of sockets) socket.destroy();
   await Promise.all(servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
   await t?.close();
@@ -226,32 +226,6 @@ async function chat(secret: string, model = 'mistral-small-latest'): Promise<num
   return res.status;
 }
 
-/** Polls `probe` every 50 ms until it returns `want` or `ms` pass; returns the milliseconds it took. */
-async function waitFor(probe: () => Promise<number>, want: number, ms: number): Promise<number | undefined> {
-  const started = Date.now();
-  for (;;) {
-    if ((await probe()) === want) return Date.now() - started;
-    if (Date.now() - started > ms) return undefined;
-    await sleep(50);
-  }
-}
-
-/**
- * Waits until the usage queue has written the key's requests (flushed every 50 ms in tests):
- * its usage and last_used_at no longer change.
- */
-async function usageSettled(keyId: string): Promise<void> {
-  const deadline = Date.now() + 5000;
-  let seen = -1;
-  for (;;) {
-    const requests = (await t.gateway.store.usageTotals({ keyId }))[0]?.requests ?? 0;
-    if (requests > 0 && requests === seen) return;
-    assert.ok(Date.now() < deadline, `the usage of ${keyId} did not settle within 5 s`);
-    seen = requests;
-    await sleep(300);
-  }
-}
-
 // ---------------------------------------------------------------------------------------------
 // 1. create
 
@@ -330,9 +304,9 @@ test('keys create --url with every restriction: the key is made by the gateway a
 
 test('keys list / show, workspaces, usage and audit print the same JSON and tables as the local CLI', async () => {
   assert.ok(remoteKey, 'needs the key of the first test');
-  // The /v1 calls above are metered after the response: wait until they are written, so that
-  // usage and last_used_at are the same for both reads.
-  await usageSettled(remoteKey.id);
+  // The three /v1 calls above are metered after the response: wait until they are written (with
+  // last_used_at, in the same transaction), so that both reads see the same.
+  await usageTotalsOf(t.gateway.store, remoteKey.id, 3);
 
   const remoteKeys = await remoteJson<KeyView[]>(['keys', 'list']);
   const localKeys = await localJson<KeyView[]>(['keys', 'list']);
@@ -469,8 +443,8 @@ test('keys revoke --url: the gateway refuses the key within 1 s; a second revoke
   const at = Date.now();
   assert.equal(revoked.status, 'revoked');
   assert.ok(revoked.revoked_at);
-  const took = await waitFor(() => chat(secret), 401, 3000);
-  assert.ok(took !== undefined, 'the revoked key was still accepted after 3 s');
+  const refused = await pollStatus(() => chat(secret), 401, at, 3000);
+  assert.ok(refused.elapsed !== undefined, 'the revoked key was still accepted after 3 s');
   const since = Date.now() - at;
   assert.ok(since <= 1000 + 100, `the revoked key was refused only ${since} ms after the revoke returned`);
 

@@ -27,6 +27,7 @@ import {
   within,
 } from '../support/cli.ts';
 import { DEFAULT_STUB_API_KEY, type UpstreamStub } from '../support/upstream-stub.ts';
+import { eventually } from '../support/wait.ts';
 
 interface KeyView {
   id: string;
@@ -646,12 +647,15 @@ test('usage --json adds up exactly what the upstream reported', { timeout: 60_00
 
   // Usage is written behind the responses: poll the CLI (bounded) until all four are in.
   let row: UsageRow | undefined;
-  const deadline = Date.now() + 10_000;
-  while (Date.now() < deadline) {
-    row = (await usageRows(dataDir)).find((r) => r.key_id === counted.id);
-    if (row && row.requests >= 4) break;
-    await sleep(200);
-  }
+  await eventually(
+    async () => {
+      row = (await usageRows(dataDir)).find((r) => r.key_id === counted.id);
+      return (row?.requests ?? 0) >= 4;
+    },
+    () => `the four requests in keygate usage (${row?.requests ?? 0} so far)`,
+    10_000,
+    200,
+  );
   assert.ok(row, 'no usage row for the key');
   assert.deepEqual(
     {
