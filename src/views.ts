@@ -3,6 +3,7 @@
  * and what the management API returns, from one definition so the two always agree. Never a secret.
  */
 import { formatMs } from './keys/service.ts';
+import { changesView } from './store/audit.ts';
 import {
   type AuditEvent,
   type KeyRecord,
@@ -75,7 +76,7 @@ export function auditView(event: AuditEvent & { seq: number }) {
     actor: { type: event.actor.type, id: event.actor.id, ip: event.actor.ip },
     action: event.action,
     target: { type: event.targetType, id: event.targetId },
-    changes: event.changes,
+    changes: changesView(event.changes),
   };
 }
 

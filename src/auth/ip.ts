@@ -47,7 +47,14 @@ export function normaliseAddress(text: string): string {
   return parseAddress(text)?.toString() ?? text;
 }
 
-/** Parses `10.0.0.0/8`, `2001:db8::/32`, or a bare address (a /32 or /128). Throws with a clear message. */
+/**
+ * Parses `10.0.0.0/8`, `2001:db8::/32`, or a bare address (a /32 or /128). Throws with a clear
+ * message. A range written with host bits (`10.0.0.1/8`) is refused, not narrowed or widened in
+ * silence: whoever wrote it meant either the network (`10.0.0.0/8`) or the one address
+ * (`10.0.0.1/32`), and only they know which. Every allowlist (keys, workspaces, trusted proxies,
+ * alert destinations) is read through here, so the CLI, the management API, the console and the
+ * configuration file agree.
+ */
 export function parseCidr(text: string): Cidr {
   const trimmed = text.trim();
   const slash = trimmed.indexOf('/');
@@ -72,6 +79,13 @@ export function parseCidr(text: string): Cidr {
     network.kind() === 'ipv4'
       ? ipaddr.IPv4.networkAddressFromCIDR(`${network.toString()}/${bits}`)
       : ipaddr.IPv6.networkAddressFromCIDR(`${network.toString()}/${bits}`);
+  if (base.toString() !== network.toString()) {
+    const single = network.kind() === 'ipv4' ? 32 : 128;
+    throw new Error(
+      `"${text}" has host bits set: write the network ${base.toString()}/${bits}, ` +
+        `or ${network.toString()}/${single} for that one address`,
+    );
+  }
   return { text: `${base.toString()}/${bits}`, address: base, bits };
 }
 

@@ -2,7 +2,7 @@
 import { type Command, Option } from 'commander';
 import { type Config, ConfigError, type ConfigFlags, loadConfig } from '../config/config.ts';
 import { ensureDataDir, type ServerSecrets, secretsFor, secretToGenerate } from '../config/secrets.ts';
-import { type KeyDeps, KeyInputError, KeyNotFoundError } from '../keys/service.ts';
+import { type KeyDeps, KeyExpiredError, KeyInputError, KeyNotFoundError } from '../keys/service.ts';
 import { openStore } from '../store/index.ts';
 import type { SecretBoundCounts, Store } from '../store/types.ts';
 import { UserInputError } from '../users/service.ts';
@@ -117,6 +117,8 @@ export async function withStore<T>(
 
 /** Input errors of the services as user errors (naming the option at fault); anything else as it is. */
 export function userErrorOf(error: unknown): unknown {
+  // Not a usage error: the key's state is in the way.
+  if (error instanceof KeyExpiredError) return new UserError(error.message);
   if (error instanceof KeyInputError) {
     const option = error.field === undefined ? undefined : OPTION_OF_FIELD[error.field];
     return new UserError(option ? `${option}: ${error.message}` : error.message, 2);

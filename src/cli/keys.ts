@@ -1,8 +1,8 @@
 /** `keygate keys …`: the key lifecycle from the command line. */
 import { type Command, Option } from 'commander';
 import type { KeyRestrictions } from '../keys/service.ts';
-import type { KeyStatus } from '../store/types.ts';
-import { withBackend } from './backend.ts';
+import { ALL_SCOPES, DEFAULT_KEY_POLICY, type KeyStatus } from '../store/types.ts';
+import { type Backend, withBackend } from './backend.ts';
 import { addTargetOptions, print, printJson, type TargetOptions, UserError } from './common.ts';
 import { fieldRows, table } from './format.ts';
 import { budgets, collect, count, duration, list, optionalDuration } from './parse.ts';
@@ -17,23 +17,32 @@ interface RestrictionOptions {
   budget?: string[];
 }
 
-function addRestrictionOptions(command: Command): Command {
+/**
+ * The restriction options of `create` and `update`. Only `create` has defaults to show: an option
+ * left out of `update` leaves that restriction as it is, and a given one replaces it.
+ */
+function addRestrictionOptions(command: Command, use: 'create' | 'update'): Command {
+  const [was, none] =
+    use === 'create' ? [(what: string) => ` (default: ${what})`, 'no limit'] : [() => '', 'remove the limit'];
   return command
-    .option('--scopes <list>', 'comma-separated scopes (default: chat,fim,embeddings,models)')
+    .option(
+      '--scopes <list>',
+      `comma-separated scopes from ${ALL_SCOPES.join(', ')}${was(DEFAULT_KEY_POLICY.scopes.join(','))}`,
+    )
     .option(
       '--models <list>',
-      'allowed models or patterns, e.g. "mistral-small-*,codestral-latest" ("any" for all)',
+      `allowed models or patterns, e.g. "mistral-small-*,codestral-latest" ("any" for all)${was('any')}`,
     )
     .option(
       '--allow-ip <cidrs>',
-      'allowed client addresses, e.g. "10.0.0.0/8,2001:db8::/32" ("any" for anywhere)',
+      `allowed client addresses, e.g. "10.0.0.0/8,2001:db8::/32" ("any" for anywhere)${was('anywhere')}`,
     )
-    .option('--rpm <n>', 'requests per minute ("none" for no limit)')
-    .option('--tpm <n>', 'tokens per minute ("none" for no limit)')
-    .option('--concurrency <n>', 'requests in flight at once ("none" for no limit)')
+    .option('--rpm <n>', `requests per minute ("none": ${none})${was('no limit')}`)
+    .option('--tpm <n>', `tokens per minute ("none": ${none})${was('no limit')}`)
+    .option('--concurrency <n>', `requests in flight at once ("none": ${none})${was('no limit')}`)
     .option(
       '--budget <tokens/period>',
-      'token budget, e.g. 1000000/month or 50000/day (repeatable)',
+      `token budget, e.g. 1000000/month or 50000/day, or none/day (repeatable)${was('none')}`,
       collect,
     );
 }
@@ -64,6 +73,21 @@ function printSecret(id: string, name: string, key: string, what: string): void 
 
 const STATUSES: readonly KeyStatus[] = ['active', 'revoked', 'expired'];
 
+/**
+ * Until when the secret a key had before its last rotation keeps working, from the audit event of
+ * that rotation (a later rotation cuts every earlier grace to its own end, so the last one says it
+ * all). Undefined when it cannot be read: an event pruned, or an admin key without audit:read.
+ */
+async function graceEnd(backend: Backend, id: string): Promise<string | undefined> {
+  try {
+    const [rotation] = await backend.listAudit({ targetId: id, action: 'key.rotate', limit: 1 });
+    const until = rotation?.changes.previous_secret_valid_until?.after;
+    return typeof until === 'string' ? until : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 export function registerKeyCommands(program: Command): void {
   const keys = program.command('keys').description('create, list, show, update, rotate and revoke API keys');
 
@@ -81,6 +105,7 @@ export function registerKeyCommands(program: Command): void {
         )
         .option('--json', 'print JSON'),
     ),
+    'create',
   ).action(
     async (
       options: TargetOptions &
@@ -178,8 +203,22 @@ export function registerKeyCommands(program: Command): void {
   ).action(async (id: string, options: TargetOptions & { json?: boolean }) => {
     await withBackend(options, async (backend) => {
       const view = await backend.getKey(id);
-      if (options.json) printJson(view);
-      else print(table(['FIELD', 'VALUE'], fieldRows(view)));
+      if (options.json) {
+        printJson(view);
+        return;
+      }
+      const rows = fieldRows(view);
+      if (view.rotated_at !== null) {
+        const until = await graceEnd(backend, id);
+        if (until !== undefined) {
+          const ended = Date.parse(until) <= Date.now();
+          rows.splice(rows.findIndex(([name]) => name === 'rotated_at') + 1, 0, [
+            'previous_secret_valid_until',
+            ended ? `${until} (ended)` : until,
+          ]);
+        }
+      }
+      print(table(['FIELD', 'VALUE'], rows));
     });
   });
 
@@ -195,6 +234,7 @@ export function registerKeyCommands(program: Command): void {
         .option('--expires <duration>', 'new lifetime from now, or "never"')
         .option('--json', 'print JSON'),
     ),
+    'update',
   ).action(
     async (
       id: string,

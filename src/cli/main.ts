@@ -38,7 +38,7 @@ function buildProgram(): Command {
     .addOption(new Option('--http', 'serve plain HTTP (only behind a TLS-terminating proxy)'))
     .option(
       '--workers <n>',
-      'processes serving the port; more than 1 needs REDIS_URL for the shared limits (env KEYGATE_WORKERS)',
+      'processes serving the port; their limits stay exact, kept by the primary process (no Redis needed) or in Redis with REDIS_URL (env KEYGATE_WORKERS)',
     )
     .addOption(new Option('--url <url>').hideHelp())
     .action(async (options: ConfigFlags & { url?: string }) => {

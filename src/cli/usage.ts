@@ -93,6 +93,9 @@ export function registerUsageCommand(program: Command): void {
       }
     }
     await withBackend(options, async (backend) => {
+      // An id that names nothing would give an empty report, as if the key had not been used.
+      if (options.key !== undefined) await backend.getKey(options.key);
+      if (options.workspace !== undefined) await backend.getWorkspace(options.workspace);
       const report = await backend.usage({
         by,
         keyId: options.key,

@@ -7,6 +7,7 @@ import { parseCidrs } from '../auth/ip.ts';
 import { compileModelPattern } from '../auth/policy.ts';
 import {
   type Actor,
+  ALL_SCOPES,
   DEFAULT_KEY_POLICY,
   DEFAULT_WORKSPACE_ID,
   isScope,
@@ -83,7 +84,10 @@ function validateScopes(scopes: readonly string[]): Scope[] {
   if (unique.length === 0) throw new KeyInputError('a key needs at least one scope', 'scopes');
   for (const scope of unique) {
     if (!isScope(scope))
-      throw new KeyInputError(`unknown scope "${scope}" (see docs/security.md for the list)`, 'scopes');
+      throw new KeyInputError(
+        `unknown scope "${scope}"; the scopes are ${ALL_SCOPES.join(', ')} (see docs/security.md)`,
+        'scopes',
+      );
   }
   return unique as Scope[];
 }
@@ -244,6 +248,17 @@ export async function updateKey(
   return updated;
 }
 
+/** A rotation refused because the key has expired: its new secret could not authenticate. */
+export class KeyExpiredError extends KeyInputError {
+  override name = 'KeyExpiredError';
+  constructor(id: string, expiresAt: number) {
+    super(
+      `key ${id} expired at ${new Date(expiresAt).toISOString()}: a new secret for it would not work. ` +
+        `Give it a new expiry first (\`keygate keys update ${id} --expires 90d\`), then rotate it; or create a new key`,
+    );
+  }
+}
+
 export class KeyNotFoundError extends Error {
   override name = 'KeyNotFoundError';
   constructor(id: string) {
@@ -267,6 +282,9 @@ export async function rotateKey(
   const existing = await deps.store.getKey(id);
   if (!existing) throw new KeyNotFoundError(id);
   if (existing.revokedAt !== null) throw new KeyInputError(`key ${id} is revoked; create a new key instead`);
+  // A new secret for an expired key would be refused at its first use: say so instead of printing it.
+  if (existing.expiresAt !== null && existing.expiresAt <= now)
+    throw new KeyExpiredError(id, existing.expiresAt);
   const key = generateKey(deps.prefix);
   const { start, last4 } = displayParts(key);
   const record = await deps.store.rotateKey(

@@ -18,6 +18,31 @@ import type {
   Workspace,
 } from './types.ts';
 
+/**
+ * The changes of an event as they are shown (CLI, management API, console): a time is stored as
+ * epoch milliseconds, like every time in the store, and shown as ISO 8601, like the event's own
+ * `at` and every time of the other views. The fields that hold a time are named `…_at` or
+ * `…_until` (`expires_at`, `revoked_at`, `previous_secret_valid_until`, `acknowledged_at`).
+ */
+export function changesView(changes: Changes): Changes {
+  const view: Changes = {};
+  for (const [field, change] of Object.entries(changes)) {
+    if (!/(?:_at|_until)$/.test(field)) {
+      view[field] = change;
+      continue;
+    }
+    const shown: Changes[string] = {};
+    for (const side of ['before', 'after'] as const) {
+      if (!(side in change)) continue;
+      const value = change[side];
+      shown[side] =
+        typeof value === 'number' && Number.isFinite(value) ? new Date(value).toISOString() : value;
+    }
+    view[field] = shown;
+  }
+  return view;
+}
+
 /** An audit event before the store gives it an id. */
 export type AuditEntry = Omit<AuditEvent, 'id'>;
 

@@ -35,10 +35,14 @@ test('IPv4-mapped IPv6 addresses are the IPv4 address they carry', () => {
   assert.ok(!allowed('::ffff:198.51.100.1', ['203.0.113.0/24']));
 });
 
-test('ranges are normalised to their network address', () => {
-  assert.equal(parseCidr('10.1.2.3/8').text, '10.0.0.0/8');
-  assert.equal(parseCidr('2001:DB8::5/32').text, '2001:db8::/32');
+test('ranges are normalised; one written with host bits is refused, naming the network and the address', () => {
+  assert.equal(parseCidr('2001:DB8:0::/32').text, '2001:db8::/32');
   assert.equal(parseCidr(' 127.0.0.1 ').text, '127.0.0.1/32');
+  assert.throws(
+    () => parseCidr('10.1.2.3/8'),
+    /"10\.1\.2\.3\/8" has host bits set: write the network 10\.0\.0\.0\/8, or 10\.1\.2\.3\/32/,
+  );
+  assert.throws(() => parseCidr('2001:DB8::5/32'), /2001:db8::\/32, or 2001:db8::5\/128/);
 });
 
 test('malformed ranges are refused with a message naming them', () => {

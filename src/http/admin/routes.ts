@@ -397,7 +397,8 @@ export const ROUTES: readonly AnyRoute[] = [
     query: NoQuery,
     body: RotateKeyRequest,
     status: 200,
-    conflict: 'The key is revoked: a revoked key cannot be rotated.',
+    conflict:
+      'The key is revoked or expired: a revoked key cannot be rotated, and an expired one needs a new expiry first (its new secret would not work).',
     response: RotatedKey,
     async handle(ctx) {
       const target = await visibleKey(ctx, ctx.params.id ?? '');
@@ -413,8 +414,14 @@ export const ROUTES: readonly AnyRoute[] = [
           `Key ${target.id} is revoked and cannot be rotated; create a new key.`,
         );
       }
-      const graceMs = ctx.body.grace === undefined ? DEFAULT_GRACE_MS : durationMs(ctx.body.grace);
       const now = Date.now();
+      if (target.expiresAt !== null && target.expiresAt <= now) {
+        throw new AdminError(
+          'conflict',
+          `Key ${target.id} expired at ${iso(target.expiresAt)}: a new secret for it would not work. Give it a new expiry first (PATCH with expires_in), then rotate it.`,
+        );
+      }
+      const graceMs = ctx.body.grace === undefined ? DEFAULT_GRACE_MS : durationMs(ctx.body.grace);
       const rotated = await rotateKey(keyDeps(ctx, now), target.id, graceMs, ctx.actor);
       await applyChanges(ctx, [target.id]);
       ctx.deps.logger.info(

@@ -57,20 +57,17 @@ export const scopeSchema = z
   })
   .describe('Inference scopes (chat, fim, embeddings, models) or management scopes (admin implies all).');
 
+/** An address or CIDR range, refused with parseCidr's own message (which says what is wrong). */
 const cidrSchema = z
   .string()
   .max(64)
-  .refine(
-    (text) => {
-      try {
-        parseCidr(text);
-        return true;
-      } catch {
-        return false;
-      }
-    },
-    { error: (issue) => `${JSON.stringify(issue.input)} is not an IP address or CIDR range` },
-  );
+  .superRefine((text, ctx) => {
+    try {
+      parseCidr(text);
+    } catch (error) {
+      ctx.addIssue({ code: 'custom', message: (error as Error).message });
+    }
+  });
 
 const idSchema = z.string().min(1).max(128);
 const nameSchema = z
