@@ -14,6 +14,7 @@ import { after, before, describe, test } from 'node:test';
 import { connect as tlsConnect } from 'node:tls';
 import { createCliHarness, within } from '../support/cli.ts';
 import { bearer, chatBody, startTestGateway, type TestGateway } from '../support/gateway.ts';
+import { eventually } from '../support/wait.ts';
 
 const SHUTDOWN_TIMEOUT_MS = 300;
 /** Bound on every wait below: a stop that hangs fails the test instead of hanging it. */
@@ -102,11 +103,12 @@ describe('gateway.close() (what SIGTERM runs)', () => {
     });
     inflight.catch(() => {});
     const before = t.stub.requests.length;
-    const deadline = Date.now() + DEADLINE_MS;
-    while (t.stub.requests.length === before) {
-      assert.ok(Date.now() < deadline, 'the request did not reach the provider');
-      await new Promise((resolve) => setTimeout(resolve, 5));
-    }
+    await eventually(
+      () => t.stub.requests.length > before,
+      'the request to reach the provider',
+      DEADLINE_MS,
+      5,
+    );
     const started = Date.now();
     await within(t.gateway.close(), DEADLINE_MS, 'gateway.close()');
     const elapsed = Date.now() - started;

@@ -20,6 +20,7 @@ import { PG_TYPES, PostgresStore } from '../../src/store/postgres.ts';
 import { SqliteStore } from '../../src/store/sqlite.ts';
 import type { Store } from '../../src/store/types.ts';
 import { tempDir } from './gateway.ts';
+import { eventually } from './wait.ts';
 
 export type Row = Record<string, unknown>;
 
@@ -109,14 +110,15 @@ export async function dropTestDatabase(name: string): Promise<void> {
   const client = new pg.Client({ connectionString: PG_ADMIN_URL });
   await client.connect();
   try {
-    for (let waited = 0; waited < 2000; waited += 20) {
-      const { rows } = await client.query<{ n: number }>(
-        'SELECT COUNT(*)::int AS n FROM pg_stat_activity WHERE datname = $1',
-        [name],
-      );
-      if (rows[0]?.n === 0) break;
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
+    const idle = async () =>
+      (
+        await client.query<{ n: number }>(
+          'SELECT COUNT(*)::int AS n FROM pg_stat_activity WHERE datname = $1',
+          [name],
+        )
+      ).rows[0]?.n === 0;
+    // Past 2 s, FORCE ends what is left.
+    await eventually(idle, `the connections to ${name} to close`, 2000).catch(() => {});
     await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
   } finally {
     await client.end();

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { startUpstreamStub, type UpstreamStub } from '../support/upstream-stub.ts';
+import { eventually } from '../support/wait.ts';
 
 const KEY = 'upstream-secret-key';
 
@@ -276,7 +277,8 @@ describe('upstream stub lifecycle', () => {
       headers: { Authorization: `Bearer ${KEY}`, 'Content-Type': 'application/json' },
       body: JSON.stringify({ model: 'stub-slow', messages: [{ role: 'user', content: 'hi' }] }),
     });
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    slow.catch(() => {}); // rejected by close() below, asserted then
+    await eventually(() => stub.inFlight === 1, 'the slow request to reach the stub');
     const closeStarted = Date.now();
     await stub.close();
     assert.ok(Date.now() - closeStarted < 1000, 'close() does not wait for the slow reply');
