@@ -20,18 +20,91 @@ function skipSpace(text: string, at: number): number {
   return i;
 }
 
-/** The JSON text of an array's members (without its brackets) as a base64 string, or as it was. */
-function encodeArray(members: string): string {
-  const parts = members.trim().length === 0 ? [] : members.split(',');
-  const buffer = Buffer.allocUnsafe(parts.length * 4);
-  for (let i = 0; i < parts.length; i++) {
-    const part = parts[i]!.trim();
-    const value = part.length === 0 ? Number.NaN : Number(part);
-    // Anything but a number (a string, null, a nested array) leaves the array untouched.
-    if (Number.isNaN(value)) return `[${members}]`;
-    buffer.writeFloatLE(value, i * 4);
+/** Exact powers of ten as doubles (10^22 is the largest). */
+const POW10 = Array.from({ length: 23 }, (_, i) => 10 ** i);
+/** Mantissas up to this are exact in a double, with a digit to spare. */
+const MANTISSA_MAX = (2 ** 53 - 10) / 10;
+/** Floats of the embedding being encoded (reused: one embedding at a time). */
+let scratch = Buffer.allocUnsafe(16_384);
+
+/**
+ * The JSON text of an array's members (without its brackets) as a base64 string of little-endian
+ * float32, or undefined when a member is not a number (a string, null, a nested array). Numbers
+ * are read here rather than by `split` and `Number` (a string per member, millions for a large
+ * batch, and as many for the garbage collector): a mantissa of at most 15 digits with an exponent
+ * of at most 22 is divided or multiplied by an exact power of ten, one correctly rounded operation
+ * that gives what `Number` would (the fast path of strtod); any other number goes to `Number`.
+ */
+function encodeArray(members: string): string | undefined {
+  const length = members.length;
+  let i = 0;
+  let count = 0;
+  for (;;) {
+    while (i < length && isSpace(members.charCodeAt(i))) i++;
+    if (i === length) return count === 0 ? '""' : undefined; // `[]`, or a trailing comma
+    const start = i;
+    let negative = false;
+    if (members.charCodeAt(i) === 45) {
+      negative = true;
+      i++;
+    }
+    let mantissa = 0;
+    let exact = true;
+    let digits = 0;
+    let scale = 0;
+    for (let c = members.charCodeAt(i); c >= 48 && c <= 57; c = members.charCodeAt(++i)) {
+      if (mantissa > MANTISSA_MAX) exact = false;
+      else mantissa = mantissa * 10 + (c - 48);
+      digits++;
+    }
+    if (members.charCodeAt(i) === 46) {
+      i++;
+      for (let c = members.charCodeAt(i); c >= 48 && c <= 57; c = members.charCodeAt(++i)) {
+        if (mantissa > MANTISSA_MAX) exact = false;
+        else {
+          mantissa = mantissa * 10 + (c - 48);
+          scale--;
+        }
+        digits++;
+      }
+    }
+    if (digits === 0) return undefined;
+    const e = members.charCodeAt(i);
+    if (e === 101 || e === 69) {
+      i++;
+      let sign = 1;
+      const c = members.charCodeAt(i);
+      if (c === 43 || c === 45) {
+        if (c === 45) sign = -1;
+        i++;
+      }
+      let exponent = 0;
+      let expDigits = 0;
+      for (let d = members.charCodeAt(i); d >= 48 && d <= 57; d = members.charCodeAt(++i)) {
+        exponent = Math.min(exponent * 10 + (d - 48), 100_000);
+        expDigits++;
+      }
+      if (expDigits === 0) return undefined;
+      scale += sign * exponent;
+    }
+    let value: number;
+    if (exact && scale >= -22 && scale <= 22) {
+      value = scale < 0 ? mantissa / POW10[-scale]! : mantissa * POW10[scale]!;
+      if (negative) value = -value;
+    } else value = Number(members.slice(start, i));
+    if (Number.isNaN(value)) return undefined;
+    if ((count + 1) * 4 > scratch.length) {
+      const grown = Buffer.allocUnsafe(scratch.length * 2);
+      scratch.copy(grown, 0, 0, count * 4);
+      scratch = grown;
+    }
+    scratch.writeFloatLE(value, count * 4);
+    count++;
+    while (i < length && isSpace(members.charCodeAt(i))) i++;
+    if (i === length) return `"${scratch.toString('base64', 0, count * 4)}"`;
+    if (members.charCodeAt(i) !== 44) return undefined;
+    i++;
   }
-  return `"${buffer.toString('base64')}"`;
 }
 
 /**
@@ -63,7 +136,8 @@ export class EmbeddingsBase64Encoder {
           }
           return out;
         }
-        out += encodeArray(this.#array + text.slice(at, close));
+        const members = this.#array + text.slice(at, close);
+        out += encodeArray(members) ?? `[${members}]`;
         this.#array = undefined;
         at = close + 1;
         continue;

@@ -133,15 +133,30 @@ const SCOPE_OF: Record<Endpoint | 'models', InferenceScope> = {
   models: 'models',
 };
 
-/** Keeps the last 64 KiB or so of a body (the provider's `usage` comes last), whatever its size. */
-function keepTail(tail: string, text: string): string {
-  const joined = tail + text;
-  return joined.length > 131_072 ? joined.slice(-65_536) : joined;
+/** The part of a streamed body kept for the usage report, which the provider puts last. */
+const TAIL_BYTES = 65_536;
+
+/**
+ * Keeps the last TAIL_BYTES or so of a streamed body, whatever its size, as the chunks it came in:
+ * nothing is copied or decoded until the end (decoding every chunk of a 40 MB body to keep its end
+ * cost a third of a second of copies and garbage).
+ */
+function keepTail(exchange: { tailChunks: Buffer[]; tailSize: number }, chunk: Buffer): void {
+  const chunks = exchange.tailChunks;
+  chunks.push(chunk);
+  exchange.tailSize += chunk.length;
+  while (chunks.length > 1 && exchange.tailSize - chunks[0]!.length >= TAIL_BYTES) {
+    exchange.tailSize -= chunks.shift()!.length;
+  }
 }
 
 /** The provider's usage report, from the stream scanner or the body's tail. */
-function usageOf(exchange: { scanner: SseUsageScanner | undefined; tail: string }): TokenUsage | undefined {
+function usageOf(exchange: Exchange): TokenUsage | undefined {
   if (exchange.scanner) return exchange.scanner.usage;
+  if (exchange.tail.length === 0 && exchange.tailSize > 0) {
+    // Cut at a chunk's edge, the first character may be broken: the usage object is not there.
+    exchange.tail = Buffer.concat(exchange.tailChunks, exchange.tailSize).toString('utf8');
+  }
   return exchange.tail.length > 0 ? extractUsage(exchange.tail) : undefined;
 }
 
@@ -169,8 +184,11 @@ class Exchange {
   relay: Relay | undefined;
   /** Reads usage from a stream as it passes; read again when the response closes. */
   scanner: SseUsageScanner | undefined;
-  /** The last part of a non-streamed body, where the provider puts `usage`. */
+  /** The last part of a body held whole, where the provider puts `usage`. */
   tail = '';
+  /** The last chunks of a streamed body that is not an event stream (see keepTail). */
+  tailChunks: Buffer[] = [];
+  tailSize = 0;
   /** Estimated prompt tokens of the request, for a stream cut off before its usage report. */
   promptEstimate = 0;
   tokensEstimated = false;
@@ -444,10 +462,17 @@ class Relay implements UpstreamHandler {
 
   #write(controller: DispatchController, chunk: Buffer): void {
     const exchange = this.#exchange;
-    const text = this.#decoder?.write(chunk) ?? '';
-    if (exchange.scanner) exchange.scanner.push(text);
-    else exchange.tail = keepTail(exchange.tail, text);
-    if (this.#base64 ? this.#res.write(this.#base64.push(text)) : this.#res.write(chunk)) return;
+    let written: boolean;
+    if (exchange.scanner) {
+      exchange.scanner.push(this.#decoder?.write(chunk) ?? '');
+      written = this.#res.write(chunk);
+    } else {
+      keepTail(exchange, chunk);
+      written = this.#base64
+        ? this.#res.write(this.#base64.push(this.#decoder?.write(chunk) ?? ''))
+        : this.#res.write(chunk);
+    }
+    if (written) return;
     controller.pause();
     if (!this.#drainListening) {
       this.#drainListening = true;
@@ -488,7 +513,8 @@ class Relay implements UpstreamHandler {
       }
     } else {
       this.#exchange.scanner?.end();
-      res.end(this.#base64?.end());
+      const base64 = this.#base64;
+      res.end(base64 ? base64.push(this.#decoder?.end() ?? '') + base64.end() : undefined);
     }
     this.#done();
   }

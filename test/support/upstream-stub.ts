@@ -36,10 +36,12 @@
  *   node test/support/upstream-stub.ts --port 9000 --latency 0
  * prints {"url":"http://127.0.0.1:9000"} on one line and stops on SIGTERM/SIGINT.
  */
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { realpathSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
@@ -844,6 +846,39 @@ export function startUpstreamStub(opts: StubOptions = {}): Promise<UpstreamStub>
       });
     });
   });
+}
+
+/**
+ * The stub in a process of its own, for measurements of the gateway alone (its memory, its event
+ * loop): what the stub does to make large answers does not count against them. It records
+ * nothing (`requests` and `served` stay empty) and holds nothing (`release` does nothing).
+ */
+export async function startUpstreamStubProcess(): Promise<UpstreamStub> {
+  const child = spawn(process.execPath, [fileURLToPath(import.meta.url), '--port', '0'], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const lines = createInterface({ input: child.stdout });
+  const url = await new Promise<string>((resolve, reject) => {
+    child.once('exit', (code) => reject(new Error(`the stub process exited (${code}) before it listened`)));
+    lines.once('line', (line) => resolve((JSON.parse(line) as { url: string }).url));
+  });
+  lines.close();
+  return {
+    url,
+    requests: [],
+    served: [],
+    held: 0,
+    inFlight: 0,
+    setLatency(): void {
+      throw new Error('setLatency: not available on a stub process');
+    },
+    release(): void {},
+    close(): Promise<void> {
+      if (child.exitCode === null) child.kill('SIGTERM');
+      return exited;
+    },
+  };
 }
 
 function isMainModule(): boolean {
