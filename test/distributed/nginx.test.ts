@@ -17,9 +17,10 @@ import { after, before, test } from 'node:test';
 import OpenAI from 'openai';
 import { Agent, fetch as undiciFetch } from 'undici';
 import { ensureSelfSigned } from '../../src/http/tls.ts';
-import { CHAT, Cluster, describeDistributed, type Instance, sleep, within } from '../support/cluster.ts';
+import { CHAT, Cluster, describeDistributed, type Instance, within } from '../support/cluster.ts';
 import { tempDir } from '../support/gateway.ts';
 import { freePort } from '../support/ports.ts';
+import { eventually } from '../support/wait.ts';
 
 const NGINX = process.env.KEYGATE_TEST_NGINX ?? '/usr/sbin/nginx';
 const DEPLOY_CONF = join(import.meta.dirname, '..', '..', 'deploy', 'nginx.conf');
@@ -162,14 +163,16 @@ await describeDistributed(
       });
       nginx.stdout?.on('data', (chunk: Buffer) => (nginxOutput += chunk.toString()));
       nginx.stderr?.on('data', (chunk: Buffer) => (nginxOutput += chunk.toString()));
-      const deadline = Date.now() + 10_000;
-      while (!(await accepts(port))) {
-        if (nginx.exitCode !== null || Date.now() > deadline)
-          throw new Error(
-            `nginx did not start: ${nginxOutput}\n${readFileSync(join(dir, 'error.log'), 'utf8')}`,
-          );
-        await sleep(20);
-      }
+      const errorLog = join(dir, 'error.log');
+      const failed = () => `nginx did not start: ${nginxOutput}\n${readFileSync(errorLog, 'utf8')}`;
+      await eventually(
+        () => {
+          if (child.exitCode !== null) throw new Error(failed());
+          return accepts(port);
+        },
+        failed,
+        10_000,
+      );
       agent = new Agent({ connect: { ca: tls.cert }, localAddress: CLIENT_ADDRESS, keepAliveTimeout: 1000 });
       baseURL = `https://127.0.0.1:${port}/v1`;
       const made = await cluster.createKey('behind nginx');
@@ -261,6 +264,8 @@ await describeDistributed(
       const c = cluster;
       if (!c) throw new Error('no cluster');
       const client = openai();
+      const since = Date.now();
+      const linesBefore = c.instances.map((i) => requestLines(i).length);
       for (let i = 0; i < 6; i++) {
         const reply = await client.chat.completions.create(
           { model: 'mistral-small-latest', messages: [{ role: 'user', content: `request ${i}` }] },
@@ -270,6 +275,13 @@ await describeDistributed(
         );
         assert.equal(reply.choices[0]?.message.content, `Echo: request ${i}`);
       }
+      // Access lines and usage records are written once a response has ended on the server side,
+      // which may follow the client's read: wait for all six of each.
+      await eventually(async () => {
+        for (const i of c.instances)
+          await new Promise<void>((resolve) => i.gateway.logger.flush(() => resolve()));
+        return c.instances.reduce((n, i, at) => n + requestLines(i).length - (linesBefore[at] ?? 0), 0) >= 6;
+      }, 'the access lines of the six requests');
       const perInstance = c.instances.map((i) => requestLines(i));
       for (const [n, lines] of perInstance.entries()) {
         assert.ok(lines.length >= 3, `instance ${n} served ${lines.length} requests`);
@@ -279,7 +291,13 @@ await describeDistributed(
         }
       }
       // The usage records in the shared database say the same.
-      await sleep(200);
+      await eventually(async () => {
+        const [row] = await c.query<{ n: number }>(
+          'SELECT COUNT(*)::int AS n FROM usage_records WHERE key_id = $1 AND time >= $2',
+          [keyId, since],
+        );
+        return (row?.n ?? 0) >= 6;
+      }, 'the usage records of the six requests');
       const ips = await c.query<{ client_ip: string; n: number }>(
         'SELECT client_ip, COUNT(*)::int AS n FROM usage_records WHERE key_id = $1 GROUP BY client_ip',
         [keyId],

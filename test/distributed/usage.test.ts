@@ -15,6 +15,7 @@ import {
   sleep,
   useCluster,
 } from '../support/cluster.ts';
+import { eventually } from '../support/wait.ts';
 
 interface UsageRow {
   key_id?: string | null;
@@ -94,12 +95,14 @@ await describeDistributed('usage across instances', () => {
       completionTokens: rows.reduce((n, r) => n + r.completion_tokens, 0),
       totalTokens: rows.reduce((n, r) => n + r.total_tokens, 0),
     });
-    const deadline = Date.now() + 5000;
-    let totals = sum(mine(await report('key')));
-    while (totals.requests < expected.requests && Date.now() < deadline) {
-      await sleep(25);
-      totals = sum(mine(await report('key')));
-    }
+    let totals = sum([]);
+    await eventually(
+      async () => {
+        totals = sum(mine(await report('key')));
+        return totals.requests >= expected.requests;
+      },
+      () => `the usage of ${expected.requests} requests (${totals.requests} so far)`,
+    );
     assert.deepEqual(totals, expected);
     const rows = mine(await report('key'));
     for (const row of rows) {
@@ -108,7 +111,8 @@ await describeDistributed('usage across instances', () => {
     }
     assert.equal(rows.length, 2);
 
-    // Nothing arrives twice: several flushes later the totals are the same.
+    // Nothing arrives twice: several flushes later (every 25 ms here) the totals are the same. A
+    // wait for something not to happen: it has to be a length of time.
     await sleep(200);
     assert.deepEqual(sum(mine(await report('key'))), expected);
 
