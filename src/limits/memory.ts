@@ -144,16 +144,66 @@ function bucketHeaders(
   headers[names[2]] = `${Math.max(0, Math.ceil(untilFull / 1000))}s`;
 }
 
-/** The `x-ratelimit-*` headers of the limits a key has (see `Admission`). */
-export function rateLimitHeaders(rpm: BucketView | null, tpm: BucketView | null): Record<string, string> {
+/** What the token headers show of a budget: its size, what is used or reserved, its period's end (epoch ms). */
+export interface BudgetView {
+  limit: number;
+  used: number;
+  end: number;
+}
+
+/**
+ * Of the budgets that apply (`[budget, used or reserved, period end]`, a null budget or counter
+ * for none), the one with the fewest tokens left, or null when none applies.
+ */
+export function tightestBudget(
+  budgets: readonly (readonly [number | null, number | null, number])[],
+): BudgetView | null {
+  let tightest: BudgetView | null = null;
+  for (const [limit, used, end] of budgets) {
+    if (limit === null || used === null) continue;
+    if (tightest === null || limit - used < tightest.limit - tightest.used) tightest = { limit, used, end };
+  }
+  return tightest;
+}
+
+/**
+ * The `x-ratelimit-*` headers of the limits a key has (see `Admission`). A key with a token budget
+ * and no tpm limit gets the tokens trio of its budget with the fewest tokens left: the budget, what
+ * is left of it, and the time until its period ends.
+ */
+export function rateLimitHeaders(
+  rpm: BucketView | null,
+  tpm: BucketView | null,
+  budget: BudgetView | null = null,
+  now = Date.now(),
+): Record<string, string> {
   const headers: Record<string, string> = {};
   if (rpm !== null) bucketHeaders(headers, rpm, REQUEST_HEADERS);
   if (tpm !== null) bucketHeaders(headers, tpm, TOKEN_HEADERS);
+  else if (budget !== null) {
+    headers[TOKEN_HEADERS[0]] = String(budget.limit);
+    headers[TOKEN_HEADERS[1]] = String(Math.max(0, Math.floor(budget.limit - budget.used)));
+    headers[TOKEN_HEADERS[2]] = `${Math.max(0, Math.ceil((budget.end - now) / 1000))}s`;
+  }
   return headers;
 }
 
-function headersOf(key: KeyState): Record<string, string> {
-  return rateLimitHeaders(key.rpm, key.tpm);
+function headersOf(
+  key: KeyState,
+  subject: LimitSubject,
+  workspace: BudgetHolder | null,
+  now: number,
+): Record<string, string> {
+  const budget =
+    key.tpm === null
+      ? tightestBudget([
+          [subject.keyBudget.day, key.day?.used ?? null, key.day?.end ?? 0],
+          [subject.keyBudget.month, key.month?.used ?? null, key.month?.end ?? 0],
+          [subject.workspaceBudget.day, workspace?.day?.used ?? null, workspace?.day?.end ?? 0],
+          [subject.workspaceBudget.month, workspace?.month?.used ?? null, workspace?.month?.end ?? 0],
+        ])
+      : null;
+  return rateLimitHeaders(key.rpm, key.tpm, budget, now);
 }
 
 const BUDGETS: Record<
@@ -371,7 +421,7 @@ class MemoryLimiter implements Limiter {
     }
 
     if (reason !== null) {
-      const headers = headersOf(key);
+      const headers = headersOf(key, subject, workspace, now);
       headers['retry-after'] = String(retry);
       return {
         ok: false,
@@ -396,7 +446,7 @@ class MemoryLimiter implements Limiter {
     }
     if (workspace !== null) workspace.pins++;
     const ticket = new MemoryTicket(this, subject, estimate, now, key, workspace, counters);
-    return { ok: true, ticket, headers: headersOf(key) };
+    return { ok: true, ticket, headers: headersOf(key, subject, workspace, now) };
   }
 
   /**

@@ -71,7 +71,15 @@ import { createHash, randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { LRUCache } from 'lru-cache';
 import type { Store, TokenFilter } from '../store/types.ts';
-import { BLOCKED_RETRY_SECONDS, rateLimitHeaders, refusalMessage, SCALE, tokens } from './memory.ts';
+import {
+  BLOCKED_RETRY_SECONDS,
+  type BudgetView,
+  rateLimitHeaders,
+  refusalMessage,
+  SCALE,
+  tightestBudget,
+  tokens,
+} from './memory.ts';
 import {
   type Admission,
   type Limiter,
@@ -341,7 +349,7 @@ local function admit(keyId, wsId, now, estimate, rpmLimit, tpmLimit, concurrency
   if reason ~= nil then
     local rl, rv = view(rpm)
     local tl, tv = view(tpm)
-    return { 1, now, rl, rv, tl, tv, reason, retry, refusedUsed, refusedEnd }
+    return { 1, now, rl, rv, tl, tv, reason, retry, refusedUsed, refusedEnd, used[1] or -1, used[2] or -1, used[3] or -1, used[4] or -1, dayEnd, monthEnd }
   end
 
   -- Commit everything.
@@ -367,11 +375,12 @@ local function admit(keyId, wsId, now, estimate, rpmLimit, tpmLimit, concurrency
     if used[i] ~= nil then
       redis.call('INCRBY', counters[i], fmt(estimate))
       charged[i] = counters[i]
+      used[i] = used[i] + estimate
     end
   end
   local rl, rv = view(rpm)
   local tl, tv = view(tpm)
-  return { 0, now, rl, rv, tl, tv, charged[1], charged[2], charged[3], charged[4] }
+  return { 0, now, rl, rv, tl, tv, charged[1], charged[2], charged[3], charged[4], used[1] or -1, used[2] or -1, used[3] or -1, used[4] or -1, dayEnd, monthEnd }
 end
 
 -- The counters charged are ARGV[first .. first + n - 1].
@@ -525,6 +534,27 @@ function str(reply: unknown[], index: number): string {
   if (typeof value === 'string') return value;
   if (Buffer.isBuffer(value)) return value.toString();
   throw new RedisLimiterError('unexpected reply from the limiter script');
+}
+
+/**
+ * The budget the tokens headers show (see `rateLimitHeaders`), from an admit reply: the four
+ * counters at 10-13 (-1: none; after this request's charge when admitted) and the day's and the
+ * month's ends at 14-15.
+ */
+function budgetOf(subject: LimitSubject, reply: unknown[]): BudgetView | null {
+  if (reply.length < 16) return null;
+  const used = (i: number) => {
+    const value = num(reply, i);
+    return value < 0 ? null : value;
+  };
+  const dayEnd = num(reply, 14);
+  const monthEnd = num(reply, 15);
+  return tightestBudget([
+    [subject.keyBudget.day, used(10), dayEnd],
+    [subject.keyBudget.month, used(11), monthEnd],
+    [subject.workspaceBudget.day, used(12), dayEnd],
+    [subject.workspaceBudget.month, used(13), monthEnd],
+  ]);
 }
 
 function bucket(reply: unknown[], index: number): { limit: number; level: number } | null {
@@ -838,7 +868,7 @@ export class RedisLimiter implements Limiter {
       }
       const rpm = bucket(reply, 2);
       const tpm = bucket(reply, 4);
-      const headers = rateLimitHeaders(rpm, tpm);
+      const headers = rateLimitHeaders(rpm, tpm, tpm === null ? budgetOf(subject, reply) : null, time);
       if (status === 0) {
         const counters = [6, 7, 8, 9].map((i) => str(reply, i)).filter((name) => name !== '');
         const ticket = new RedisTicket(this, subject, ticketId, estimate, time, tpm?.limit ?? null, counters);

@@ -74,7 +74,9 @@ export interface Ticket {
  * `headers` (lower-case names) belong on the response in both cases, refused or not:
  * `x-ratelimit-limit-requests`, `x-ratelimit-remaining-requests`, `x-ratelimit-reset-requests`
  * when the key has an rpm limit, and the same three with `-tokens` when it has a tpm limit (none
- * for limits it does not have). `limit` is the per-minute limit, `remaining` what the bucket
+ * for limits it does not have); a key with a token budget (its own or its workspace's) and no tpm
+ * limit gets the `-tokens` three of the budget with the fewest tokens left instead: the budget,
+ * what is left of it, and the time until its period ends (see `rateLimitHeaders`). `limit` is the per-minute limit, `remaining` what the bucket
  * holds now (after charging this request when admitted; integer, never negative), and `reset` the
  * time until the bucket is full again as whole seconds, rounded up, with an `s` suffix (`0s`,
  * `6s`, `90s`). A refusal adds `retry-after` (the same value as `retryAfterSeconds`).
