@@ -22,6 +22,7 @@ import { Secret, TOTP } from 'otpauth';
 import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
 import type { UsageRecord } from '../../src/store/types.ts';
 import { bearer, chatBody, startTestGateway, type TestGateway } from '../support/gateway.ts';
+import { eventually } from '../support/wait.ts';
 
 // The few browser globals the functions run in the page use (the server's tsconfig has no DOM types).
 declare const document: { activeElement: unknown };
@@ -87,13 +88,17 @@ async function shot(page: Page, name: string): Promise<string> {
 }
 
 /** Reloads until the check passes (data that arrives in the background: metering, alerts). */
-async function eventually(page: Page, check: () => Promise<boolean>, what: string): Promise<void> {
-  const deadline = Date.now() + WAIT;
-  while (!(await check())) {
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 250));
-    await page.reload();
-  }
+async function reloadUntil(page: Page, check: () => Promise<boolean>, what: string): Promise<void> {
+  await eventually(
+    async () => {
+      if (await check()) return true;
+      await page.reload();
+      return false;
+    },
+    what,
+    WAIT,
+    250,
+  );
 }
 
 function ensureConsoleBuilt(): void {
@@ -416,7 +421,7 @@ test('the web console in Chromium: setup, sign-in, keys, usage, alerts, audit, s
     await page.reload();
     const row = page.getByRole('row', { name: /support-bot \(prod\)/ });
     const tokens = row.getByRole('cell').nth(8);
-    await eventually(
+    await reloadUntil(
       page,
       async () => /^[1-9][\d,]*$/.test((await tokens.textContent()) ?? ''),
       'the tokens',
@@ -431,7 +436,7 @@ test('the web console in Chromium: setup, sign-in, keys, usage, alerts, audit, s
     await page.getByRole('link', { name: 'Usage' }).click();
     await page.getByRole('heading', { name: 'Usage' }).waitFor();
     const row = page.getByRole('table', { name: 'Top keys' }).getByRole('row', { name: /support-bot/ });
-    await eventually(
+    await reloadUntil(
       page,
       async () =>
         (await row.count()) === 1 &&
@@ -457,7 +462,7 @@ test('the web console in Chromium: setup, sign-in, keys, usage, alerts, audit, s
     const alert = page
       .getByRole('listitem')
       .filter({ hasText: 'Revoked key "support-bot (prod)" is still being used' });
-    await eventually(page, async () => (await alert.count()) === 1, 'the revoked-key alert');
+    await reloadUntil(page, async () => (await alert.count()) === 1, 'the revoked-key alert');
     await page.getByText('No channels — alerts stay in this feed only.').waitFor();
     await alert.getByRole('button', { name: 'Acknowledge' }).click();
     await alert.getByText('Acknowledged').waitFor();
@@ -657,7 +662,7 @@ test('the web console in Chromium: setup, sign-in, keys, usage, alerts, audit, s
       const role = page.getByLabel(`Role of ${VIEWER.email}`);
       await role.selectOption('member');
       await page.getByRole('row', { name: new RegExp(`${VIEWER.email}.*accepted`) }).waitFor();
-      await eventually(page, async () => (await role.inputValue()) === 'member', 'the new role');
+      await reloadUntil(page, async () => (await role.inputValue()) === 'member', 'the new role');
 
       await page.getByLabel('Email to invite').fill('late@example.com');
       await page.getByRole('button', { name: 'Invite' }).click();
@@ -685,7 +690,7 @@ test('the web console in Chromium: setup, sign-in, keys, usage, alerts, audit, s
       await page.getByLabel('Workspace name').last().fill('Research');
       await page.getByRole('button', { name: 'Create workspace' }).click();
       // The console switches to the new workspace.
-      await eventually(
+      await reloadUntil(
         page,
         async () => (await page.getByLabel('Workspace', { exact: true }).inputValue()) !== 'ws_default',
         'the switch to the new workspace',

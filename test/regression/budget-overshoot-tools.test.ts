@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { bearer, startTestGateway, type TestGateway } from '../support/gateway.ts';
+import { eventually } from '../support/wait.ts';
 
 let t: TestGateway;
 
@@ -37,15 +38,18 @@ test('20 concurrent requests with the prompt in tools stay within a 50,000-token
     answers.every((a) => a.status === 200 || a.status === 429),
     answers.map((a) => a.status).join(),
   );
-  const deadline = Date.now() + 5000;
   let spent = 0;
-  for (;;) {
-    const rows = (await t.gateway.store.usageReport({ by: 'key', keyId: id })).rows;
-    const requests = rows.reduce((n, r) => n + r.requests, 0);
-    spent = rows.reduce((n, r) => n + r.totalTokens, 0);
-    if (requests >= answers.length || Date.now() > deadline) break;
-    await new Promise((resolve) => setImmediate(resolve));
-  }
+  let requests = 0;
+  await eventually(
+    async () => {
+      const rows = (await t.gateway.store.usageReport({ by: 'key', keyId: id })).rows;
+      requests = rows.reduce((n, r) => n + r.requests, 0);
+      spent = rows.reduce((n, r) => n + r.totalTokens, 0);
+      return requests >= answers.length;
+    },
+    () => `the usage of ${answers.length} requests (${requests} so far)`,
+    5000,
+  );
   assert.ok(spent > 0);
   assert.ok(spent <= 50_000, `spent ${spent} tokens of a 50,000 budget (${served} of 20 served)`);
 });

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { generateKey } from '../../src/keys/format.ts';
 import { bearer, chatBody, startTestGateway, type TestGateway, UPSTREAM_KEY } from '../support/gateway.ts';
+import { eventually } from '../support/wait.ts';
 
 let t: TestGateway;
 let key: string;
@@ -59,15 +60,13 @@ test('a key sent as the model is refused, not forwarded, not stored', async () =
     assert.equal(embed.status, 422);
   }
   assert.equal(t.stub.requests.length, before, 'nothing was forwarded');
-  const deadline = Date.now() + 5000;
-  for (;;) {
-    const rows = (await t.gateway.store.usageReport({ by: 'model' })).rows;
-    if (rows.reduce((n, r) => n + r.requests, 0) >= 6 || Date.now() > deadline) {
-      for (const row of rows) assert.ok(!String(row.group).includes('_'), `stored model ${row.group}`);
-      break;
-    }
-    await new Promise((resolve) => setImmediate(resolve));
-  }
+  // Recorded behind the responses: wait for the six, then look at what was stored and logged.
+  const rows = await eventually(async () => {
+    const { rows } = await t.gateway.store.usageReport({ by: 'model' });
+    return rows.reduce((n, r) => n + r.requests, 0) >= 6 && rows;
+  }, 'the usage of the six refused requests');
+  for (const row of rows) assert.ok(!String(row.group).includes('_'), `stored model ${row.group}`);
+  await new Promise<void>((resolve) => t.gateway.logger.flush(() => resolve()));
   for (const line of t.logLines) assert.ok(!line.includes(pasted) && !line.includes(foreign), line);
 });
 

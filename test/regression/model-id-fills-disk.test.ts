@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { Store, UsageGroup } from '../../src/store/types.ts';
 import { bearer, chatBody, startTestGateway, type TestGateway } from '../support/gateway.ts';
+import { eventually } from '../support/wait.ts';
 
 let t: TestGateway;
 let key: string;
@@ -22,12 +23,14 @@ after(async () => {
 
 /** The usage report grouped by `by`, once `requests` requests have been recorded (5 s at most). */
 async function report(store: Store, by: UsageGroup, requests: number) {
-  const deadline = Date.now() + 5000;
-  for (;;) {
-    const rows = (await store.usageReport({ by })).rows;
-    if (rows.reduce((n, r) => n + r.requests, 0) >= requests || Date.now() > deadline) return rows;
-    await new Promise((resolve) => setImmediate(resolve));
-  }
+  return eventually(
+    async () => {
+      const { rows } = await store.usageReport({ by });
+      return rows.reduce((n, r) => n + r.requests, 0) >= requests && rows;
+    },
+    `${requests} requests in the usage report`,
+    5000,
+  );
 }
 
 test('a megabyte model id is refused with 422 before anything is forwarded or stored', async () => {
