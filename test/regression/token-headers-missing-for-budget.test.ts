@@ -7,6 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
+import type { Limiter } from '../../src/limits/index.ts';
 import { createMemoryLimiter } from '../../src/limits/memory.ts';
 import { RedisLimiter } from '../../src/limits/redis.ts';
 import { bearer, chatBody, startTestGateway } from '../support/gateway.ts';
@@ -22,8 +23,8 @@ const EXPECTED_ADMITTED = {
   'x-ratelimit-reset-tokens': '43200s',
 };
 
-test('memory limiter: the trio of the tightest budget, admitted and refused', async () => {
-  const limiter = createMemoryLimiter({ store, clock: () => NOW });
+/** Admits a request within the budget and refuses one beyond it, checking the trio of each. */
+async function checkTrio(limiter: Limiter): Promise<void> {
   const admitted = await limiter.admit(budgeted, 100);
   assert.ok(admitted.ok);
   assert.deepEqual(admitted.headers, EXPECTED_ADMITTED);
@@ -31,6 +32,11 @@ test('memory limiter: the trio of the tightest budget, admitted and refused', as
   assert.ok(!refused.ok);
   assert.equal(refused.headers['x-ratelimit-remaining-tokens'], '600');
   assert.equal(refused.headers['retry-after'], '43200');
+}
+
+test('memory limiter: the trio of the tightest budget, admitted and refused', async () => {
+  const limiter = createMemoryLimiter({ store, clock: () => NOW });
+  await checkTrio(limiter);
   // A tpm limit keeps the trio of its bucket.
   const tpm = await limiter.admit(
     subject({ keyId: 'key_t', limits: { tpm: 500 }, keyBudget: { day: 1000 } }),
@@ -52,12 +58,7 @@ test('Redis limiter: the same trio', async (t) => {
   const redis = testClient();
   try {
     const limiter = new RedisLimiter({ redis, store, prefix, clock: () => NOW });
-    const admitted = await limiter.admit(budgeted, 100);
-    assert.ok(admitted.ok);
-    assert.deepEqual(admitted.headers, EXPECTED_ADMITTED);
-    const refused = await limiter.admit(budgeted, 700);
-    assert.ok(!refused.ok);
-    assert.equal(refused.headers['x-ratelimit-remaining-tokens'], '600');
+    await checkTrio(limiter);
     limiter.close();
   } finally {
     await redis.quit();
