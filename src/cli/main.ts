@@ -9,6 +9,7 @@ import { StartError, startGateway } from '../http/server.ts';
 import { isLoopbackHost } from '../net/addresses.ts';
 import { registerAdminCommands } from './admin.ts';
 import { registerAlertCommands } from './alerts.ts';
+import { registerBackupCommand } from './backup.ts';
 import { addStoreOptions, configFrom, refuseRemote, UserError, withStore } from './common.ts';
 import { registerKeyCommands } from './keys.ts';
 import { registerPeopleCommands } from './people.ts';
@@ -70,6 +71,7 @@ function buildProgram(): Command {
 
   registerPeopleCommands(program, registerAdminCommands(program));
   registerAlertCommands(program);
+  registerBackupCommand(program);
   return program;
 }
 
