@@ -227,8 +227,11 @@ const HOLD_LIMIT = 1 << 20;
 export const ERROR_BODY_LIMIT = 64 << 10;
 /** Characters of a refused error body quoted in the note. */
 const ERROR_EXCERPT_CHARS = 1024;
-/** A model list filtered by a key's allowlist is held whole up to this size; larger is a 502. */
-const REWRITE_LIMIT = 8 << 20;
+/**
+ * A model list filtered by a key's allowlist is held and parsed whole up to this size (parsing
+ * 1 MiB of JSON takes the event loop for a few ms); larger is a 502. Providers' lists are ~100 KiB.
+ */
+const REWRITE_LIMIT = HOLD_LIMIT;
 
 /**
  * What the relay takes out of provider bodies before a client sees them: from error bodies,
