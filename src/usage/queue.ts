@@ -84,7 +84,7 @@ export class UsageQueue {
       this.#background.failed(
         USAGE_QUEUE_FULL_TASK,
         new Error(
-          `the usage queue is full (usage.maxQueued = ${this.#options.maxQueued}): the oldest records are dropped`,
+          `usage queue full: records dropped, the oldest first (usage.maxQueued = ${this.#options.maxQueued})`,
         ),
       );
       this.#options.onDrop?.(overflow);
