@@ -617,7 +617,6 @@ export class Gateway {
       // Node gives the method as sent (any token); only the standard ones are recorded as such.
       KNOWN_METHODS.has(req.method ?? '') ? (req.method as string) : 'other',
     );
-    res.setHeader('x-keygate-request-id', requestId);
     const clientId = req.headers['x-request-id'];
     if (typeof clientId === 'string' && CLIENT_REQUEST_ID.test(clientId) && !looksLikeKey(clientId)) {
       exchange.clientRequestId = clientId;

@@ -450,9 +450,11 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
 
   const hsts = tls ? 'max-age=31536000' : undefined;
   const handler = (req: IncomingMessage, res: ServerResponse) => {
-    // Always the gateway's own id: it keys the usage record, so a client cannot choose it.
+    // Always the gateway's own id: it keys the usage record, so a client cannot choose it. On /v1,
+    // `x-request-id` becomes the client's own id when it sent a sane one (gateway.ts).
     const requestId = newRequestId();
     res.setHeader('x-request-id', requestId);
+    res.setHeader('x-keygate-request-id', requestId);
     if (hsts) res.setHeader('strict-transport-security', hsts);
     const url = req.url ?? '/';
     if (url.startsWith('/v1/') || url === '/v1') {
