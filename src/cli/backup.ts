@@ -55,109 +55,123 @@ export function registerBackupCommand(program: Command): void {
           'start on that directory to restore it (docs/operations.md)',
       )
       .requiredOption('--out <dir>', 'the directory to create for the backup (new, or empty)')
+      .option(
+        '--no-secret',
+        'leave the server secret out (keep it apart, e.g. in a secret manager; the restore needs it)',
+      )
       .option('--json', 'print JSON'),
-  ).action(async (options: ConfigFlags & TargetOptions & { out: string; json?: boolean }) => {
-    refuseRemote('backup', options);
-    const config = configFrom(options);
-    if (config.database.url !== undefined) {
-      throw new UserError(
-        'the store is PostgreSQL (DATABASE_URL): back it up with pg_dump, and keep KEYGATE_SECRET ' +
-          'with the dump but apart from it (docs/operations.md)',
-        2,
-      );
-    }
-    const dataDir = resolve(config.dataDir);
-    const out = resolve(options.out);
-    if (out === dataDir || out.startsWith(`${dataDir}${sep}`))
-      throw new UserError(`--out must be outside the data directory ${dataDir}`, 2);
-    if (existsSync(out) && (!statSync(out).isDirectory() || readdirSync(out).length > 0))
-      throw new UserError(`--out: ${out} exists and is not an empty directory: give a new one`, 2);
-    const database = join(dataDir, SQLITE_FILE);
-    if (!existsSync(database))
-      throw new UserError(`there is no Keygate database in ${dataDir} (give its --data-dir)`);
+  ).action(
+    async (options: ConfigFlags & TargetOptions & { out: string; secret: boolean; json?: boolean }) => {
+      refuseRemote('backup', options);
+      const config = configFrom(options);
+      if (config.database.url !== undefined) {
+        throw new UserError(
+          'the store is PostgreSQL (DATABASE_URL): back it up with pg_dump, and keep KEYGATE_SECRET ' +
+            'with the dump but apart from it (docs/operations.md)',
+          2,
+        );
+      }
+      const dataDir = resolve(config.dataDir);
+      const out = resolve(options.out);
+      if (out === dataDir || out.startsWith(`${dataDir}${sep}`))
+        throw new UserError(`--out must be outside the data directory ${dataDir}`, 2);
+      if (existsSync(out) && (!statSync(out).isDirectory() || readdirSync(out).length > 0))
+        throw new UserError(`--out: ${out} exists and is not an empty directory: give a new one`, 2);
+      const database = join(dataDir, SQLITE_FILE);
+      if (!existsSync(database))
+        throw new UserError(`there is no Keygate database in ${dataDir} (give its --data-dir)`);
 
-    const staging = `${out}.partial-${process.pid}`;
-    mkdirSync(dirname(out), { recursive: true, mode: 0o700 });
-    mkdirSync(staging, { mode: 0o700 });
-    let summary: ReturnType<typeof backupSqlite>;
-    const copied: string[] = [];
-    try {
+      const staging = `${out}.partial-${process.pid}`;
+      mkdirSync(dirname(out), { recursive: true, mode: 0o700 });
+      mkdirSync(staging, { mode: 0o700 });
+      let summary: ReturnType<typeof backupSqlite>;
+      const copied: string[] = [];
       try {
-        summary = backupSqlite(database, join(staging, SQLITE_FILE));
-      } catch (error) {
-        throw new UserError(`cannot copy the database: ${(error as Error).message}`);
-      }
-      const secret = join(dataDir, SECRET_FILE);
-      if (existsSync(secret)) {
-        // A secret others could read is refused by the gateway; it would be by the restore too.
         try {
-          assertPrivateFile(secret, 'the server secret');
+          summary = backupSqlite(database, join(staging, SQLITE_FILE));
         } catch (error) {
-          throw new UserError((error as Error).message);
+          throw new UserError(`cannot copy the database: ${(error as Error).message}`);
         }
-        copyPrivate(secret, join(staging, SECRET_FILE));
-        copied.push(SECRET_FILE);
+        const secret = join(dataDir, SECRET_FILE);
+        if (options.secret && existsSync(secret)) {
+          // A secret others could read is refused by the gateway; it would be by the restore too.
+          try {
+            assertPrivateFile(secret, 'the server secret');
+          } catch (error) {
+            throw new UserError((error as Error).message);
+          }
+          copyPrivate(secret, join(staging, SECRET_FILE));
+          copied.push(SECRET_FILE);
+        }
+        const tls = join(dataDir, 'tls');
+        if (existsSync(tls)) {
+          mkdirSync(join(staging, 'tls'), { mode: 0o700 });
+          for (const name of readdirSync(tls)) copyPrivate(join(tls, name), join(staging, 'tls', name));
+          fsyncPath(join(staging, 'tls'));
+          copied.push('tls/');
+        }
+        for (const name of readdirSync(dataDir).filter((n) => SPILL_FILE.test(n))) {
+          copyPrivate(join(dataDir, name), join(staging, name));
+          copied.push(name);
+        }
+        fsyncPath(staging);
+        if (existsSync(out)) rmdirSync(out);
+        renameSync(staging, out);
+        fsyncPath(dirname(out));
+      } catch (error) {
+        rmSync(staging, { recursive: true, force: true });
+        throw error;
       }
-      const tls = join(dataDir, 'tls');
-      if (existsSync(tls)) {
-        mkdirSync(join(staging, 'tls'), { mode: 0o700 });
-        for (const name of readdirSync(tls)) copyPrivate(join(tls, name), join(staging, 'tls', name));
-        fsyncPath(join(staging, 'tls'));
-        copied.push('tls/');
-      }
-      for (const name of readdirSync(dataDir).filter((n) => SPILL_FILE.test(n))) {
-        copyPrivate(join(dataDir, name), join(staging, name));
-        copied.push(name);
-      }
-      fsyncPath(staging);
-      if (existsSync(out)) rmdirSync(out);
-      renameSync(staging, out);
-      fsyncPath(dirname(out));
-    } catch (error) {
-      rmSync(staging, { recursive: true, force: true });
-      throw error;
-    }
 
-    const secretSource = copied.includes(SECRET_FILE)
-      ? 'file'
-      : envValue('KEYGATE_SECRET') !== undefined
-        ? 'env'
-        : 'missing';
-    if (options.json) {
-      printJson({
-        out,
-        data_dir: dataDir,
-        database: {
-          file: SQLITE_FILE,
-          schema_version: summary.schemaVersion,
-          keys: summary.keys,
-          usage_records: summary.usageRecords,
-          audit_events: summary.auditEvents,
-          users: summary.users,
-        },
-        secret: secretSource,
-        files: [SQLITE_FILE, ...copied],
-      });
-      return;
-    }
-    print(`Backed up ${dataDir} to ${out}:`);
-    print(
-      `  ${SQLITE_FILE}  schema version ${summary.schemaVersion}: ${summary.keys} keys, ${summary.usageRecords} usage records, ` +
-        `${summary.auditEvents} audit events, ${summary.users} users (checked)`,
-    );
-    if (secretSource === 'file')
-      print(`  ${SECRET_FILE}      the server secret: the keys work only with it. Keep the backup private.`);
-    else if (secretSource === 'env')
+      const secretSource = copied.includes(SECRET_FILE)
+        ? 'file'
+        : !options.secret
+          ? 'left_out'
+          : envValue('KEYGATE_SECRET') !== undefined
+            ? 'env'
+            : 'missing';
+      if (options.json) {
+        printJson({
+          out,
+          data_dir: dataDir,
+          database: {
+            file: SQLITE_FILE,
+            schema_version: summary.schemaVersion,
+            keys: summary.keys,
+            usage_records: summary.usageRecords,
+            audit_events: summary.auditEvents,
+            users: summary.users,
+          },
+          secret: secretSource,
+          files: [SQLITE_FILE, ...copied],
+        });
+        return;
+      }
+      print(`Backed up ${dataDir} to ${out}:`);
       print(
-        '  (no secret file: the secret is KEYGATE_SECRET. Keep it with the backup: the keys work only with it.)',
+        `  ${SQLITE_FILE}  schema version ${summary.schemaVersion}: ${summary.keys} keys, ${summary.usageRecords} usage records, ` +
+          `${summary.auditEvents} audit events, ${summary.users} users (checked)`,
       );
-    else
+      if (secretSource === 'file')
+        print(
+          `  ${SECRET_FILE}      the server secret: the keys work only with it. Keep the backup private.`,
+        );
+      else if (secretSource === 'left_out')
+        print(
+          `  (the secret was left out: the keys work only with it. To restore, put it back as ${join(out, SECRET_FILE)}, mode 0600.)`,
+        );
+      else if (secretSource === 'env')
+        print(
+          '  (no secret file: the secret is KEYGATE_SECRET. Keep it with the backup: the keys work only with it.)',
+        );
+      else
+        print(
+          '  (no secret file and no KEYGATE_SECRET: the backup cannot authenticate any key without the secret.)',
+        );
+      if (copied.includes('tls/')) print("  tls/        the gateway's certificate and private key");
       print(
-        '  (no secret file and no KEYGATE_SECRET: the backup cannot authenticate any key without the secret.)',
+        `Restore: stop the gateway, put ${out} in place of its data directory (or start it with --data-dir ${out}).`,
       );
-    if (copied.includes('tls/')) print("  tls/        the gateway's certificate and private key");
-    print(
-      `Restore: stop the gateway, put ${out} in place of its data directory (or start it with --data-dir ${out}).`,
-    );
-  });
+    },
+  );
 }

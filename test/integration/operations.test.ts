@@ -130,6 +130,18 @@ test('SQLite: a backup taken while the gateway serves restores into a new data d
   assert.deepEqual(await auditActions(restoredData, created.id), ['key.create']);
   await stopGateway(again);
 
+  // --no-secret: the secret is kept apart.
+  const apart = join(harness.newDataDir(), 'apart');
+  const noSecret = await cliJson<{ secret: string; files: string[] }>([
+    'backup',
+    '--out',
+    apart,
+    '--no-secret',
+    ...data,
+  ]);
+  assert.equal(noSecret.secret, 'left_out');
+  assert.deepEqual(noSecret.files.sort(), ['keygate.db', 'tls/']);
+
   // What a backup refuses.
   const again2 = await harness.runCli(['backup', '--out', out, ...data]);
   assert.equal(again2.code, 2);
