@@ -4,7 +4,7 @@
  * large batch of embeddings asked for as base64 (~40 MB of floats, which were parsed and
  * re-serialised whole). The stub runs in a process of its own, so that what is measured is the
  * gateway's: its resident memory and its event loop. Asserted with generous bounds (CI runs on two
- * shared cores): RSS grows by less than 150 MB, no callback holds the loop for 200 ms, every
+ * shared cores): RSS grows by less than 150 MB, no callback holds the loop for 300 ms, every
  * request is answered, and the gateway serves normally afterwards.
  */
 import assert from 'node:assert/strict';
@@ -80,7 +80,7 @@ test('8 error bodies of 50 MB at once: each answered with a note, memory and loo
     assert.match((res.json() as { message: string }).message, /larger than 65536 bytes/);
   }
   assert.ok(rssGrowthMb < 150, `RSS grew by ${rssGrowthMb.toFixed(1)} MB`);
-  assert.ok(maxDelayMs < 200, `the event loop was held for ${maxDelayMs.toFixed(1)} ms`);
+  assert.ok(maxDelayMs < 300, `the event loop was held for ${maxDelayMs.toFixed(1)} ms`);
   await eventually(() => t.gateway.upstream.stats.inUse === 0, 'every connection given back');
 });
 
@@ -115,7 +115,7 @@ test('~40 MB of embeddings encoded as base64 on the way: memory and loop unharme
   assert.ok(result.bytes > 21 * MB && result.bytes < 23 * MB, `${result.bytes} bytes`);
   assert.match(result.tail, /"usage":\{"prompt_tokens":2048,/);
   assert.ok(rssGrowthMb < 150, `RSS grew by ${rssGrowthMb.toFixed(1)} MB`);
-  assert.ok(maxDelayMs < 200, `the event loop was held for ${maxDelayMs.toFixed(1)} ms`);
+  assert.ok(maxDelayMs < 300, `the event loop was held for ${maxDelayMs.toFixed(1)} ms`);
   // And the gateway serves as before.
   const after = await t.call('/v1/chat/completions', {
     method: 'POST',
