@@ -6,8 +6,9 @@
  * - Written as `usage-spill-<time>-<pid>-<random>.jsonl`: first to a `.tmp` name, fsynced, then
  *   renamed and the directory fsynced, so a spill file that exists is whole.
  * - A full disk would refuse the spill file too, so a reserve (`usage-spill.reserve`, sized for
- *   the usage queue's bound, at most 16 MiB) is set aside at the start and deleted to make room
- *   when writing the spill fails for want of space.
+ *   the usage queue's bound, at most 4 MiB: some 10,000 records) is set aside at the start, and
+ *   deleted to make room when writing the spill fails for want of space. Past it, what does not
+ *   fit is reported lost.
  * - Replayed at the start before the gateway serves (every `usage-spill-*.jsonl`, and any
  *   `.replaying` one a crash left): claimed by renaming it to `.replaying`, written to the store,
  *   then deleted. The store writes a record once whatever the number of attempts (records are
@@ -35,7 +36,7 @@ const PREFIX = 'usage-spill-';
 const RESERVE = 'usage-spill.reserve';
 /** Bytes reserved per queued record (a record is ~300 bytes of JSON). */
 const RESERVE_PER_RECORD = 400;
-const MAX_RESERVE = 16 * 1024 * 1024;
+const MAX_RESERVE = 4 * 1024 * 1024;
 /** Records written to the store per call when replaying. */
 const REPLAY_BATCH = 500;
 
