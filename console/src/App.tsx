@@ -27,7 +27,13 @@ import {
 } from './session.tsx';
 import type { Session } from './types.ts';
 
-const SIGNED_OUT: Session = { setup_required: false, user: null, csrf_token: null, workspaces: [] };
+const SIGNED_OUT: Session = {
+  setup_required: false,
+  user: null,
+  csrf_token: null,
+  workspaces: [],
+  ca_cert_path: null,
+};
 
 /** Paths that only make sense signed out; signed in, they lead to the keys. */
 const ENTRY_PATHS = new Set(['/', '/sign-in', '/setup']);

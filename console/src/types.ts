@@ -54,6 +54,8 @@ export interface Session {
   user: SessionUser | null;
   csrf_token: string | null;
   workspaces: SessionWorkspace[];
+  /** The gateway's self-signed certificate, for `curl --cacert` (null: clients trust it already). */
+  ca_cert_path: string | null;
 }
 
 export interface TotpSetup {

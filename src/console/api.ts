@@ -55,6 +55,12 @@ export interface ConsoleDeps {
   sessionTtlMs: number;
   loginFailuresPerAccount: number;
   loginFailuresPerIp: number;
+  /**
+   * The gateway's own certificate (the self-signed one in the data directory), which clients must
+   * be told to trust: shown in the console's "call the API" snippets. Undefined for plain HTTP or
+   * a certificate the operator brought (presumably from a CA the clients already trust).
+   */
+  caCertPath?: string;
 }
 
 /** A signed-in user, from a live session. */
@@ -337,12 +343,19 @@ export class ConsoleAuth {
       },
       csrf_token: csrfToken(this.#deps.consoleKey, signed.sessionId),
       workspaces: await this.workspacesOf(user.id),
+      ca_cert_path: this.#deps.caCertPath ?? null,
     };
   }
 
   async #signedOutView(): Promise<Record<string, unknown>> {
     const users = await this.#deps.store.listUsers();
-    return { setup_required: users.length === 0, user: null, csrf_token: null, workspaces: [] };
+    return {
+      setup_required: users.length === 0,
+      user: null,
+      csrf_token: null,
+      workspaces: [],
+      ca_cert_path: null,
+    };
   }
 
   /** Starts a session for a user and sets its cookie; returns the session view. */

@@ -10,7 +10,7 @@ import {
   type ServerResponse,
 } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import { join } from 'node:path';
+import { join, resolve as resolvePath } from 'node:path';
 import type { Redis } from 'ioredis';
 import { AlertEngine } from '../alerts/engine.ts';
 import { createNotifier, type Notifier } from '../alerts/notifier.ts';
@@ -320,6 +320,10 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     sessionTtlMs: config.auth.sessionTtlMs,
     loginFailuresPerAccount: config.auth.loginFailuresPerAccount,
     loginFailuresPerIp: config.auth.loginFailuresPerIp,
+    caCertPath:
+      tls && (tls.generated || tls.certPath.startsWith(config.dataDir))
+        ? resolvePath(tls.certPath)
+        : undefined,
   });
   const consoleStatic = createConsoleStatic();
   const admin = createAdminApi({

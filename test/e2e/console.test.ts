@@ -12,12 +12,13 @@
  * throw.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { Secret, TOTP } from 'otpauth';
 import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
 import type { UsageRecord } from '../../src/store/types.ts';
@@ -30,6 +31,7 @@ declare const window: { scrollTo(x: number, y: number): void };
 declare const navigator: { clipboard: { readText(): Promise<string> } };
 
 const CHROMIUM = '/usr/bin/chromium';
+const execFileAsync = promisify(execFile);
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const OUT = `${ROOT}test-output/console`;
 const OWNER = { email: 'owner@example.com', password: 'correct horse battery staple' };
@@ -332,6 +334,21 @@ test('the web console in Chromium: setup, sign-in, keys, usage, alerts, audit, s
       await shown.getByText('Copied to the clipboard.').waitFor();
       assert.equal(await page.evaluate(() => navigator.clipboard.readText()), secret);
       shots['key-created'] = await shot(page, 'key-created');
+      // The "call the API" snippet works as shown, pasted into a shell: with the gateway's
+      // self-signed certificate it tells curl to trust it (--cacert).
+      const snippet = (await shown.locator('.snippet pre').textContent()) ?? '';
+      assert.match(snippet, /^curl --cacert '[^']+cert\.pem' https:/);
+      // Run asynchronously: the gateway answering it lives in this process.
+      const pasted = await execFileAsync(
+        'bash',
+        ['-c', `${snippet} --silent --show-error --fail-with-body`],
+        {
+          env: { ...process.env, KEYGATE_KEY: secret },
+          encoding: 'utf8',
+          timeout: 30_000,
+        },
+      );
+      assert.match(pasted.stdout, /"choices"/, `the snippet ran: ${pasted.stderr}${pasted.stdout}`);
       await shown.getByRole('button', { name: 'I have copied the key' }).click();
       await shown.waitFor({ state: 'detached' });
 
@@ -342,7 +359,8 @@ test('the web console in Chromium: setup, sign-in, keys, usage, alerts, audit, s
         assert.ok(text.includes(part), `the row shows ${part}: ${text}`);
       assert.ok(text.includes(secret.slice(-4)), 'the row shows the last four characters');
 
-      for (let i = 0; i < 3; i++) assert.equal((await v1(secret)).status, 200, 'chat with an allowed model');
+      // Two chats here, and the snippet's above.
+      for (let i = 0; i < 2; i++) assert.equal((await v1(secret)).status, 200, 'chat with an allowed model');
       const refused = await v1(secret, 'mistral-large-latest');
       assert.equal(refused.status, 403, 'a model outside the allowlist is refused');
       const embeddings = await gw.call('/v1/embeddings', {
@@ -430,8 +448,8 @@ test('the web console in Chromium: setup, sign-in, keys, usage, alerts, audit, s
   });
 
   await step('the usage page shows the calls of the key', async () => {
-    // 3 + 1 (model refused) + 1 (scope refused) + 2 after rotation; the 401s after revocation
-    // are no key's usage.
+    // 3 (the snippet's and two) + 1 (model refused) + 1 (scope refused) + 2 after rotation; the
+    // 401s after revocation are no key's usage.
     const expected = { requests: 7, errors: 2 };
     await page.getByRole('link', { name: 'Usage' }).click();
     await page.getByRole('heading', { name: 'Usage' }).waitFor();

@@ -2,6 +2,7 @@ import { Button } from '../components/Button.tsx';
 import { Dialog } from '../components/Dialog.tsx';
 import { SecretReveal } from '../components/SecretReveal.tsx';
 import { formatDateTime } from '../format.ts';
+import { useSession } from '../session.tsx';
 import type { CreatedKey, RotatedKey } from '../types.ts';
 
 /** The secret of a new or rotated key, shown once. */
@@ -13,6 +14,9 @@ export function KeySecretDialog({
   onClose: () => void;
 }) {
   const rotated = 'previous_secret_valid_until' in created;
+  // With the gateway's self-signed certificate, curl must be told to trust it.
+  const caCert = useSession().session.ca_cert_path;
+  const cacert = caCert ? `--cacert '${caCert.replaceAll("'", `'\\''`)}' ` : '';
   return (
     <Dialog
       title={rotated ? `New secret for ${created.name}` : `Key ${created.name} created`}
@@ -32,7 +36,7 @@ export function KeySecretDialog({
         ) : null}
         <div className="snippet">
           <div className="snippet-title">Call the API with it</div>
-          <pre className="mono">{`curl ${window.location.origin}/v1/chat/completions \\
+          <pre className="mono">{`curl ${cacert}${window.location.origin}/v1/chat/completions \\
   -H "Authorization: Bearer $KEYGATE_KEY" \\
   -H "Content-Type: application/json" \\
   -d '{"model":"mistral-small-latest","messages":[{"role":"user","content":"Hello"}]}'`}</pre>
