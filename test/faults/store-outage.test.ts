@@ -151,10 +151,13 @@ describe('fault: PostgreSQL unreachable', {
     rmSync(next.config.dataDir, { recursive: true, force: true });
     running.splice(running.indexOf(next), 1);
     await assert.rejects(
-      next.close(),
+      next.gateway.close(),
       /^Error: 3 usage records could not be written to the store \(.+\) nor kept in the data directory .+: they are lost$/,
     );
     await proxy?.restore();
+    // What the harness's close() would have closed after the gateway's (which failed).
+    await next.dispatcher.close();
+    await next.stub.close();
 
     t.diagnostic(
       'stop during the outage: 20 records spilled, 22 of 22 stored after the restart; without a data directory: 3 lost, and the stop fails saying so (keygate start exits 1)',

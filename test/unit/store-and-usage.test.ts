@@ -301,20 +301,26 @@ for (const s of STORES) {
       }
     });
 
-    test('expiry reminders go out once per threshold, the most urgent one first, and again after an extension', async () => {
+    test('expiry reminders go out once per threshold crossed, the most urgent one first, and again after an extension', async () => {
       const day = 86_400_000;
       const now = Date.now();
+      // Made 20 days ago: they crossed their thresholds since (a key made inside one is not reminded at it).
+      const made = now - 20 * day;
       const { record: inTen } = await createKey(
-        { store, pepper, prefix: 'kg', now },
-        { name: 'ten days', expiresInMs: 10 * day },
+        { store, pepper, prefix: 'kg', now: made },
+        { name: 'ten days', expiresInMs: 30 * day },
       );
       const { record: inTwo } = await createKey(
-        { store, pepper, prefix: 'kg', now },
-        { name: 'two days', expiresInMs: 2 * day },
+        { store, pepper, prefix: 'kg', now: made },
+        { name: 'two days', expiresInMs: 22 * day },
       );
       const { record: far } = await createKey(
+        { store, pepper, prefix: 'kg', now: made },
+        { name: 'far', expiresInMs: 80 * day },
+      );
+      const { record: madeInside } = await createKey(
         { store, pepper, prefix: 'kg', now },
-        { name: 'far', expiresInMs: 60 * day },
+        { name: 'made for seven days', expiresInMs: 7 * day },
       );
       const thresholds = [14 * day, 3 * day];
       const first = await store.recordExpiryReminders(now, thresholds);
@@ -322,14 +328,21 @@ for (const s of STORES) {
       assert.equal(byKey.get(inTen.id), 14 * day);
       assert.equal(byKey.get(inTwo.id), 3 * day, 'only the most urgent reminder');
       assert.ok(!byKey.has(far.id));
+      assert.ok(!byKey.has(madeInside.id), 'made inside 14 days: not reminded at once');
       const again = await store.recordExpiryReminders(now + 1000, thresholds);
       assert.ok(!again.some((r) => [inTen.id, inTwo.id].includes(r.keyId)), 'each reminder once');
+      const mid = await store.recordExpiryReminders(now + 5 * day, thresholds);
+      assert.deepEqual(
+        mid.map((r) => [r.keyId, r.thresholdMs]),
+        [[madeInside.id, 3 * day]],
+        'the key made for seven days crossed 3 days',
+      );
       // Eight days on, the ten-day key is inside three days: its second reminder.
       const later = await store.recordExpiryReminders(now + 8 * day, thresholds);
       assert.ok(later.some((r) => r.keyId === inTen.id && r.thresholdMs === 3 * day));
-      // Extending the key starts its reminders over for the new expiry.
-      await store.updateKey(inTwo.id, { expiresAt: now + 13 * day }, CLI_ACTOR, now);
-      const extended = await store.recordExpiryReminders(now + 1 * day, thresholds);
+      // Extending the key starts its reminders over for the new expiry, from when it was extended.
+      await store.updateKey(inTwo.id, { expiresAt: now + 20 * day }, CLI_ACTOR, now);
+      const extended = await store.recordExpiryReminders(now + 7 * day, thresholds);
       assert.ok(extended.some((r) => r.keyId === inTwo.id && r.thresholdMs === 14 * day));
       const audit = await store.listAudit({ targetId: inTen.id, action: 'key.expiry_reminder' });
       assert.equal(audit.length, 2);
