@@ -17,6 +17,7 @@ import { ensureSelfSigned } from '../http/tls.ts';
 import { createMemoryLimiter } from '../limits/index.ts';
 import { LimitsServer } from '../limits/ipc.ts';
 import { openStore } from '../store/index.ts';
+import { Background } from '../util/background.ts';
 import { UserError } from './common.ts';
 
 const CRASH_WINDOW_MS = 60_000;
@@ -55,7 +56,12 @@ export async function runWorkers(config: Config, version: string): Promise<void>
   const token = await setupToken(store, secrets.consoleKey).finally(() =>
     config.redis.url ? store.close() : undefined,
   );
-  const limits = config.redis.url ? undefined : new LimitsServer(createMemoryLimiter({ store }));
+  // The primary has no JSON logger: a failing limits message or sweep is said on stderr, once per
+  // change of state, like the banner (util/background.ts counts and retries it).
+  const background = new Background({
+    logger: { error: (_details, message) => err(message), info: (_details, message) => err(message) },
+  });
+  const limits = config.redis.url ? undefined : new LimitsServer(createMemoryLimiter({ store }), background);
   const detachLimits = new Map<number, () => void>();
 
   let stopping = false;
