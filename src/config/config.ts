@@ -75,8 +75,8 @@ export const configSchema = z
          */
         trustedProxies: z.array(z.string()).default([]),
         /**
-         * Processes serving the port (node:cluster). More than one needs Redis, which keeps the
-         * limits, budgets and concurrency exact across them. @default 1
+         * Processes serving the port (node:cluster). Their limits, budgets and concurrency stay
+         * exact: kept by the primary process (over IPC), or in Redis when REDIS_URL is set. @default 1
          */
         workers: z.coerce
           .number({ error: 'must be a number of processes' })

@@ -30,6 +30,7 @@ import {
   writeSync,
 } from 'node:fs';
 import { join } from 'node:path';
+import { fsyncPath } from '../store/backup.ts';
 import type { Store, UsageRecord } from '../store/types.ts';
 
 const PREFIX = 'usage-spill-';
@@ -39,15 +40,6 @@ const RESERVE_PER_RECORD = 400;
 const MAX_RESERVE = 4 * 1024 * 1024;
 /** Records written to the store per call when replaying. */
 const REPLAY_BATCH = 500;
-
-function fsyncDir(dir: string): void {
-  const fd = openSync(dir, 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
 
 function writeWhole(path: string, data: Buffer): void {
   const fd = openSync(path, 'w', 0o600);
@@ -102,7 +94,7 @@ export function spillUsage(dataDir: string, records: readonly UsageRecord[]): st
     }
   }
   renameSync(tmp, path);
-  fsyncDir(dataDir);
+  fsyncPath(dataDir);
   return path;
 }
 

@@ -4,9 +4,11 @@ import type { AuditEvent } from '../types.ts';
 
 function short(field: string, value: unknown): string {
   if (value === undefined) return '∅';
-  // Times are stored as epoch milliseconds.
-  if (typeof value === 'number' && /(_at|_until)$/.test(field))
-    return formatDateTime(new Date(value).toISOString());
+  // The API gives times as ISO 8601 (events recorded before it did so held epoch milliseconds).
+  if (/(_at|_until)$/.test(field)) {
+    const at = typeof value === 'number' || typeof value === 'string' ? new Date(value) : undefined;
+    if (at !== undefined && !Number.isNaN(at.getTime())) return formatDateTime(at.toISOString());
+  }
   const text = typeof value === 'string' ? value : JSON.stringify(value);
   return text.length > 60 ? `${text.slice(0, 59)}…` : text;
 }
