@@ -12,7 +12,7 @@ import { setGlobalDispatcher } from 'undici';
 import * as S from '../../src/http/admin/schemas.ts';
 import { createKey } from '../../src/keys/service.ts';
 import { CLI_ACTOR, DEFAULT_WORKSPACE_ID } from '../../src/store/types.ts';
-import { ANY_KEY_RE, baseEnv, type CliResult, createCliHarness } from '../support/cli.ts';
+import { ANY_KEY_RE, baseEnv, type CliResult, createCliHarness, limited } from '../support/cli.ts';
 import { bearer, chatBody, startTestGateway, type TestGateway } from '../support/gateway.ts';
 
 const harness = createCliHarness({ tempPrefix: 'keygate-rules-' });
@@ -278,8 +278,9 @@ test('CLI on the data directory: list, set (keeping the other settings), reset, 
     ],
     [['reset', 'spikes'], /^keygate: unknown rule "spikes"/],
   ] as const;
-  // Refused before anything is written: run side by side.
-  const refused = await Promise.all(refusals.map(([args]) => run(...args)));
+  // Refused before anything is written: run side by side, a few at a time.
+  const slot = limited(4);
+  const refused = await Promise.all(refusals.map(([args]) => slot(() => run(...args))));
   refusals.forEach(([args, message], i) => {
     const res = refused[i];
     assert.equal(res?.code, 2, `${args.join(' ')}: ${res?.stdout}${res?.stderr}`);

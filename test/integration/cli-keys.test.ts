@@ -15,7 +15,15 @@ import { SqliteStore } from '../../src/store/sqlite.ts';
 import { CLI_ACTOR } from '../../src/store/types.ts';
 import { createUser, setRole } from '../../src/users/service.ts';
 import type { CliResult, CreatedKey, Gateway, HttpResult, KeyView, RotatedKey } from '../support/cli.ts';
-import { ANY_KEY_RE, createCliHarness, KEY_RE, pollStatus, STACK_LINE, stopGateway } from '../support/cli.ts';
+import {
+  ANY_KEY_RE,
+  createCliHarness,
+  KEY_RE,
+  limited,
+  pollStatus,
+  STACK_LINE,
+  stopGateway,
+} from '../support/cli.ts';
 import { pastTime } from '../support/wait.ts';
 
 const DAY_MS = 86_400_000;
@@ -323,9 +331,10 @@ test('keys create refuses each bad value with exit 2, a one-line message naming 
     { args: ['--budget', '0/day'], mentions: /--budget/ },
     { args: ['--expires', '0'], mentions: /--expires/ },
   ];
-  // The refusals are independent: run them side by side, then report each on its own.
+  // The refusals are independent: run them side by side (a few at a time), then report each.
+  const slot = limited(4);
   const results = await Promise.all(
-    cases.map(({ args }) => cli(['keys', 'create', '--name', 'must-not-exist', ...args])),
+    cases.map(({ args }) => slot(() => cli(['keys', 'create', '--name', 'must-not-exist', ...args]))),
   );
   for (const [index, { args, mentions }] of cases.entries()) {
     await t.test(`${args[0]} ${JSON.stringify(args[1])}`, () => {

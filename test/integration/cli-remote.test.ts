@@ -18,7 +18,7 @@ import { createKey } from '../../src/keys/service.ts';
 import { CLI_ACTOR } from '../../src/store/types.ts';
 import { createUser } from '../../src/users/service.ts';
 import type { CreatedKey, KeyView, RotatedKey } from '../support/cli.ts';
-import { ANY_KEY_RE, baseEnv, KEY_RE, pollStatus, STACK_LINE } from '../support/cli.ts';
+import { ANY_KEY_RE, baseEnv, KEY_RE, limited, pollStatus, STACK_LINE } from '../support/cli.ts';
 import { bearer, chatBody, startTestGateway, type TestGateway, tempDir } from '../support/gateway.ts';
 import { usageTotalsOf } from '../support/usage-totals.ts';
 import { eventually } from '../support/wait.ts';
@@ -326,9 +326,12 @@ test('keys list / show, workspaces, usage and audit print the same JSON and tabl
     ['usage', '--key', remoteKey.id, '--since', '1h'],
     ['audit', '--limit', '1000'],
   ];
-  // Reads only: each remote run beside its local twin, all at once.
+  // Reads only: each remote run beside its local twin, two pairs at a time.
+  const slot = limited(4);
   const jsonPairs = await Promise.all(
-    jsonCases.map((args) => Promise.all([remote([...args, '--json']), local([...args, '--json'])])),
+    jsonCases.map((args) =>
+      Promise.all([slot(() => remote([...args, '--json'])), slot(() => local([...args, '--json']))]),
+    ),
   );
   for (const [index, [fromGateway, fromDisk]] of jsonPairs.entries()) {
     const what = jsonCases[index]!.join(' ');
@@ -352,7 +355,9 @@ test('keys list / show, workspaces, usage and audit print the same JSON and tabl
     ['usage'],
     ['audit'],
   ];
-  const tablePairs = await Promise.all(tableCases.map((args) => Promise.all([remote(args), local(args)])));
+  const tablePairs = await Promise.all(
+    tableCases.map((args) => Promise.all([slot(() => remote(args)), slot(() => local(args))])),
+  );
   for (const [index, [fromGateway, fromDisk]] of tablePairs.entries()) {
     const what = tableCases[index]!.join(' ');
     assert.equal(fromGateway.code, 0, describe(fromGateway));
@@ -678,6 +683,7 @@ test('remote failures are one line with a non-zero exit, never a stack trace or 
   const port = await closedPort();
   const silent = await silentServer();
   const badAdmin = 'kg_thisisnotarealkeythisisnotarealkey00';
+  const slot = limited(4);
   const [
     noKey,
     emptyKey,
@@ -691,17 +697,22 @@ test('remote failures are one line with a non-zero exit, never a stack trace or 
     notKeygate,
     wrongScheme,
   ] = await Promise.all([
-    remote(['keys', 'list'], baseEnv()),
-    remote(['keys', 'list'], { ...baseEnv(), KEYGATE_ADMIN_KEY: ' ' }),
-    remote(['keys', 'list'], adminEnv(inferenceOnly.key)),
-    remote(['usage'], adminEnv(badAdmin)),
-    run(['keys', 'list', '--url', `https://127.0.0.1:${port}`, '--data-dir', emptyDir], adminEnv()),
-    run(['keys', 'list', '--url', 'not a url', '--data-dir', emptyDir], adminEnv()),
-    run(['keys', 'list', '--url', 'http://gateway.example', '--data-dir', emptyDir], adminEnv()),
-    run(['keys', 'list', '--url', t.url, '--data-dir', emptyDir], adminEnv()),
+    slot(() => remote(['keys', 'list'], baseEnv())),
+    slot(() => remote(['keys', 'list'], { ...baseEnv(), KEYGATE_ADMIN_KEY: ' ' })),
+    slot(() => remote(['keys', 'list'], adminEnv(inferenceOnly.key))),
+    slot(() => remote(['usage'], adminEnv(badAdmin))),
+    slot(() =>
+      run(['keys', 'list', '--url', `https://127.0.0.1:${port}`, '--data-dir', emptyDir], adminEnv()),
+    ),
+    slot(() => run(['keys', 'list', '--url', 'not a url', '--data-dir', emptyDir], adminEnv())),
+    slot(() => run(['keys', 'list', '--url', 'http://gateway.example', '--data-dir', emptyDir], adminEnv())),
+    slot(() => run(['keys', 'list', '--url', t.url, '--data-dir', emptyDir], adminEnv())),
+    // Waits idle for its 10 s, and is timed: outside the slots.
     run(['keys', 'list', '--url', `https://127.0.0.1:${silent}`, '--data-dir', emptyDir], adminEnv()),
-    run(['keys', 'list', '--url', t.stub.url, '--data-dir', emptyDir], adminEnv()),
-    run(['keys', 'list', '--url', t.url.replace('https:', 'http:'), '--data-dir', emptyDir], adminEnv()),
+    slot(() => run(['keys', 'list', '--url', t.stub.url, '--data-dir', emptyDir], adminEnv())),
+    slot(() =>
+      run(['keys', 'list', '--url', t.url.replace('https:', 'http:'), '--data-dir', emptyDir], adminEnv()),
+    ),
   ]);
 
   for (const result of [noKey, inference, invalid, refused, untrusted, timeout, notKeygate, wrongScheme])

@@ -74,6 +74,26 @@ export function baseEnv(): NodeJS.ProcessEnv {
   return env;
 }
 
+/**
+ * Runs the wrapped calls at most `n` at a time. Each CLI run is a Node process that needs about a
+ * second of CPU to start: a busy 2-core machine (CI) cannot start a dozen at once within their
+ * timeouts, which made tests that spawned them all together fail now and then.
+ */
+export function limited(n: number): <R>(work: () => Promise<R>) => Promise<R> {
+  let running = 0;
+  const waiting: (() => void)[] = [];
+  return async (work) => {
+    while (running >= n) await new Promise<void>((resolve) => waiting.push(resolve));
+    running++;
+    try {
+      return await work();
+    } finally {
+      running--;
+      waiting.shift()?.();
+    }
+  };
+}
+
 /** SIGTERM, then SIGKILL if it does not exit in time. Never throws. */
 export async function stopProc(proc: Proc, ms = STOP_TIMEOUT_MS): Promise<Exit | undefined> {
   if (proc.exit) return proc.exit;
