@@ -89,7 +89,13 @@ describe('first run', () => {
     const b = new Browser(t);
     const state = await b.call('GET', '/console/api/session');
     assert.equal(state.status, 200);
-    assert.deepEqual(state.json, { setup_required: true, user: null, csrf_token: null, workspaces: [] });
+    assert.deepEqual(state.json, {
+      setup_required: true,
+      user: null,
+      csrf_token: null,
+      workspaces: [],
+      ca_cert_path: null,
+    });
 
     const token = await t.gateway.console.setupToken();
     assert.match(token ?? '', /^[A-Z2-7]{5}(-[A-Z2-7]{5}){3}$/);
