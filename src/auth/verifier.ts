@@ -121,9 +121,15 @@ export class KeyVerifier {
     for (const [id, entry] of this.#cache.entries()) if (entry.value === null) this.#cache.delete(id);
   }
 
-  /** Applies the store's change feed to the cache. Never rejects (a failure is reported). */
+  /**
+   * Applies the store's change feed to the cache: every change made before the call is applied
+   * when it resolves. Never rejects (a failure is reported).
+   */
   async syncChanges(): Promise<void> {
     try {
+      // A read under way may have left before the caller's change was written: let it finish,
+      // then read again (a read started after this call, by the poll or another caller, will do).
+      if (this.#reading) await this.#reading.catch(() => {});
       await this.#read();
       this.#background.succeeded(KEY_CHANGE_POLL_TASK);
     } catch (error) {
