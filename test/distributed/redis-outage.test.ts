@@ -6,7 +6,6 @@
  * instance goes back to the shared limits by itself, without a restart.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { after, before, test } from 'node:test';
 import {
   api,
@@ -20,14 +19,7 @@ import {
   statuses,
   useCluster,
 } from '../support/cluster.ts';
-import { RedisProcess } from '../support/redis.ts';
-
-function redisServerMissing(): string | undefined {
-  const probe = spawnSync('redis-server', ['--version'], { stdio: 'ignore' });
-  return probe.error === undefined && probe.status === 0
-    ? undefined
-    : 'redis-server is not installed, so Redis cannot be stopped and restarted here';
-}
+import { RedisProcess, redisServerMissing } from '../support/redis.ts';
 
 /** `count` requests with `key` at once on `instance`. */
 function burst(instance: Instance, key: string, count: number) {

@@ -74,11 +74,18 @@ export async function redisOrSkip(t: TestContext): Promise<boolean> {
   return false;
 }
 
+/** Why a private `redis-server` cannot be run here (undefined: it can). */
+export function redisServerMissing(): string | undefined {
+  const probe = spawnSync('redis-server', ['--version'], { stdio: 'ignore' });
+  return probe.error === undefined && probe.status === 0
+    ? undefined
+    : 'redis-server is not installed, so Redis cannot be stopped and restarted here';
+}
+
 /** True when `redis-server` can be started here; otherwise skips the test (fails it under CI). */
 export function redisServerOrSkip(t: TestContext): boolean {
-  const probe = spawnSync('redis-server', ['--version'], { stdio: 'ignore' });
-  if (probe.error === undefined && probe.status === 0) return true;
-  const reason = 'redis-server is not installed, so Redis cannot be stopped and restarted here';
+  const reason = redisServerMissing();
+  if (reason === undefined) return true;
   if (process.env.CI) throw new Error(`${reason}; CI is set, so the Redis tests must run`);
   t.skip(reason);
   return false;
