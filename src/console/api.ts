@@ -300,7 +300,9 @@ export class ConsoleAuth {
       sendJson(res, 200, signed ? await this.#sessionView(signed) : await this.#signedOutView());
       return;
     }
-    const post = POST_ROUTES[pathname.slice('/console/api/'.length)];
+    const name = pathname.slice('/console/api/'.length);
+    // Own properties only: `__proto__` or `constructor` is a path, not a route.
+    const post = Object.hasOwn(POST_ROUTES, name) ? POST_ROUTES[name] : undefined;
     if (!post) {
       sendError(res, 'not_found', `No such endpoint: ${req.method} ${scrubText(pathname)}.`);
       return;

@@ -61,7 +61,9 @@ export const ADMIN_BODY_LIMIT = 1_048_576;
 
 /** Query parameters as an object; a repeated parameter becomes an array (which validation refuses). */
 function queryObject(search: string): Record<string, string | string[]> {
-  const out: Record<string, string | string[]> = {};
+  // No prototype: `?__proto__=x` is a parameter like any other (then refused as unknown), not a
+  // way to replace the object's prototype.
+  const out: Record<string, string | string[]> = Object.create(null);
   for (const [name, value] of new URLSearchParams(search)) {
     const seen = out[name];
     out[name] = seen === undefined ? value : Array.isArray(seen) ? [...seen, value] : [seen, value];
